@@ -1,0 +1,26 @@
+# ckpt.criu developer entry points. Every target sets the machine up first.
+.PHONY: setup test demo sanity lint unit integration docs clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	@bash scripts/test.sh
+
+unit: setup
+	@.venv/bin/python -m pytest -p no:cacheprovider tests/unit
+
+integration: setup
+	@.venv/bin/python -m pytest -p no:cacheprovider tests/integration
+
+lint: setup
+	@.venv/bin/ansible-lint --offline
+
+sanity: setup
+	@cd "$$(bash scripts/sync-collection.sh)" && $(CURDIR)/.venv/bin/ansible-test sanity --python 3.11 --color no --exclude tests/workloads/
+
+docs: setup
+	@for m in fd_inspect binary_checksum criu_info; do ANSIBLE_CONFIG=ansible.cfg .venv/bin/ansible-doc ckpt.criu.$$m >/dev/null || exit 1; done; echo "ansible-doc renders every module"
+
+clean:
+	rm -rf .build tests/output

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# One-step, idempotent setup of a development / CI machine (Debian 12 or 13,
+# as root): system packages, a CRIU that passes `criu check`, a virtualenv with
+# the pinned controller and dev tools, and the collection importable as
+# ckpt.criu. A second run checks everything and changes nothing.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+t0=$(date +%s)
+say() { echo "setup: $*"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+  say "run as root: CRIU and the test fleet need root"; exit 1
+fi
+
+# 1. System packages (only installed when missing).
+pkgs=(openssh-server openssh-client rsync iproute2 util-linux procps psmisc python3 python3-venv ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  say "system packages present"
+fi
+
+# 2. CRIU (distro on Debian 13, private prefix of Debian 13's criu on Debian 12).
+criu=$(bash scripts/install-criu.sh | tail -1)
+say "criu: $criu"
+
+# 3. Virtualenv with pinned tools.
+py=${CKPT_PYTHON:-python3}
+want=$(sha256sum requirements/dev.txt | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python || "$(cat .venv/.requirements.sha256 2>/dev/null)" != "$want" ]]; then
+  say "creating .venv with requirements/dev.txt"
+  "$py" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt 2>&1 \
+    | grep -v "is ignored: it is neither a file nor a directory" || true
+  .venv/bin/ansible --version >/dev/null
+  echo "$want" > .venv/.requirements.sha256
+else
+  say ".venv up to date ($(.venv/bin/ansible --version | head -1))"
+fi
+
+# 4. The collection as ckpt.criu for ansible-playbook (symlink; ansible.cfg
+#    points collections_path here).
+link=.build/collections/ansible_collections/ckpt/criu
+mkdir -p "$(dirname "$link")"
+if [[ "$(readlink "$link" 2>/dev/null)" != "$here" ]]; then
+  ln -sfn "$here" "$link"
+  say "linked $link -> $here"
+fi
+
+say "done in $(( $(date +%s) - t0 )) s"

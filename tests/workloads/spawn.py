@@ -182,9 +182,11 @@ def main():
         for s in set(moved.values()):
             if s not in moved:
                 os.close(s)
+        # Be a session leader, as a real daemon is (CRIU refuses a root task
+        # that is not one unless --shell-job), and so a pty can be our
+        # controlling tty.
+        os.setsid()
         if is_pty:
-            # Become a session leader again so the pty can be our controlling tty.
-            os.setsid()
             import fcntl
             import termios
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)

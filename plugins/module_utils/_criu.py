@@ -1,0 +1,410 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Find, probe and run CRIU; turn its log into a short, honest verdict.
+
+Every criu run goes through :func:`run_criu`, which encodes the lessons of the
+incident this collection exists for:
+
+* criu's own stdin is ``/dev/null`` and its stdout/stderr are pipes, whatever
+  state the calling process's fds 0-2 are in (a launcher that closed them made
+  criu's own files land on fds 1 and 2 and every error vanish);
+* criu always logs with ``-v4`` to an absolute ``-o`` path;
+* success is never judged by the exit code alone, nor failure by the mere
+  presence of an ``Error`` line: a run succeeded when criu exited 0 *and* its
+  log says the action finished successfully.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+# Where scripts/install-criu.sh puts Debian 13's criu on Debian 12.
+PRIVATE_PREFIX_CRIU = "/opt/ckpt-criu/bin/criu"
+SEARCH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+MIN_VERSION = (4, 1)
+
+# The line criu's log prints when an action completed.
+SUCCESS_MARKERS = {
+    "dump": "Dumping finished successfully",
+    "pre-dump": "Pre-dumping finished successfully",
+    "restore": "Restore finished successfully",
+    "page-server": None,  # a page server has no completion line of its own
+    "check": None,
+}
+
+# Error lines that are harmless on some hosts and must never be reported as the
+# cause of a failure (nor make a successful run look failed).
+NOISE_PATTERNS = (
+    # No CAP_SYS_RESOURCE (containers, these test machines): criu cannot raise
+    # its own fd limit and carries on.
+    re.compile(r"rlimit: Can't setup RLIMIT_NOFILE"),
+)
+
+_LOG_LINE = re.compile(r"^\((?P<ts>[0-9.]+)\)\s+(?:(?P<pid>\d+):\s+)?(?P<level>Error|Warn)\b(?P<rest>.*)$")
+
+# Known causes: a log pattern -> a sentence saying what happened and what to do.
+KNOWN_CAUSES = (
+    (re.compile(r"Can't fork for (\d+): File exists"),
+     "the PID {0} that the checkpoint needs is taken by another process (or a zombie not yet reaped) "
+     "on this host; wait for it to exit or free the PID, then restore again"),
+    (re.compile(r"The root process (\d+) is not a session leader"),
+     "process {0} is not a session leader; CRIU needs shell_job (--shell-job) for it, "
+     "or start the workload with setsid"),
+    (re.compile(r"Can't lookup mount=(\d+) for fd=(\d+)"),
+     "fd {1} of the process is on a mount (id {0}) that its mount namespace cannot see, usually an fd "
+     "leaked from the launcher; close it in the workload or start it without the leaked fd"),
+    (re.compile(r"[Ee]xternal socket is used|unix: Can't dump external socket|Can't dump half of stream unix connection"),
+     "the process holds a unix socket whose peer is outside the dumped tree (journald-style stdout); "
+     "pass ext_unix_sk or point the workload's output elsewhere"),
+    (re.compile(r"No space left on device"),
+     "the images directory ran out of space; free space or choose a larger images_dir"),
+    (re.compile(r"Connected TCP socket|tcp: Connected TCP socket, consider using --tcp-established"),
+     "the process has an established TCP connection; pass tcp_established (needs a network lock backend)"),
+    (re.compile(r"Can't open file .* on restore|Can't open vma"),
+     "a file the process had open is missing or different on this host; make the same file available"),
+    (re.compile(r"File (\S+) has bad size"),
+     "the file {0} the process had open does not have the size it had at dump time; restore it "
+     "unchanged on this host"),
+    (re.compile(r"tty: .*|Can't dump tty|Can't restore tty"),
+     "the process uses a terminal; pass shell_job (--shell-job) or run the workload without a tty"),
+    (re.compile(r"Unexpected EOF on|Can't open image|No such file or directory.*\.img|Corrupted image|Unknown magic"),
+     "the checkpoint images are missing or corrupt; take a new checkpoint"),
+    (re.compile(r"Permission denied|Operation not permitted"),
+     "criu lacks a privilege it needs; run it as root (become: true) with the capabilities CRIU requires"),
+)
+
+
+class CriuError(Exception):
+    """A criu problem, with what a person needs to act on it."""
+
+    def __init__(self, msg, rc=None, log_path=None, log_errors=None, argv=None,
+                 stdout=None, stderr=None):
+        super(CriuError, self).__init__(msg)
+        self.msg = msg
+        self.rc = rc
+        self.log_path = log_path
+        self.log_errors = log_errors or []
+        self.argv = argv
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def to_fail_kwargs(self):
+        """Keyword arguments for ``module.fail_json``."""
+        kw = {"msg": self.msg}
+        for key in ("rc", "log_path", "stdout", "stderr"):
+            value = getattr(self, key)
+            if value is not None:
+                kw[key] = value
+        if self.log_errors:
+            kw["log_errors"] = self.log_errors
+        if self.argv:
+            kw["cmd"] = self.argv
+        return kw
+
+
+class CriuResult(object):
+    """The outcome of one criu run."""
+
+    def __init__(self, argv, rc, stdout, stderr, log_path, duration, action, timed_out=False):
+        self.argv = argv
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+        self.log_path = log_path
+        self.duration = duration
+        self.action = action
+        self.timed_out = timed_out
+        self.log_text = read_log(log_path)
+        self.log_errors = relevant_errors(self.log_text)
+        self.log_warnings = log_lines(self.log_text, "Warn")
+
+    @property
+    def finished(self):
+        """True when criu's log says the action finished successfully."""
+        marker = SUCCESS_MARKERS.get(self.action)
+        if marker is None:
+            return self.rc == 0
+        return marker in self.log_text
+
+    @property
+    def ok(self):
+        return self.rc == 0 and not self.timed_out and self.finished
+
+    def cause(self):
+        """One sentence naming the cause of a failed run."""
+        return explain_failure(self)
+
+    def as_dict(self):
+        return {
+            "cmd": self.argv,
+            "rc": self.rc,
+            "duration": round(self.duration, 4),
+            "log_path": self.log_path,
+            "log_errors": self.log_errors,
+            "log_warnings": self.log_warnings[-10:],
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+        }
+
+    def raise_for_failure(self, what=None):
+        """Raise CriuError with the cause unless the run succeeded."""
+        if self.ok:
+            return
+        raise CriuError(
+            "%s: %s (log: %s)" % (what or "criu %s failed" % self.action, self.cause(), self.log_path),
+            rc=self.rc, log_path=self.log_path, log_errors=self.log_errors,
+            argv=self.argv, stdout=self.stdout, stderr=self.stderr)
+
+
+def read_log(path):
+    if not path:
+        return ""
+    try:
+        with open(path, "r", errors="replace") as fh:
+            return fh.read()
+    except (IOError, OSError):
+        return ""
+
+
+def is_noise(line):
+    return any(p.search(line) for p in NOISE_PATTERNS)
+
+
+def log_lines(text, level):
+    out = []
+    for line in text.splitlines():
+        m = _LOG_LINE.match(line)
+        if m and m.group("level") == level:
+            out.append(line.strip())
+    return out
+
+
+def relevant_errors(text, limit=20):
+    """Error lines of a criu log, without the known harmless ones."""
+    errors = [line for line in log_lines(text, "Error") if not is_noise(line)]
+    return errors[:limit]
+
+
+def explain_failure(result):
+    """One sentence for a failed CriuResult: the known cause, else the first real error."""
+    if result.timed_out:
+        return "criu %s did not finish within the timeout and was killed" % result.action
+    # Only real error lines (never the harmless noise, never debug lines).
+    stderr = [line for line in (result.stderr or "").splitlines() if not is_noise(line)]
+    haystack = "\n".join(result.log_errors + stderr)
+    for pattern, sentence in KNOWN_CAUSES:
+        m = pattern.search(haystack)
+        if m:
+            return sentence.format(*m.groups())
+    if result.log_errors:
+        first = result.log_errors[0]
+        first = re.sub(r"^\([0-9.]+\)\s+(\d+:\s+)?Error\s+\([^)]*\):\s*", "", first)
+        return "criu reported: %s" % first
+    if result.rc == 0 and not result.finished:
+        return ("criu exited 0 but its log does not say the %s finished; treat the result as failed"
+                % result.action)
+    if not result.log_text:
+        detail = (result.stderr or result.stdout or "").strip().splitlines()
+        return "criu exited %s and wrote no log%s" % (
+            result.rc, (": " + detail[-1]) if detail else "")
+    return "criu exited %s; see the log for details" % result.rc
+
+
+# ---------------------------------------------------------------- discovery
+
+def find_criu(criu_path=None):
+    """Path of the criu executable: the option, else PATH, else the private prefix."""
+    if criu_path:
+        if not os.path.isfile(criu_path):
+            raise CriuError("criu_path %s does not exist; point criu_path at a criu executable "
+                            "or leave it unset to search PATH" % criu_path)
+        if not os.access(criu_path, os.X_OK):
+            raise CriuError("criu_path %s is not executable; fix its mode or point criu_path elsewhere"
+                            % criu_path)
+        return criu_path
+    found = shutil.which("criu")
+    if found:
+        return found
+    for d in SEARCH_DIRS:
+        candidate = os.path.join(d, "criu")
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    if os.path.isfile(PRIVATE_PREFIX_CRIU) and os.access(PRIVATE_PREFIX_CRIU, os.X_OK):
+        return PRIVATE_PREFIX_CRIU
+    raise CriuError("criu was not found on PATH nor in /opt/ckpt-criu; install CRIU >= 4.1 "
+                    "(the preflight role can install it, or run scripts/install-criu.sh) "
+                    "or set criu_path")
+
+
+def _run_simple(argv, timeout=60):
+    """Run a short criu query with stdio on /dev/null and pipes."""
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout, close_fds=True,
+                           universal_newlines=True)
+    except subprocess.TimeoutExpired:
+        raise CriuError("%s did not answer within %d s" % (" ".join(argv), timeout), argv=argv)
+    except OSError as exc:
+        raise CriuError("cannot run %s: %s" % (argv[0], exc), argv=argv)
+    return p.returncode, p.stdout, p.stderr
+
+
+def parse_version(text):
+    m = re.search(r"Version:\s*(\d+)\.(\d+)(?:\.(\d+))?", text or "")
+    if not m:
+        return None
+    major, minor, sub = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    return {"version": "%d.%d.%d" % (major, minor, sub) if m.group(3) else "%d.%d" % (major, minor),
+            "major": major, "minor": minor, "sublevel": sub}
+
+
+def criu_version(criu):
+    rc, out, err = _run_simple([criu, "--version"])
+    info = parse_version(out)
+    if rc != 0 or info is None:
+        raise CriuError("%s --version failed (rc=%s): %s" % (criu, rc, (err or out).strip()),
+                        rc=rc, argv=[criu, "--version"], stdout=out, stderr=err)
+    info["raw"] = out.strip()
+    info["supported"] = (info["major"], info["minor"]) >= MIN_VERSION
+    return info
+
+
+def criu_check(criu):
+    """`criu check`: {ok, rc, output}. ok means criu says "Looks good"."""
+    rc, out, err = _run_simple([criu, "check"], timeout=120)
+    text = (out + err).strip()
+    return {"ok": rc == 0 and "Looks good" in text, "rc": rc, "output": text}
+
+
+def criu_feature(criu, name):
+    """`criu check --feature NAME`: {supported, rc, output}."""
+    rc, out, err = _run_simple([criu, "check", "--feature", name])
+    text = (out + err).strip()
+    return {"supported": rc == 0, "rc": rc, "output": text}
+
+
+# ------------------------------------------------------------------- runner
+
+def build_argv(criu, action, args, log_path, verbosity=4):
+    """criu argv: action, the caller's args, then always -o LOG -vN."""
+    if not os.path.isabs(log_path):
+        raise CriuError("the criu log path must be absolute, got %r" % log_path)
+    argv = [criu, action]
+    argv.extend(str(a) for a in args)
+    argv.extend(["-o", log_path, "-v%d" % verbosity])
+    return argv
+
+
+def run_criu(criu, action, args, log_path, timeout=None, env=None, umask=0o077,
+             on_start=None):
+    """Run ``criu ACTION ARGS -o LOG -v4`` safely and return a CriuResult.
+
+    criu's stdin is /dev/null and stdout/stderr are pipes regardless of the
+    caller's own fds 0-2; every other fd is closed in the child; criu runs
+    under ``umask`` (077: images are process memory) in its own session so a
+    timeout can kill it and whatever it forked.  ``on_start(popen)`` is called
+    right after criu starts (e.g. to record its PID).
+    """
+    argv = build_argv(criu, action, args, log_path)
+    log_dir = os.path.dirname(log_path)
+    if log_dir and not os.path.isdir(log_dir):
+        os.makedirs(log_dir, 0o700)
+
+    def _child_setup():
+        os.umask(umask)
+
+    start = time.monotonic()
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, close_fds=True, env=env,
+                                preexec_fn=_child_setup, start_new_session=True,
+                                universal_newlines=True)
+    except OSError as exc:
+        raise CriuError("cannot start %s: %s" % (criu, exc), argv=argv)
+    if on_start is not None:
+        on_start(proc)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            proc.kill()
+        out, err = proc.communicate()
+    duration = time.monotonic() - start
+    return CriuResult(argv, proc.returncode, out, err, log_path, duration, action, timed_out)
+
+
+# -------------------------------------------------------------------- stats
+
+def _varint(buf, i):
+    shift = result = 0
+    while True:
+        b = buf[i]
+        i += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, i
+        shift += 7
+
+
+def _protobuf_fields(buf):
+    """Decode one protobuf message into {field: value} (varints and nested bytes)."""
+    i, out = 0, {}
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            value = bytes(buf[i:i + length])
+            i += length
+        elif wire == 1:
+            value = int.from_bytes(buf[i:i + 8], "little")
+            i += 8
+        elif wire == 5:
+            value = int.from_bytes(buf[i:i + 4], "little")
+            i += 4
+        else:
+            raise ValueError("unsupported protobuf wire type %d" % wire)
+        out[field] = value
+    return out
+
+
+_DUMP_STATS = {1: "freezing_time_us", 2: "frozen_time_us", 3: "memdump_time_us",
+               4: "memwrite_time_us", 5: "pages_scanned", 6: "pages_skipped_parent",
+               7: "pages_written", 9: "pages_lazy"}
+_RESTORE_STATS = {1: "pages_compared", 2: "pages_skipped_cow", 3: "forking_time_us",
+                  4: "restore_time_us", 5: "pages_restored"}
+
+
+def read_stats(images_dir, kind="dump"):
+    """criu's own timings from ``stats-dump`` / ``stats-restore``; {} if absent."""
+    path = os.path.join(images_dir, "stats-%s" % kind)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except (IOError, OSError):
+        return {}
+    try:
+        # Two u32 magics, a u32 entry size, then a StatsEntry message.
+        size = int.from_bytes(data[8:12], "little")
+        entry = _protobuf_fields(data[12:12 + size])
+        inner = entry.get(1 if kind == "dump" else 2)
+        if not isinstance(inner, bytes):
+            return {}
+        names = _DUMP_STATS if kind == "dump" else _RESTORE_STATS
+        fields = _protobuf_fields(inner)
+        return dict((names[k], v) for k, v in fields.items() if k in names)
+    except (ValueError, IndexError):
+        return {}

@@ -1,0 +1,118 @@
+"""The _criu runner against real CRIU, including the incident as a regression
+test: a caller whose fds 0, 1 and 2 are closed still gets criu's output, a
+-v4 log and the real cause of a failure."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _criu
+
+pytestmark = pytest.mark.criu
+
+COLLECTIONS = os.path.join(os.path.dirname(__file__), "..", "..", ".build", "collections")
+
+# Runs in a child whose fds 0-2 are closed before anything else happens, the
+# way the incident's launcher (boost.process limit_handles) started criu.
+CLOSED_STDIO_CALLER = textwrap.dedent("""
+    import json, os, sys
+    for fd in (0, 1, 2):
+        os.close(fd)
+    sys.path.insert(0, {collections!r})
+    from ansible_collections.ckpt.criu.plugins.module_utils import _criu
+    out = {{}}
+    r = _criu.run_criu({criu!r}, "check", [], {check_log!r})
+    out["check"] = {{"rc": r.rc, "stdout": r.stdout, "ok": r.ok}}
+    r = _criu.run_criu({criu!r}, "restore", ["-d", "-D", {images!r}], {restore_log!r})
+    out["restore"] = {{"rc": r.rc, "ok": r.ok, "cause": r.cause(), "errors": r.log_errors,
+                       "log_exists": os.path.exists({restore_log!r})}}
+    fd = os.open({result!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, json.dumps(out).encode())
+    os.close(fd)
+""")
+
+
+def test_incident_closed_stdio_caller_still_gets_log_and_cause(tmp_path, criu_bin):
+    images = tmp_path / "empty-images"
+    images.mkdir()
+    result = tmp_path / "result.json"
+    script = CLOSED_STDIO_CALLER.format(
+        collections=os.path.abspath(COLLECTIONS), criu=criu_bin,
+        check_log=str(tmp_path / "check.log"), restore_log=str(tmp_path / "restore.log"),
+        images=str(images), result=str(result))
+    p = subprocess.run([sys.executable, "-c", script], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+    assert p.returncode == 0
+    out = json.loads(result.read_text())
+    # criu's stdout reached the runner: it did not inherit the closed fds.
+    assert out["check"]["rc"] == 0
+    assert "Looks good" in out["check"]["stdout"]
+    # The failing restore wrote a -v4 log and the runner names the real cause.
+    r = out["restore"]
+    assert r["log_exists"] and r["rc"] != 0 and not r["ok"]
+    assert r["errors"], "the real error lines must be reported"
+    assert "missing or corrupt" in r["cause"]
+    log = (tmp_path / "restore.log").read_text()
+    assert "rlimit" in log or "Restoring FAILED" in log or "Error" in log
+
+
+def test_check_log_is_verbose(tmp_path, criu_bin):
+    log = tmp_path / "dump.log"
+    images = tmp_path / "img"
+    images.mkdir()
+    r = _criu.run_criu(criu_bin, "dump", ["-t", str(2 ** 22 - 7), "-D", str(images)], str(log))
+    assert not r.ok
+    text = log.read_text()
+    # -v4 writes debug lines ("(00.000123) ..." without a level) besides errors.
+    assert sum(1 for line in text.splitlines() if line.startswith("(") and "Error" not in line) > 3
+    assert r.cause().startswith("criu reported:") or "missing" in r.cause() or r.log_errors
+
+
+def test_images_are_private(tmp_path, criu_bin, workload):
+    w = workload("devnull")
+    images = tmp_path / "img"
+    images.mkdir(mode=0o700)
+    r = _criu.run_criu(criu_bin, "dump", ["-t", str(w.pid), "-D", str(images), "--leave-running"],
+                       str(images / "dump.log"))
+    assert r.ok, r.cause()
+    modes = {f.name: stat.S_IMODE(f.stat().st_mode) for f in images.iterdir()}
+    assert modes and all(m & 0o077 == 0 for m in modes.values()), modes
+    assert w.alive()
+    stats = _criu.read_stats(str(images), "dump")
+    assert stats["frozen_time_us"] > 0 and stats["pages_written"] > 0
+
+
+def test_timeout_kills_criu_and_says_so(tmp_path, criu_bin):
+    images = tmp_path / "ps"
+    images.mkdir()
+    t0 = time.monotonic()
+    # A page server waits for a client forever: the timeout must end it.
+    r = _criu.run_criu(criu_bin, "page-server", ["-D", str(images), "--address", "127.0.0.1",
+                                                 "--port", "27411"], str(tmp_path / "ps.log"), timeout=1.5)
+    assert time.monotonic() - t0 < 20
+    assert r.timed_out and not r.ok
+    assert "timeout" in r.cause()
+
+
+def test_version_check_and_features(criu_bin):
+    v = _criu.criu_version(criu_bin)
+    assert v["supported"] and v["major"] >= 4
+    assert _criu.criu_check(criu_bin)["ok"]
+    # No soft-dirty tracking on these machines; pidfd_store is there.
+    assert _criu.criu_feature(criu_bin, "mem_dirty_track")["supported"] is False
+    assert _criu.criu_feature(criu_bin, "pidfd_store")["supported"] is True
+
+
+def test_find_criu_falls_back_to_private_prefix(monkeypatch):
+    if not os.path.exists(_criu.PRIVATE_PREFIX_CRIU):
+        pytest.skip("criu is installed system-wide here; the private prefix is not used")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found = _criu.find_criu()
+    assert found in (_criu.PRIVATE_PREFIX_CRIU,) or found.startswith("/usr")

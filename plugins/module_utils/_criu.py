@@ -248,7 +248,7 @@ def _run_simple(argv, timeout=60):
     try:
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=timeout, close_fds=True,
-                           universal_newlines=True)
+                           universal_newlines=True, check=False)
     except subprocess.TimeoutExpired:
         raise CriuError("%s did not answer within %d s" % (" ".join(argv), timeout), argv=argv)
     except OSError as exc:

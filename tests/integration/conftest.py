@@ -83,7 +83,7 @@ def run_module(ansible_env, tmp_path):
             cmd.append("--diff")
         p = subprocess.run(cmd, env=e, cwd=str(REPO), stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=timeout, text=True)
+                           timeout=timeout, text=True, check=False)
         if not rfile.exists():
             raise AssertionError("ansible produced no result (rc=%d):\n%s" % (p.returncode, p.stdout))
         rec = json.loads(rfile.read_text().splitlines()[-1])
@@ -138,9 +138,9 @@ class Workload:
     def continuity(self):
         """(ok, max_gap_seconds): ok when the sequence never repeats or skips."""
         t = self.read_ticks()
-        seqs = [s for s, _ in t]
+        seqs = [tick[0] for tick in t]
         ok = seqs == list(range(1, len(seqs) + 1))
-        gaps = [(b[1] - a[1]) / 1e9 for a, b in zip(t, t[1:])]
+        gaps = [(later[1] - earlier[1]) / 1e9 for earlier, later in zip(t, t[1:])]
         return ok, max(gaps) if gaps else 0.0
 
     def kill(self):
@@ -171,9 +171,9 @@ def workload(tmp_path):
         pidfile = tmp_path / ("%s.pid" % name)
         ticks = tmp_path / ("%s.ticks" % name)
         cmd = [sys.executable, str(WORKLOADS / "spawn.py"), "--stdio", stdio,
-               "--pidfile", str(pidfile)] + list(spawn_args or []) + [
-               "--", sys.executable, str(WORKLOADS / "counter.py"), "--out", str(ticks),
-               "--interval", str(interval), "--mem", str(mem)]
+               "--pidfile", str(pidfile)] + list(spawn_args or [])
+        cmd += ["--", sys.executable, str(WORKLOADS / "counter.py"), "--out", str(ticks),
+                "--interval", str(interval), "--mem", str(mem)]
         if stdout:
             cmd.append("--stdout")
         cmd += list(extra or [])

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Test workload: a counter that appends timestamped ticks.
 
 Each tick is one line "SEQ TIME_NS" appended to --out (opened once, O_APPEND).

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Start a detached workload with a chosen stdio situation.
 
     spawn.py --stdio MODE --pidfile FILE [--stdio-file PATH] -- CMD [ARGS...]
@@ -25,7 +24,6 @@ import argparse
 import os
 import pty
 import socket
-import sys
 import time
 
 
@@ -121,8 +119,8 @@ def main():
             _quiet_stdio()
             conns = []
             while True:
-                c, _ = srv.accept()
-                conns.append(c)
+                conn, dummy = srv.accept()
+                conns.append(conn)
         aux.append(_detach_helper(listener))
         cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         cli.connect(path)

@@ -1,0 +1,202 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Who holds a PID, and is it the process we mean?
+
+A process identity is (boot_id, pid, start time in clock ticks since boot):
+a PID alone is reused, a start time alone repeats across boots.  This module
+reads just enough of ``/proc`` to answer "is PID N still the process from the
+checkpoint (or the one we restored)?" and to signal it safely.  Every reader
+takes a ``proc_root`` so unit tests can point it at a fake tree.
+
+Used by ``ckpt.criu.restore`` (is the PID free? is the restored process the
+one the record names?) and ``ckpt.criu.process_state`` (signal a process only
+when it is provably the one named).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+PROC = "/proc"
+
+# /proc/PID/stat state letters, grouped the way callers care about.
+STOPPED_STATES = ("T",)
+TRACED_STATES = ("t",)
+DEAD_STATES = ("Z", "X", "x")
+
+# Fields of an identity that must agree for two records to be the same process.
+IDENTITY_KEYS = ("boot_id", "pid", "start_time")
+
+
+def read_boot_id(proc_root=PROC):
+    try:
+        with open(os.path.join(proc_root, "sys/kernel/random/boot_id")) as fh:
+            return fh.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def parse_stat(text):
+    """Parse /proc/PID/stat: {pid, comm, state, ppid, start_time} (start_time in ticks)."""
+    left, right = text.rsplit(")", 1)
+    pid_s, comm = left.split(" (", 1)
+    fields = right.split()
+    # fields[0] is field 3 (state); start_time is field 22 -> fields[19].
+    return {
+        "pid": int(pid_s),
+        "comm": comm,
+        "state": fields[0],
+        "ppid": int(fields[1]),
+        "start_time": int(fields[19]),
+    }
+
+
+def _read(path, mode="r"):
+    with open(path, mode) as fh:
+        return fh.read()
+
+
+def read_stat(pid, proc_root=PROC):
+    """The parsed stat of PID, or None when it does not exist."""
+    try:
+        return parse_stat(_read(os.path.join(proc_root, str(int(pid)), "stat")))
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+
+
+def process_state(pid, proc_root=PROC):
+    """One word for what PID is doing: absent, zombie, stopped, traced or running."""
+    st = read_stat(pid, proc_root)
+    return state_word(st["state"] if st else None)
+
+
+def state_word(letter):
+    if letter is None:
+        return "absent"
+    if letter in DEAD_STATES:
+        return "zombie"
+    if letter in STOPPED_STATES:
+        return "stopped"
+    if letter in TRACED_STATES:
+        return "traced"
+    return "running"
+
+
+def read_identity(pid, proc_root=PROC):
+    """The identity of the process holding PID now, or None when there is none.
+
+    {boot_id, pid, start_time, ppid, uid, comm, state, cmdline, exe, cwd}; a
+    field the kernel hides (a zombie has no exe) is None.
+    """
+    base = os.path.join(proc_root, str(int(pid)))
+    st = read_stat(pid, proc_root)
+    if st is None:
+        return None
+    ident = {"boot_id": read_boot_id(proc_root), "pid": st["pid"],
+             "start_time": st["start_time"], "ppid": st["ppid"], "comm": st["comm"],
+             "state": st["state"], "uid": None, "cmdline": None, "exe": None, "cwd": None}
+    try:
+        for line in _read(os.path.join(base, "status")).splitlines():
+            if line.startswith("Uid:"):
+                ident["uid"] = int(line.split()[1])
+                break
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    try:
+        raw = _read(os.path.join(base, "cmdline"), "rb")
+        if raw:
+            ident["cmdline"] = [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0")]
+    except (IOError, OSError):
+        pass
+    for key in ("exe", "cwd"):
+        try:
+            ident[key] = os.readlink(os.path.join(base, key))
+        except (IOError, OSError):
+            pass
+    return ident
+
+
+def describe(ident):
+    """'pid 1234 (python3 /srv/app.py, started at tick 5678)' for messages."""
+    if not ident:
+        return "no process"
+    cmd = " ".join(ident.get("cmdline") or []) or ident.get("comm") or "?"
+    if len(cmd) > 120:
+        cmd = cmd[:117] + "..."
+    extra = []
+    if ident.get("start_time") is not None:
+        extra.append("start time %s" % ident["start_time"])
+    if ident.get("exe"):
+        extra.append("exe %s" % ident["exe"])
+    if ident.get("boot_id"):
+        extra.append("boot %s" % str(ident["boot_id"])[:8])
+    return "pid %s [%s] (%s)" % (ident.get("pid"), cmd, ", ".join(extra))
+
+
+def _norm_exe(path):
+    if path and path.endswith(" (deleted)"):
+        return path[:-len(" (deleted)")]
+    return path
+
+
+def differences(expected, actual):
+    """Fields in which the live process ``actual`` is not ``expected``.
+
+    pid, start_time and boot_id always count when ``expected`` has them; exe
+    counts when both sides know it (a zombie's exe is unreadable).
+    """
+    diffs = []
+    for key in IDENTITY_KEYS:
+        want = expected.get(key)
+        if want is None:
+            continue
+        have = actual.get(key)
+        if key in ("pid", "start_time"):
+            try:
+                want, have = int(want), (None if have is None else int(have))
+            except (TypeError, ValueError):
+                pass
+        if want != have:
+            diffs.append(key)
+    if expected.get("exe") and actual.get("exe"):
+        if _norm_exe(expected["exe"]) != _norm_exe(actual["exe"]):
+            diffs.append("exe")
+    return diffs
+
+
+def wait_gone(pid, timeout, proc_root=PROC, interval=0.05, start_time=None):
+    """Wait until PID is gone from /proc (or holds another process); True when it is."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        st = read_stat(pid, proc_root)
+        if st is None or (start_time is not None and st["start_time"] != int(start_time)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def wait_state(pid, words, timeout, proc_root=PROC, interval=0.02):
+    """Wait until process_state(pid) is one of ``words``; return the last state seen."""
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        now = process_state(pid, proc_root)
+        if now in words or time.monotonic() >= deadline:
+            return now
+        time.sleep(interval)
+
+
+def send_signal(pid, sig):
+    """os.kill that treats 'already gone' as done."""
+    try:
+        os.kill(int(pid), sig)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+SIGNALS = {"running": signal.SIGCONT, "stopped": signal.SIGSTOP, "killed": signal.SIGKILL}

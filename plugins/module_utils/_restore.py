@@ -1,0 +1,679 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Restore a checkpoint, verified before and after.
+
+Before criu runs, nothing is touched until every read-only check passed: the
+manifest is complete, every image has its recorded size and sha256, every
+binary on this host has the checksum recorded at dump time, regular stdio
+files opened without O_APPEND have their recorded size, and the PID is free
+(a zombie or exiting holder is waited for, a live one is named and refused).
+
+criu always runs detached (``-d``; without it criu blocks until the
+application exits and reports 0 even when it died), with its own work
+directory and a ``-v4`` log next to the images.  Success is then verified, not
+assumed: the PID must still be alive after ``settle`` seconds (a process whose
+stdout was a pipe to a reader outside the checkpoint restores with rc 0 and
+dies a moment later), running the recorded executable (sha256) with the
+recorded command line.  Only then is the restore record written.
+
+Public API (used by plugins/modules/restore.py and process_state.py):
+
+* :func:`restore` -- the whole operation, returns the module result.
+* :func:`load_manifest`, :func:`read_record` -- the checkpoint and the record.
+* :func:`precheck_problems` -- every read-only verification, as sentences.
+* :func:`restore_args` -- criu's arguments for a manifest and options.
+* :func:`already_restored` -- the idempotence test.
+* :func:`explain_death` -- why a restored process may have died, from the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import time
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _criu
+from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+
+MANIFEST_NAME = "ckpt-manifest.json"
+RECORD_NAME = "ckpt-restore.json"
+LOG_NAME = "restore.log"
+SCHEMA = 1
+
+# Restore-time flags that mirror the dump's options (manifest `options`).
+BOOL_FLAGS = (
+    ("shell_job", "--shell-job"),
+    ("tcp_established", "--tcp-established"),
+    ("ext_unix_sk", "--ext-unix-sk"),
+    ("file_locks", "--file-locks"),
+)
+
+
+class RestoreError(_criu.CriuError):
+    """A refused or failed restore, with extra result keys for fail_json."""
+
+    def __init__(self, msg, details=None, **kwargs):
+        super(RestoreError, self).__init__(msg, **kwargs)
+        self.details = details or {}
+
+    def to_fail_kwargs(self):
+        kw = super(RestoreError, self).to_fail_kwargs()
+        for key, value in self.details.items():
+            kw.setdefault(key, value)
+        return kw
+
+
+# ------------------------------------------------------------------ helpers
+
+def sha256_file(path, chunk=1024 * 1024):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def host_identity(proc_root=_identity.PROC):
+    machine_id = None
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(path) as fh:
+                machine_id = fh.read().strip() or None
+            break
+        except (IOError, OSError):
+            continue
+    return {"hostname": socket.gethostname(), "boot_id": _identity.read_boot_id(proc_root),
+            "kernel": platform.release(), "machine_id": machine_id}
+
+
+def write_json_atomic(path, data, mode=0o600):
+    """Write JSON to PATH via a temp file in the same directory, fsync, rename."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _first_problem_msg(prefix, problems):
+    if len(problems) == 1:
+        return "%s: %s" % (prefix, problems[0])
+    return "%s: %s (and %d more: %s)" % (prefix, problems[0], len(problems) - 1, "; ".join(problems[1:4]))
+
+
+# ----------------------------------------------------------------- manifest
+
+def manifest_problems(manifest):
+    """Why a parsed manifest is not a complete schema-1 checkpoint ([] when it is)."""
+    if not isinstance(manifest, dict):
+        return ["the manifest is not a JSON object"]
+    problems = []
+    if manifest.get("schema") != SCHEMA:
+        problems.append("the manifest has schema %r, this collection reads schema %d"
+                        % (manifest.get("schema"), SCHEMA))
+    if manifest.get("complete") is not True:
+        problems.append("the manifest does not say the dump completed (complete is not true)")
+    proc = manifest.get("process")
+    if not isinstance(proc, dict) or not isinstance(proc.get("pid"), int) or proc.get("pid", 0) <= 0:
+        problems.append("the manifest has no process.pid")
+    elif not isinstance(proc.get("cmdline"), list):
+        problems.append("the manifest has no process.cmdline")
+    images = manifest.get("images")
+    if not isinstance(images, list) or not images:
+        problems.append("the manifest lists no image files")
+    else:
+        for img in images:
+            name = img.get("name") if isinstance(img, dict) else None
+            if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+                problems.append("the manifest lists an image with an invalid name %r" % (name,))
+                break
+    binaries = manifest.get("binaries")
+    if not isinstance(binaries, dict) or not isinstance(binaries.get("exe"), dict) \
+            or not binaries["exe"].get("sha256"):
+        problems.append("the manifest has no binaries.exe.sha256")
+    return problems
+
+
+def load_manifest(images_dir):
+    """(manifest, sha256 of its bytes); RestoreError when there is no complete checkpoint."""
+    prefix = "no complete checkpoint in %s" % images_dir
+    if not os.path.isdir(images_dir):
+        raise RestoreError("%s: the directory does not exist" % prefix)
+    path = os.path.join(images_dir, MANIFEST_NAME)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise RestoreError("%s: %s is missing (the dump did not finish, or this is not a checkpoint "
+                           "written by ckpt.criu.dump)" % (prefix, MANIFEST_NAME))
+    except (IOError, OSError) as exc:
+        raise RestoreError("%s: cannot read %s: %s" % (prefix, MANIFEST_NAME, exc.strerror or exc))
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:
+        raise RestoreError("%s: %s is not valid JSON (%s)" % (prefix, MANIFEST_NAME, exc))
+    problems = manifest_problems(manifest)
+    if problems:
+        raise RestoreError(_first_problem_msg(prefix, problems), details={"problems": problems})
+    return manifest, hashlib.sha256(raw).hexdigest()
+
+
+def read_record(images_dir):
+    """The restore record in images_dir, or None."""
+    try:
+        with open(os.path.join(images_dir, RECORD_NAME)) as fh:
+            record = json.load(fh)
+        return record if isinstance(record, dict) else None
+    except (IOError, OSError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------- verifications
+
+def image_problems(manifest, images_dir):
+    """Every image file must exist with its recorded size and sha256."""
+    problems = []
+    for img in manifest.get("images") or []:
+        name = img["name"]
+        path = os.path.join(images_dir, name)
+        if not os.path.isfile(path):
+            problems.append("image %s is missing from %s" % (name, images_dir))
+            continue
+        if img.get("remote"):
+            continue  # written by a page server; no checksum was taken at dump time
+        size = os.path.getsize(path)
+        if img.get("size") is not None and size != img["size"]:
+            problems.append("image %s is %d bytes, the checkpoint recorded %d" % (name, size, img["size"]))
+            continue
+        if img.get("sha256") and sha256_file(path) != img["sha256"]:
+            problems.append("image %s does not match its recorded sha256 (corrupted or altered)" % name)
+    return problems
+
+
+def _binary_entries(manifest):
+    binaries = manifest.get("binaries") or {}
+    seen, out = set(), []
+    for entry in [binaries.get("exe")] + list(binaries.get("files") or []):
+        if not isinstance(entry, dict) or not entry.get("path") or not entry.get("sha256"):
+            continue
+        path = entry["path"]
+        if path in seen or not path.startswith("/") or path.endswith(" (deleted)"):
+            continue
+        seen.add(path)
+        out.append(entry)
+    return out
+
+
+def binary_problems(manifest):
+    """The executable and every mapped file must be here with the recorded sha256."""
+    problems = []
+    for entry in _binary_entries(manifest):
+        path = entry["path"]
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            problems.append("binary %s that the process ran is missing on this host" % path)
+            continue
+        if entry.get("size") is not None and size != entry["size"]:
+            problems.append("binary %s is %d bytes here, %d at dump time: it is not the binary "
+                            "the process ran" % (path, size, entry["size"]))
+            continue
+        try:
+            digest = sha256_file(path)
+        except (IOError, OSError) as exc:
+            problems.append("cannot read binary %s: %s" % (path, exc.strerror or exc))
+            continue
+        if digest != entry["sha256"]:
+            problems.append("binary %s has different content than at dump time (sha256 %s..., "
+                            "recorded %s...): restoring would run other code" % (
+                                path, digest[:12], entry["sha256"][:12]))
+    return problems
+
+
+def stdio_file_problems(manifest):
+    """Regular files opened without O_APPEND must be here with the recorded size."""
+    problems = []
+    for entry in manifest.get("stdio_files") or []:
+        path, want = entry.get("path"), entry.get("size")
+        what = "fd %s of pid %s" % (entry.get("fd"), entry.get("pid"))
+        try:
+            st = os.stat(path)
+        except (OSError, TypeError):
+            problems.append("%s was the file %s (opened without O_APPEND); it is missing on this host"
+                            % (what, path))
+            continue
+        if want is not None and st.st_size != want:
+            problems.append("%s was the file %s (opened without O_APPEND) of %d bytes; it is %d bytes now "
+                            "and criu refuses a file of another size: put the file back as it was at "
+                            "dump time" % (what, path, want, st.st_size))
+    return problems
+
+
+def pid_holder(manifest, pid_wait, proc_root=_identity.PROC):
+    """Wait for a zombie/exiting holder of the checkpoint's PID; return a live one (or None)."""
+    pid = manifest["process"]["pid"]
+    deadline = time.monotonic() + max(0.0, pid_wait)
+    while True:
+        ident = _identity.read_identity(pid, proc_root)
+        if ident is None:
+            return None
+        if ident["state"] not in _identity.DEAD_STATES:
+            return ident
+        if time.monotonic() >= deadline:
+            return ident
+        time.sleep(0.05)
+
+
+def pid_problem(manifest, holder, pid_wait):
+    """A sentence for a PID that is not free (holder from pid_holder), or None."""
+    if holder is None:
+        return None
+    pid = manifest["process"]["pid"]
+    if holder["state"] in _identity.DEAD_STATES:
+        return ("PID %d that the checkpoint needs is still held by a zombie after waiting %.1f s "
+                "(its parent, pid %s, has not reaped it); retry later or raise pid_wait"
+                % (pid, pid_wait, holder.get("ppid")))
+    original = manifest["process"]
+    if not _identity.differences(original, holder):
+        return ("the checkpointed process itself still runs here as %s (state %s; dumped with "
+                "leave_running or leave_stopped): kill it first (ckpt.criu.process_state "
+                "state=killed) or resume it to roll back" % (_identity.describe(holder),
+                                                             _identity.state_word(holder["state"])))
+    return ("PID %d that the checkpoint needs is held by another live process, %s; stop it or "
+            "restore in another PID namespace" % (pid, _identity.describe(holder)))
+
+
+def precheck_problems(manifest, images_dir, verify_images=True, verify_binaries=True):
+    """Every file-level read-only verification (not the PID), as sentences."""
+    problems = []
+    if verify_images:
+        problems.extend(image_problems(manifest, images_dir))
+    if verify_binaries:
+        problems.extend(binary_problems(manifest))
+    problems.extend(stdio_file_problems(manifest))
+    return problems
+
+
+# -------------------------------------------------------------------- criu
+
+def effective_options(manifest, params):
+    """Restore options: the module's value when set, else the manifest's dump option."""
+    dumped = manifest.get("options") or {}
+    opts = {}
+    for key, _flag in BOOL_FLAGS:
+        value = params.get(key)
+        opts[key] = bool(dumped.get(key)) if value is None else bool(value)
+    external = params.get("external")
+    opts["external"] = list(dumped.get("external") or []) if external is None else list(external)
+    opts["leave_stopped"] = bool(params.get("leave_stopped"))
+    return opts
+
+
+def restore_args(images_dir, work_dir, pidfile, opts):
+    """criu restore arguments (run_criu adds -o LOG -v4): always detached."""
+    args = ["-d", "-D", images_dir, "-W", work_dir, "--pidfile", pidfile]
+    for key, flag in BOOL_FLAGS:
+        if opts.get(key):
+            args.append(flag)
+    for ext in opts.get("external") or []:
+        args.extend(["--external", ext])
+    if opts.get("leave_stopped"):
+        args.append("--leave-stopped")
+    return args
+
+
+# ----------------------------------------------------------- verification
+
+def _fd_texts(manifest):
+    """{fd: lower-case text of everything the manifest says about fds 0-2 of the root}."""
+    pid = str(manifest["process"]["pid"])
+    stdio = manifest.get("stdio") or {}
+    fds = (manifest.get("fds") or {}).get(pid) or []
+    out = {}
+    for fd in ("0", "1", "2"):
+        parts = []
+        if stdio.get(fd) is not None:
+            parts.append(json.dumps(stdio[fd]))
+        for entry in fds:
+            if isinstance(entry, dict) and str(entry.get("fd")) == fd:
+                parts.append(json.dumps(entry))
+        out[fd] = " ".join(parts).lower()
+    return out
+
+
+def explain_death(manifest):
+    """Why a process that criu restored may have died, from its recorded stdio."""
+    names = {"0": "stdin", "1": "stdout", "2": "stderr"}
+    texts = _fd_texts(manifest)
+    for fd in ("1", "2", "0"):
+        text = texts[fd]
+        if "pipe" in text:
+            return ("its %s was a pipe to a process outside the checkpoint, which criu cannot "
+                    "reconnect: the first write hits a pipe without a reader (SIGPIPE); point the "
+                    "workload's output to a file or /dev/null, or restore with an inherited fd"
+                    % names[fd])
+        if "socket" in text or "unix" in text:
+            return ("its %s was a socket to a peer outside the checkpoint, which is gone after the "
+                    "restore; point the workload's output to a file or /dev/null" % names[fd])
+        if "tty" in text or "pty" in text:
+            return ("its %s was a terminal that does not exist after the restore; run the workload "
+                    "without a terminal" % names[fd])
+    return ("the manifest records nothing about its stdio that explains it; read %s and the "
+            "application's own logs" % LOG_NAME)
+
+
+def _exe_sha256(pid, proc_root=_identity.PROC):
+    try:
+        return sha256_file(os.path.join(proc_root, str(pid), "exe"))
+    except (IOError, OSError):
+        return None
+
+
+def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05):
+    """Watch the restored PID for ``settle`` seconds, then check exe and cmdline.
+
+    Returns (verified dict, identity, problem sentence or None).
+    """
+    pid = manifest["process"]["pid"]
+    want_exe = manifest["binaries"]["exe"]["sha256"]
+    start = time.monotonic()
+    deadline = start + max(0.0, settle)
+    first = _identity.read_identity(pid, proc_root)
+    verified = {"settle": settle, "alive": False, "state": None, "exe_sha256": None,
+                "exe_matches": False, "cmdline_matches": False}
+    if first is None or first["state"] in _identity.DEAD_STATES:
+        return verified, first, ("criu restore exited 0 but process %d is not running right after it; %s"
+                                 % (pid, explain_death(manifest)))
+    while True:
+        now = time.monotonic()
+        st = _identity.read_stat(pid, proc_root)
+        if st is None or st["state"] in _identity.DEAD_STATES or st["start_time"] != first["start_time"]:
+            return verified, first, ("criu restore exited 0 but process %d died within %.1f s; %s"
+                                     % (pid, now - start, explain_death(manifest)))
+        if leave_stopped and st["state"] not in _identity.STOPPED_STATES:
+            verified["state"] = _identity.state_word(st["state"])
+            return verified, first, ("process %d was restored with leave_stopped but is %s, not stopped"
+                                     % (pid, verified["state"]))
+        if now >= deadline:
+            break
+        time.sleep(min(interval, max(0.0, deadline - now)))
+    ident = _identity.read_identity(pid, proc_root)
+    if ident is None or ident["state"] in _identity.DEAD_STATES:
+        return verified, ident, ("criu restore exited 0 but process %d died within %.1f s; %s"
+                                 % (pid, settle, explain_death(manifest)))
+    verified["alive"] = True
+    verified["state"] = _identity.state_word(ident["state"])
+    verified["exe_sha256"] = _exe_sha256(pid, proc_root)
+    verified["exe_matches"] = verified["exe_sha256"] == want_exe
+    verified["cmdline_matches"] = ident.get("cmdline") == manifest["process"].get("cmdline")
+    if not verified["exe_matches"]:
+        return verified, ident, ("restored process %d runs an executable whose sha256 (%s) is not the "
+                                 "checkpoint's (%s)" % (pid, verified["exe_sha256"], want_exe))
+    if not verified["cmdline_matches"]:
+        return verified, ident, ("restored process %d has the command line %r, the checkpoint recorded %r"
+                                 % (pid, ident.get("cmdline"), manifest["process"].get("cmdline")))
+    return verified, ident, None
+
+
+def already_restored(manifest, manifest_sha256, record, proc_root=_identity.PROC):
+    """(True, identity) when the record's process runs here, same identity, exe and cmdline."""
+    if not record or record.get("manifest_sha256") != manifest_sha256:
+        return False, None
+    rec_proc = record.get("process") or {}
+    pid = manifest["process"]["pid"]
+    if rec_proc.get("pid") != pid:
+        return False, None
+    ident = _identity.read_identity(pid, proc_root)
+    if ident is None or ident["state"] in _identity.DEAD_STATES:
+        return False, ident
+    if _identity.differences({k: rec_proc.get(k) for k in _identity.IDENTITY_KEYS}, ident):
+        return False, ident
+    if ident.get("cmdline") != manifest["process"].get("cmdline"):
+        return False, ident
+    if _exe_sha256(pid, proc_root) != manifest["binaries"]["exe"]["sha256"]:
+        return False, ident
+    return True, ident
+
+
+def _public_identity(ident):
+    if not ident:
+        return None
+    out = dict(ident)
+    out["state"] = _identity.state_word(ident.get("state"))
+    return out
+
+
+def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_root=_identity.PROC):
+    return {
+        "schema": SCHEMA,
+        "manifest_sha256": manifest_sha256,
+        "host": host_identity(proc_root),
+        "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "process": {"pid": ident["pid"], "start_time": ident["start_time"], "boot_id": ident["boot_id"],
+                    "exe": ident.get("exe"), "cmdline": ident.get("cmdline")},
+        "criu": {"argv": argv, "log": LOG_NAME, "duration": round(duration, 4), "stats": stats},
+        "verified": verified,
+    }
+
+
+# ------------------------------------------------------------------ restore
+
+def restore(params, check_mode=False, proc_root=_identity.PROC):
+    """Restore the checkpoint in params['images_dir']; return the module result.
+
+    Raises RestoreError / CriuError with a one-sentence cause on any failure.
+    """
+    t0 = time.monotonic()
+    images_dir = os.path.abspath(params["images_dir"])
+    if os.geteuid() != 0:
+        raise RestoreError("restoring a checkpoint needs root, this runs as uid %d; use become: true"
+                           % os.geteuid())
+    manifest, manifest_sha = load_manifest(images_dir)
+    pid = manifest["process"]["pid"]
+    log_path = os.path.join(images_dir, LOG_NAME)
+    record = read_record(images_dir)
+
+    done, ident = already_restored(manifest, manifest_sha, record, proc_root)
+    if done:
+        return {"changed": False, "pid": pid, "process": _public_identity(ident),
+                "restore_record": record, "verified": record.get("verified"),
+                "log_path": log_path, "criu_cmd": (record.get("criu") or {}).get("argv"),
+                "timings": {"criu_duration": None, "stats": {}, "verify": None,
+                            "total": round(time.monotonic() - t0, 4)},
+                "msg": "process %d from %s is already restored and running here" % (pid, images_dir)}
+
+    tc = time.monotonic()
+    problems = precheck_problems(manifest, images_dir, params.get("verify_images", True),
+                                 params.get("verify_binaries", True))
+    if problems:
+        raise RestoreError(_first_problem_msg("refusing to restore %s" % images_dir, problems),
+                           details={"problems": problems, "pid": pid})
+    pid_wait = float(params.get("pid_wait") or 0)
+    holder = pid_holder(manifest, pid_wait, proc_root)
+    problem = pid_problem(manifest, holder, pid_wait)
+    if problem:
+        raise RestoreError("refusing to restore %s: %s" % (images_dir, problem),
+                           details={"problems": [problem], "pid": pid,
+                                    "holder": _public_identity(holder)})
+    checks_duration = time.monotonic() - tc
+
+    criu = _criu.find_criu(params.get("criu_path"))
+    opts = effective_options(manifest, params)
+    if check_mode:
+        return {"changed": True, "pid": pid, "process": None, "restore_record": None,
+                "verified": None, "log_path": log_path, "criu_cmd": None, "options": opts,
+                "timings": {"criu_duration": None, "stats": {}, "verify": None,
+                            "checks": round(checks_duration, 4),
+                            "total": round(time.monotonic() - t0, 4)},
+                "msg": "process %d would be restored from %s" % (pid, images_dir)}
+
+    work_dir = tempfile.mkdtemp(prefix="ckpt-restore-")
+    try:
+        pidfile = os.path.join(work_dir, "restore.pid")
+        args = restore_args(images_dir, work_dir, pidfile, opts)
+        result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"))
+        result.raise_for_failure("criu restore of %s failed" % images_dir)
+        # criu writes stats-restore into its work directory (-W), not the images.
+        stats = _criu.read_stats(work_dir, "restore")
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    tv = time.monotonic()
+    verified, ident, problem = verify_restored(manifest, float(params.get("settle") or 0),
+                                               opts["leave_stopped"], proc_root)
+    verify_duration = time.monotonic() - tv
+    timings = {"criu_duration": round(result.duration, 4), "stats": stats,
+               "verify": round(verify_duration, 4), "checks": round(checks_duration, 4),
+               "total": round(time.monotonic() - t0, 4)}
+    if problem:
+        raise RestoreError(problem, rc=result.rc, log_path=log_path, log_errors=result.log_errors,
+                           argv=result.argv,
+                           details={"verified": verified, "pid": pid, "timings": timings,
+                                    "process": _public_identity(ident)})
+    rec = make_record(manifest_sha, ident, result.argv, result.duration, stats, verified, proc_root)
+    write_json_atomic(os.path.join(images_dir, RECORD_NAME), rec)
+    timings["total"] = round(time.monotonic() - t0, 4)
+    return {"changed": True, "pid": pid, "process": _public_identity(ident), "restore_record": rec,
+            "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,
+            "timings": timings,
+            "msg": "process %d restored from %s and verified after %.1f s" % (
+                pid, images_dir, verified["settle"])}
+
+
+# ------------------------------------------------------------ process_state
+
+STATE_SIGNALS = {"running": "SIGCONT", "stopped": "SIGSTOP", "killed": "SIGKILL"}
+
+
+def expected_identity(params):
+    """(identity dict, source description) of the process params name."""
+    if params.get("identity"):
+        ident = dict(params["identity"])
+        missing = [k for k in ("pid", "start_time") if ident.get(k) in (None, "")]
+        if missing:
+            raise RestoreError("identity must name at least pid and start_time (the PID alone may "
+                               "have been reused); missing: %s" % ", ".join(missing))
+        try:
+            ident["pid"] = int(ident["pid"])
+            ident["start_time"] = int(ident["start_time"])
+        except (TypeError, ValueError):
+            raise RestoreError("identity pid and start_time must be integers, got %r and %r"
+                               % (ident.get("pid"), ident.get("start_time")))
+        return ident, "the identity given"
+    if params.get("manifest"):
+        images_dir = os.path.dirname(os.path.abspath(params["manifest"]))
+        if os.path.basename(params["manifest"]) != MANIFEST_NAME:
+            raise RestoreError("manifest must be the path of a %s, got %s" % (MANIFEST_NAME, params["manifest"]))
+    else:
+        images_dir = os.path.abspath(params["images_dir"])
+    manifest, manifest_sha = load_manifest(images_dir)
+    if params.get("instance") == "restored":
+        record = read_record(images_dir)
+        if not record or record.get("manifest_sha256") != manifest_sha:
+            raise RestoreError("no restore record for the checkpoint in %s: the process was not restored "
+                               "from it by ckpt.criu.restore (or the checkpoint changed since)" % images_dir)
+        proc = record.get("process") or {}
+        return ({k: proc.get(k) for k in ("pid", "start_time", "boot_id", "exe", "cmdline")},
+                "the process restored from %s" % images_dir)
+    proc = manifest["process"]
+    ident = {k: proc.get(k) for k in ("pid", "start_time", "boot_id", "exe", "cmdline", "comm")}
+    if ident.get("boot_id") is None:
+        ident["boot_id"] = (manifest.get("host") or {}).get("boot_id")
+    return ident, "the process checkpointed in %s" % images_dir
+
+
+def ensure_process_state(params, check_mode=False, proc_root=_identity.PROC):
+    """Bring the named process to params['state']; return the module result."""
+    want = params["state"]
+    wait = float(params.get("wait") if params.get("wait") is not None else 10.0)
+    expected, source = expected_identity(params)
+    pid = expected["pid"]
+    live = _identity.read_identity(pid, proc_root)
+    before = _identity.state_word(live["state"]) if live else "absent"
+    result = {"changed": False, "pid": pid, "state": want, "before": before, "after": before,
+              "expected": expected, "process": _public_identity(live), "signal": None}
+
+    if live is not None:
+        diffs = _identity.differences(expected, live)
+        if diffs:
+            raise RestoreError(
+                "PID %d now belongs to a different process than %s (%s differ): expected %s, found %s; "
+                "nothing was signalled" % (pid, source, ", ".join(diffs), _identity.describe(expected),
+                                           _identity.describe(live)),
+                details={"pid": pid, "expected": expected, "process": _public_identity(live),
+                         "differences": diffs, "before": before})
+
+    if want == "killed":
+        if before in ("absent", "zombie"):
+            result["msg"] = "process %d from %s is not running (%s); nothing to kill" % (pid, source, before)
+            return result
+    else:
+        if before in ("absent", "zombie"):
+            raise RestoreError("process %d from %s is not running (%s); it cannot be made %s"
+                               % (pid, source, "gone" if before == "absent" else "a zombie", want),
+                               details={"pid": pid, "before": before, "expected": expected})
+        if before == "traced":
+            raise RestoreError("process %d from %s is stopped by a tracer (ptrace); a signal cannot make it %s "
+                               "(is criu still running against it?)" % (pid, source, want),
+                               details={"pid": pid, "before": before})
+        if (want == "running" and before == "running") or (want == "stopped" and before == "stopped"):
+            result["msg"] = "process %d from %s is already %s" % (pid, source, want)
+            return result
+
+    result["changed"] = True
+    result["signal"] = STATE_SIGNALS[want]
+    if check_mode:
+        result["after"] = want if want != "killed" else "absent"
+        result["msg"] = "process %d from %s would be sent %s" % (pid, source, result["signal"])
+        return result
+
+    _identity.send_signal(pid, _identity.SIGNALS[want])
+    if want == "killed":
+        gone = _identity.wait_gone(pid, wait, proc_root, start_time=live["start_time"])
+        now = _identity.read_stat(pid, proc_root)
+        if gone or now is None or now["start_time"] != live["start_time"]:
+            result["after"] = "absent"
+        else:
+            result["after"] = _identity.state_word(now["state"])
+            if result["after"] != "zombie":
+                raise RestoreError("process %d was sent SIGKILL but is still %s after %.1f s"
+                                   % (pid, result["after"], wait), details=dict(result))
+            result["warnings"] = ["process %d is dead but its parent (pid %d) has not reaped it after %.1f s; "
+                                  "its PID stays taken until then" % (pid, now["ppid"], wait)]
+    else:
+        result["after"] = _identity.wait_state(pid, (want,), wait, proc_root)
+        if result["after"] != want:
+            raise RestoreError("process %d was sent %s but is %s after %.1f s"
+                               % (pid, result["signal"], result["after"], wait), details=dict(result))
+    result["process"] = _public_identity(_identity.read_identity(pid, proc_root))
+    result["msg"] = "process %d from %s: %s -> %s" % (pid, source, before, result["after"])
+    return result

@@ -1,0 +1,232 @@
+#!/usr/bin/python
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: restore
+short_description: Restore a CRIU checkpoint and verify the process really runs
+version_added: 0.1.0
+description:
+  - Restores the process tree checkpointed by M(ckpt.criu.dump) in O(images_dir) with
+    C(criu restore), after verifying that nothing it depends on has changed, and
+    verifies afterwards that the process really runs.
+  - Before criu runs, and without touching anything, the module checks that the checkpoint
+    manifest is complete, that every image file has its recorded size and sha256, that the
+    executable and every mapped file on this host have the sha256 recorded at dump time
+    (a binary of the same size and build-id but other content would otherwise be restored
+    silently, running the new code), that regular stdio files opened without C(O_APPEND)
+    have their recorded size, and that the PID is free. A zombie or exiting holder of the
+    PID is waited for up to O(pid_wait) seconds; a live holder is named and refused.
+  - criu always runs detached (C(-d)) in its own work directory, with C(-v4) and a log
+    C(restore.log) in O(images_dir). The restored process must still be alive after
+    O(settle) seconds, running the recorded executable (sha256) with the recorded command
+    line; a process that criu restored with exit code 0 but that died a moment later (for
+    example because its stdout was a pipe to a reader outside the checkpoint) fails the task
+    with the likely cause.
+  - After a verified restore the module writes the restore record C(ckpt-restore.json)
+    (mode 0600, atomically) into O(images_dir).
+  - Idempotent. When the restore record names a process that runs here with the same
+    identity (PID, start time and boot id), executable sha256 and command line, nothing is
+    done.
+  - The restored process never inherits the module's stdout or stderr, so the task always
+    returns.
+author:
+  - ckpt.criu contributors
+extends_documentation_fragment:
+  - ckpt.criu.attributes
+  - ckpt.criu.criu
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Runs every read-only verification (manifest, images, binaries, stdio files, PID)
+        and fails on them; predicts RV(ignore:changed) and restores nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  images_dir:
+    description:
+      - Directory holding the checkpoint images and C(ckpt-manifest.json) written by
+        M(ckpt.criu.dump).
+    type: path
+    required: true
+  leave_stopped:
+    description:
+      - Restore the process stopped (C(--leave-stopped)), for a two-phase migration that
+        resumes it later with M(ckpt.criu.process_state) O(ckpt.criu.process_state#module:state=running).
+      - The verification then requires the process to be stopped instead of running.
+    type: bool
+    default: false
+  settle:
+    description:
+      - Seconds the restored process must stay alive before the restore counts as verified.
+    type: float
+    default: 1.5
+  pid_wait:
+    description:
+      - Seconds to wait for a zombie or exiting process that still holds the checkpoint's PID.
+    type: float
+    default: 5.0
+  verify_images:
+    description:
+      - Verify the size and sha256 of every image file against the manifest before restoring.
+    type: bool
+    default: true
+  verify_binaries:
+    description:
+      - Verify the sha256 of the executable and of every mapped file against the manifest
+        before restoring.
+    type: bool
+    default: true
+  shell_job:
+    description:
+      - Pass C(--shell-job). When not set, follows the dump's option recorded in the manifest.
+    type: bool
+  tcp_established:
+    description:
+      - Pass C(--tcp-established). When not set, follows the dump's option recorded in the manifest.
+    type: bool
+  ext_unix_sk:
+    description:
+      - Pass C(--ext-unix-sk). When not set, follows the dump's option recorded in the manifest.
+    type: bool
+  file_locks:
+    description:
+      - Pass C(--file-locks). When not set, follows the dump's option recorded in the manifest.
+    type: bool
+  external:
+    description:
+      - Values for C(--external), one per item. When not set, the manifest's list is used.
+    type: list
+    elements: str
+  timeout:
+    description:
+      - Seconds after which criu is killed and the restore fails. No limit when not set.
+    type: float
+notes:
+  - Must run as root on the managed node.
+  - criu writes C(stats-restore) into its work directory; the module returns those
+    timings in RV(timings.stats).
+seealso:
+  - module: ckpt.criu.dump
+  - module: ckpt.criu.process_state
+"""
+
+EXAMPLES = r"""
+- name: Restore the checkpoint and verify the process runs
+  ckpt.criu.restore:
+    images_dir: /var/lib/ckpt/app
+
+- name: Restore stopped, as the second phase of a migration
+  ckpt.criu.restore:
+    images_dir: /var/lib/ckpt/app
+    leave_stopped: true
+    settle: 0.5
+  register: restored
+
+- name: Resume it once everything else is ready
+  ckpt.criu.process_state:
+    images_dir: /var/lib/ckpt/app
+    instance: restored
+    state: running
+"""
+
+RETURN = r"""
+pid:
+  description: PID of the restored root process.
+  returned: always
+  type: int
+  sample: 4242
+process:
+  description: Identity of the restored process after the restore (null in check mode).
+  returned: always
+  type: dict
+  sample: {"pid": 4242, "start_time": 1289474, "boot_id": "3f0c...", "ppid": 1, "uid": 0,
+           "comm": "python3", "state": "running", "cmdline": ["python3", "app.py"],
+           "exe": "/usr/bin/python3.11", "cwd": "/srv/app"}
+restore_record:
+  description: The restore record written to C(ckpt-restore.json) (null in check mode).
+  returned: always
+  type: dict
+  sample: {"schema": 1, "manifest_sha256": "9a1f...", "process": {"pid": 4242, "start_time": 1289474}}
+verified:
+  description: What the post-restore verification observed.
+  returned: always
+  type: dict
+  sample: {"settle": 1.5, "alive": true, "state": "running", "exe_sha256": "0b7c...",
+           "exe_matches": true, "cmdline_matches": true}
+timings:
+  description:
+    - Seconds spent in criu (RV(timings.criu_duration)), in the checks before it
+      (RV(timings.checks)) and in the verification after it (RV(timings.verify)), and
+      criu's own statistics from C(stats-restore) (RV(timings.stats), microseconds and pages).
+  returned: always
+  type: dict
+  sample: {"criu_duration": 0.12, "checks": 0.08, "verify": 1.5, "total": 1.72,
+           "stats": {"forking_time_us": 1200, "restore_time_us": 52000, "pages_restored": 3700}}
+log_path:
+  description: Absolute path of criu's C(-v4) restore log.
+  returned: always
+  type: str
+  sample: /var/lib/ckpt/app/restore.log
+criu_cmd:
+  description: The exact criu command line that ran (null when criu did not run).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/usr/sbin/criu", "restore", "-d", "-D", "/var/lib/ckpt/app"]
+options:
+  description: The restore options in effect (module options over the manifest's dump options).
+  returned: when criu ran or would run
+  type: dict
+  sample: {"shell_job": false, "tcp_established": false, "ext_unix_sk": false,
+           "file_locks": false, "external": [], "leave_stopped": false}
+problems:
+  description: Every verification that failed before criu ran.
+  returned: failure
+  type: list
+  elements: str
+  sample: ["image pages-1.img does not match its recorded sha256 (corrupted or altered)"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
+from ansible_collections.ckpt.criu.plugins.module_utils._restore import restore
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            images_dir=dict(type="path", required=True),
+            leave_stopped=dict(type="bool", default=False),
+            settle=dict(type="float", default=1.5),
+            pid_wait=dict(type="float", default=5.0),
+            verify_images=dict(type="bool", default=True),
+            verify_binaries=dict(type="bool", default=True),
+            shell_job=dict(type="bool"),
+            tcp_established=dict(type="bool"),
+            ext_unix_sk=dict(type="bool"),
+            file_locks=dict(type="bool"),
+            external=dict(type="list", elements="str"),
+            timeout=dict(type="float"),
+            criu_path=dict(type="path"),
+        ),
+        supports_check_mode=True,
+    )
+    if module.params["settle"] < 0 or module.params["pid_wait"] < 0:
+        module.fail_json(msg="settle and pid_wait must not be negative")
+    try:
+        result = restore(module.params, check_mode=module.check_mode)
+    except CriuError as exc:
+        module.fail_json(**exc.to_fail_kwargs())
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

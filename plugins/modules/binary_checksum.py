@@ -1,0 +1,328 @@
+#!/usr/bin/python
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: binary_checksum
+short_description: Checksum a process's executable and mapped files, and compare them with a checkpoint
+version_added: 0.1.0
+description:
+  - Computes the sha256 (streamed) and the GNU build-id of the executable of a running process and of
+    every distinct regular file it maps (shared libraries, locale files), or of a list of files.
+  - A live process's files are read through C(/proc/PID/exe) and C(/proc/PID/map_files), that is the
+    inode really mapped. When the file now at the same path is another one (the binary was replaced
+    on disk after the process started) or is gone, the record says so (RV(files[].replaced),
+    RV(files[].deleted)) and the module warns.
+  - With O(expected), compares the records with a previous result of this module, a list of records, or
+    the C(binaries) section of a checkpoint manifest written by M(ckpt.criu.dump). CRIU restores a
+    binary that changed on disk with the same size silently and runs the new code; a sha256 comparison
+    is what catches it.
+  - Files shared by many processes are hashed once per module run (cache keyed by device, inode, size
+    and modification time).
+  - Read-only; never reports a change.
+author:
+  - ckpt.criu contributors
+extends_documentation_fragment:
+  - ckpt.criu.attributes
+  - ckpt.criu.attributes.INFO_MODULE
+options:
+  pid:
+    description:
+      - ID of the running process whose executable and mapped files to checksum.
+      - Exactly one of O(pid), O(pidfile) and O(paths) may be given. When none is given, O(expected) is
+        required and the files it lists are checked at their paths on this host (what a restore will map).
+    type: int
+  pidfile:
+    description:
+      - File holding the ID of the process to checksum (as written by most daemons).
+    type: path
+  paths:
+    description:
+      - Files to checksum. Symbolic links are resolved; the records carry the real path and the path
+        as given (RV(files[].requested)).
+      - With O(expected), only the expected records for these paths are compared.
+    type: list
+    elements: path
+  exe_only:
+    description:
+      - Only checksum the executable of the process, not its mapped files.
+      - Ignored with O(paths).
+    type: bool
+    default: false
+  expected:
+    description:
+      - What the files must match. One of
+      - a previous result of this module (registered), or its RV(files) list;
+      - a checkpoint manifest (a dict with C(binaries)), or the path of a C(ckpt-manifest.json) file,
+        or of the images directory that holds it.
+      - When not given, nothing is compared and RV(matches) is not returned.
+    type: raw
+  fail_on_mismatch:
+    description:
+      - Fail when a file does not match O(expected). When V(false), the module succeeds and lists the
+        differences in RV(mismatches).
+    type: bool
+    default: true
+attributes:
+  platform:
+    platforms: posix
+    support: full
+    description: Linux only (reads C(/proc)).
+notes:
+  - Reading another user's C(/proc/PID/map_files) needs root; use C(become: true).
+seealso:
+  - module: ckpt.criu.criu_info
+"""
+
+EXAMPLES = r"""
+- name: Record the binaries of the running service
+  ckpt.criu.binary_checksum:
+    pidfile: /run/myapp.pid
+  register: before
+
+- name: Fail if the process now runs something else than what was recorded
+  ckpt.criu.binary_checksum:
+    pidfile: /run/myapp.pid
+    expected: "{{ before }}"
+
+- name: Before restoring, check this host has the binaries the checkpoint was taken with
+  ckpt.criu.binary_checksum:
+    expected: /var/lib/ckpt/myapp
+
+- name: Report differences without failing
+  ckpt.criu.binary_checksum:
+    paths:
+      - /usr/local/bin/myapp
+    expected: /var/lib/ckpt/myapp/ckpt-manifest.json
+    fail_on_mismatch: false
+  register: check
+
+- name: Show what differs
+  ansible.builtin.debug:
+    msg: "{{ check.mismatches | map(attribute='msg') | list }}"
+  when: not check.matches
+"""
+
+RETURN = r"""
+pid:
+  description: ID of the process checked (from O(pid) or O(pidfile)).
+  returned: when O(pid) or O(pidfile) is given
+  type: int
+  sample: 4242
+exe:
+  description: Record of the executable of the process (same keys as RV(files)).
+  returned: when O(pid) or O(pidfile) is given
+  type: dict
+  sample: {path: /usr/bin/python3.11, size: 6831736, sha256: 4b1d0c..., build_id: 8a3d9e..., exe: true}
+files:
+  description:
+    - One record per distinct file, the executable first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: Real path of the file (for a process, the path it was mapped from).
+      type: str
+      sample: /usr/lib/x86_64-linux-gnu/libc.so.6
+    size:
+      description: Size in bytes.
+      type: int
+      sample: 1926232
+    sha256:
+      description: sha256 of the content, hex.
+      type: str
+      sample: 6b4a45352fd0c7e0b2d3a1f1d6a6e1c2f9f0a2b3c4d5e6f708192a3b4c5d6e7f
+    build_id:
+      description: GNU build-id (hex), or V(null) when the file is not ELF or carries none.
+      type: str
+      sample: 93ac61ec5a8eb1396f9fbd350e3169a558528a40
+    mtime_ns:
+      description: Modification time in nanoseconds since the epoch.
+      type: int
+      sample: 1732675200000000000
+    requested:
+      description: The path as given in O(paths), when it differs from RV(files[].path) (a symbolic link).
+      type: str
+      returned: when a given path was a symbolic link or not canonical
+      sample: /usr/bin/python3
+    exe:
+      description: V(true) on the record of the executable.
+      type: bool
+      returned: for the executable of a process
+      sample: true
+    deleted:
+      description: The file the process maps no longer exists on disk; the record describes the mapped copy.
+      type: bool
+      returned: for files of a process
+      sample: false
+    replaced:
+      description: Another file now stands at the path (a redeploy after the process started).
+      type: bool
+      returned: for files of a process
+      sample: false
+    replaced_differs:
+      description: The replacement has other content than the mapped file.
+      type: bool
+      returned: when RV(files[].replaced) is V(true)
+      sample: true
+    on_disk:
+      description: Record (path, size, sha256, build_id, mtime_ns) of the file now at the path.
+      type: dict
+      returned: when RV(files[].replaced) is V(true)
+      sample: {path: /usr/local/bin/myapp, size: 17584, sha256: 9f2c..., build_id: null}
+    note:
+      description: One sentence on a deleted or replaced file.
+      type: str
+      returned: when RV(files[].deleted) or RV(files[].replaced) is V(true)
+      sample: /usr/local/bin/myapp was replaced on disk after PID 4242 mapped it
+matches:
+  description: V(true) when every expected file matches (and no unexpected file was checked).
+  returned: when O(expected) is given
+  type: bool
+  sample: true
+matched:
+  description: Paths that match their expected record.
+  returned: when O(expected) is given
+  type: list
+  elements: str
+  sample: [/usr/bin/python3.11, /usr/lib/x86_64-linux-gnu/libc.so.6]
+mismatches:
+  description: One entry per file that does not match.
+  returned: when O(expected) is given
+  type: list
+  elements: dict
+  contains:
+    path:
+      description: Path of the file.
+      type: str
+      sample: /usr/local/bin/myapp
+    differs:
+      description:
+        - What differs. V(missing) (expected but not checked or not mapped), V(unexpected) (checked but
+          not expected), or the fields V(size), V(sha256), V(build_id).
+      type: list
+      elements: str
+      sample: [sha256]
+    expected:
+      description: Expected size, sha256 and build_id (V(null) for V(unexpected)).
+      type: dict
+      sample: {size: 17584, sha256: f1ee18..., build_id: a7516a...}
+    actual:
+      description: Actual size, sha256 and build_id (V(null) for V(missing)).
+      type: dict
+      sample: {size: 17584, sha256: 0c3d9a..., build_id: a7516a...}
+    msg:
+      description: One sentence on the difference and what to do.
+      type: str
+      sample: "/usr/local/bin/myapp differs from the expected file: sha256 f1ee188b790e... expected, 0c3d9a11aa2b... found
+        (same size and build-id); put back the file the checkpoint was taken with"
+  sample: []
+cache:
+  description: Checksum cache use in this run (files shared by several records are hashed once).
+  returned: always
+  type: dict
+  contains:
+    hits:
+      description: Records served from the cache.
+      type: int
+      sample: 3
+    misses:
+      description: Files hashed.
+      type: int
+      sample: 8
+    entries:
+      description: Distinct file contents in the cache.
+      type: int
+      sample: 8
+    bytes_hashed:
+      description: Bytes read and hashed.
+      type: int
+      sample: 26754260
+    seconds:
+      description: Time spent hashing.
+      type: float
+      sample: 0.017
+  sample: {hits: 0, misses: 8, entries: 8, bytes_hashed: 26754260, seconds: 0.017}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ckpt.criu.plugins.module_utils._checksum import (
+    DEFAULT_CACHE,
+    ChecksumError,
+    compare,
+    file_record,
+    load_expected,
+    process_files,
+    read_pidfile,
+    summarize_mismatches,
+)
+
+
+def run(module):
+    p = module.params
+    result = {"changed": False}
+    expected = load_expected(p["expected"]) if p["expected"] is not None else None
+    only_paths = None
+    if p["pid"] is not None or p["pidfile"]:
+        pid = p["pid"] if p["pid"] is not None else read_pidfile(p["pidfile"])
+        recs = process_files(pid, exe_only=p["exe_only"])
+        result.update(pid=int(pid), exe=recs["exe"], files=recs["files"])
+        if p["exe_only"]:
+            only_paths = [recs["exe"]["path"]]
+        for rec in recs["files"]:
+            if rec.get("note"):
+                module.warn(rec["note"])
+    else:
+        if p["paths"] is not None and not p["paths"]:
+            raise ChecksumError("paths is empty; list at least one file to check")
+        paths = p["paths"] or [rec["path"] for rec in expected]
+        if not paths:
+            raise ChecksumError("expected lists no files, so there is nothing to check; give a manifest or "
+                                "result that has binary records")
+        files, seen = [], set()
+        for path in paths:
+            rec = file_record(path)
+            if rec["path"] not in seen:
+                seen.add(rec["path"])
+                files.append(rec)
+        result["files"] = files
+        if p["paths"] is not None:
+            only_paths = list(p["paths"])
+    if expected is not None:
+        matched, mismatches = compare(expected, result["files"], only_paths=only_paths)
+        result.update(matches=not mismatches, matched=matched, mismatches=mismatches)
+    result["cache"] = DEFAULT_CACHE.stats()
+    if expected is not None and result["mismatches"] and p["fail_on_mismatch"]:
+        result["msg"] = summarize_mismatches(result["mismatches"], len(matched) + len(mismatches))
+        module.fail_json(**result)
+    return result
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            pid=dict(type="int"),
+            pidfile=dict(type="path"),
+            paths=dict(type="list", elements="path"),
+            exe_only=dict(type="bool", default=False),
+            expected=dict(type="raw"),
+            fail_on_mismatch=dict(type="bool", default=True),
+        ),
+        mutually_exclusive=[("pid", "pidfile", "paths")],
+        required_one_of=[("pid", "pidfile", "paths", "expected")],
+        supports_check_mode=True,
+    )
+    try:
+        result = run(module)
+    except ChecksumError as exc:
+        module.fail_json(msg=str(exc), changed=False)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

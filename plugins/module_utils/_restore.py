@@ -39,6 +39,7 @@ import socket
 import tempfile
 import time
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 
@@ -220,13 +221,15 @@ def image_problems(manifest, images_dir):
 
 
 def _binary_entries(manifest):
+    """Binary records of the manifest worth checking here (exe first, each path once)."""
     binaries = manifest.get("binaries") or {}
     seen, out = set(), []
     for entry in [binaries.get("exe")] + list(binaries.get("files") or []):
         if not isinstance(entry, dict) or not entry.get("path") or not entry.get("sha256"):
             continue
         path = entry["path"]
-        if path in seen or not path.startswith("/") or path.endswith(" (deleted)"):
+        # A file deleted before the dump is carried in the images by criu (ghost file).
+        if path in seen or not path.startswith("/") or path.endswith(" (deleted)") or entry.get("deleted"):
             continue
         seen.add(path)
         out.append(entry)
@@ -235,27 +238,23 @@ def _binary_entries(manifest):
 
 def binary_problems(manifest):
     """The executable and every mapped file must be here with the recorded sha256."""
-    problems = []
+    problems, actual, expected = [], [], []
     for entry in _binary_entries(manifest):
         path = entry["path"]
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            problems.append("binary %s that the process ran is missing on this host" % path)
-            continue
-        if entry.get("size") is not None and size != entry["size"]:
-            problems.append("binary %s is %d bytes here, %d at dump time: it is not the binary "
-                            "the process ran" % (path, size, entry["size"]))
+        if not os.path.lexists(path):
+            problems.append("binary %s that the process ran is missing on this host; install the same "
+                            "file there" % path)
             continue
         try:
-            digest = sha256_file(path)
-        except (IOError, OSError) as exc:
-            problems.append("cannot read binary %s: %s" % (path, exc.strerror or exc))
+            actual.append(_checksum.file_record(path))
+        except _checksum.ChecksumError as exc:
+            problems.append("binary %s cannot be verified: %s" % (path, exc))
             continue
-        if digest != entry["sha256"]:
-            problems.append("binary %s has different content than at dump time (sha256 %s..., "
-                            "recorded %s...): restoring would run other code" % (
-                                path, digest[:12], entry["sha256"][:12]))
+        expected.append(entry)
+    if expected:
+        _matches, mismatches = _checksum.compare(expected, actual)
+        for m in mismatches:
+            problems.append("binary %s" % m["msg"] if m["msg"].startswith("/") else m["msg"])
     return problems
 
 
@@ -411,8 +410,8 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     verified = {"settle": settle, "alive": False, "state": None, "exe_sha256": None,
                 "exe_matches": False, "cmdline_matches": False}
     if first is None or first["state"] in _identity.DEAD_STATES:
-        return verified, first, ("criu restore exited 0 but process %d is not running right after it; %s"
-                                 % (pid, explain_death(manifest)))
+        return verified, first, ("criu restore exited 0 but process %d died within %.2f s of the restore (dead at the "
+                                 "first look); %s" % (pid, time.monotonic() - start, explain_death(manifest)))
     while True:
         now = time.monotonic()
         st = _identity.read_stat(pid, proc_root)

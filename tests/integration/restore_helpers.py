@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
+
 REPO = Path(__file__).resolve().parents[2]
 WORKLOADS = REPO / "tests" / "workloads"
 DUMP_MODULE = REPO / "plugins" / "modules" / "dump.py"
@@ -192,9 +194,7 @@ def make_checkpoint(criu, pid, images_dir, run_module=None, leave_running=False,
         return json.loads((Path(images_dir) / "ckpt-manifest.json").read_text())
     ident = identity(pid)
     fds = fd_table(pid)
-    maps = mapped_files(pid)
-    exe = ident["exe"]
-    binaries = {"exe": file_record(exe), "files": [file_record(p) for p in maps if os.path.isfile(p)]}
+    binaries = _checksum.process_files(pid)
     argv, duration = raw_dump(criu, pid, images_dir, leave_running, leave_stopped, extra)
     manifest = build_manifest(criu, pid, ident, fds, binaries, argv, duration, images_dir,
                               {"leave_running": leave_running, "leave_stopped": leave_stopped})

@@ -1,0 +1,434 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The checkpoint manifest: ``<images_dir>/ckpt-manifest.json`` (schema 1).
+
+Its presence means "this dump completed": :func:`write_manifest` writes it
+last, atomically (temp file in the same directory, fsync, rename, fsync of the
+directory), mode 0600.  The schema is documented in ``docs/dev/manifest.md``.
+
+Besides the manifest, an images directory may hold files that belong to this
+collection and are never images:
+
+* ``ckpt-failed.json`` -- the marker of a failed dump (cause + the files that
+  attempt left behind); a later dump clears such an attempt by itself;
+* ``ckpt-restore.json`` -- the restore record written by ``ckpt.criu.restore``;
+* ``.ckpt-lock`` -- the lock file two concurrent dumps contend for;
+* ``*.log`` -- criu's logs; ``.ckpt-*`` -- temporary files and work dirs.
+
+:func:`inspect_dir` says what a directory holds (absent, empty, a complete
+checkpoint, our own failed attempt, or foreign content) so the dump module can
+decide between "nothing to do", "go ahead" and "refuse unless force".
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import hashlib
+import json
+import os
+import socket
+import stat
+import tempfile
+
+SCHEMA = 1
+MANIFEST_NAME = "ckpt-manifest.json"
+FAILED_NAME = "ckpt-failed.json"
+RESTORE_RECORD_NAME = "ckpt-restore.json"
+LOCK_NAME = ".ckpt-lock"
+DUMP_LOG_NAME = "dump.log"
+PRIVATE_PREFIX = ".ckpt-"
+
+IDENTITY_KEYS = ("boot_id", "pid", "start_time")
+
+# Top-level keys a complete schema-1 manifest must carry, with their types.
+REQUIRED = (
+    ("schema", int),
+    ("complete", bool),
+    ("created", str),
+    ("host", dict),
+    ("criu", dict),
+    ("process", dict),
+    ("tree", list),
+    ("options", dict),
+    ("fds", dict),
+    ("stdio", dict),
+    ("stdio_files", list),
+    ("binaries", dict),
+    ("images", list),
+    ("images_total_bytes", int),
+)
+
+
+class ManifestError(Exception):
+    """The manifest is missing, unreadable or not a valid schema-1 manifest."""
+
+
+# ------------------------------------------------------------------ naming
+
+def manifest_path(images_dir):
+    return os.path.join(images_dir, MANIFEST_NAME)
+
+
+def failed_path(images_dir):
+    return os.path.join(images_dir, FAILED_NAME)
+
+
+def lock_path(images_dir):
+    return os.path.join(images_dir, LOCK_NAME)
+
+
+def is_own_file(name):
+    """True for files of this collection that are not criu images."""
+    return (name in (MANIFEST_NAME, FAILED_NAME, RESTORE_RECORD_NAME, LOCK_NAME)
+            or name.startswith(PRIVATE_PREFIX) or name.endswith(".log"))
+
+
+def utc_now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# ---------------------------------------------------------------- identity
+
+def _read_text(path):
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except (IOError, OSError):
+        return None
+
+
+def host_identity(proc_root="/proc", etc_root="/etc"):
+    """{hostname, boot_id, kernel, machine_id} of this host."""
+    return {
+        "hostname": socket.gethostname(),
+        "boot_id": _read_text(os.path.join(proc_root, "sys/kernel/random/boot_id")),
+        "kernel": os.uname().release,
+        "machine_id": _read_text(os.path.join(etc_root, "machine-id")),
+    }
+
+
+def same_process(a, b):
+    """True when two identities (dicts with boot_id, pid, start_time) name one process."""
+    if not a or not b:
+        return False
+    return all(a.get(k) is not None and a.get(k) == b.get(k) for k in IDENTITY_KEYS)
+
+
+# ------------------------------------------------------------------ images
+
+def sha256_file(path, chunk=1024 * 1024):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def list_images(images_dir):
+    """Relative names of every image file under images_dir (sorted).
+
+    Everything criu wrote counts (``*.img``, ``stats-dump``, ...), in
+    subdirectories too (pre-dump generations), except this collection's own
+    files (:func:`is_own_file`).  Symlinks are never followed.
+    """
+    out = []
+    for root, dirs, files in os.walk(images_dir):
+        dirs[:] = sorted(d for d in dirs if not is_own_file(d)
+                         and not os.path.islink(os.path.join(root, d)))
+        rel_root = os.path.relpath(root, images_dir)
+        for name in files:
+            if root == images_dir and is_own_file(name):
+                continue
+            if name.startswith(PRIVATE_PREFIX):
+                continue
+            path = os.path.join(root, name)
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            out.append(name if rel_root == "." else os.path.join(rel_root, name))
+    return sorted(out)
+
+
+def image_records(images_dir, remote=None):
+    """[{name, size, sha256}] for every image file, plus {name, remote: true}
+    for each name in ``remote`` (files a page server wrote elsewhere)."""
+    records = []
+    local = list_images(images_dir)
+    for name in local:
+        path = os.path.join(images_dir, name)
+        records.append({"name": name, "size": os.lstat(path).st_size, "sha256": sha256_file(path)})
+    for name in sorted(set(remote or ()) - set(local)):
+        records.append({"name": name, "remote": True})
+    return records
+
+
+def images_total_bytes(records):
+    return sum(r.get("size") or 0 for r in records)
+
+
+def verify_images(manifest, images_dir, check_remote=False, extra=True):
+    """Problems (sentences) with the images of ``manifest`` in images_dir; [] when they verify.
+
+    Every recorded image must exist as a regular file with its size and
+    sha256.  ``remote`` images (sent to a page server) are only required when
+    ``check_remote`` (on the host that received them), and have no checksum.
+    With ``extra``, an ``*.img`` file the manifest does not list is a problem
+    too (left over from another dump, it would be restored with these).
+    """
+    problems = []
+    listed = set()
+    for img in manifest.get("images") or []:
+        name = img.get("name") if isinstance(img, dict) else None
+        if not name or os.path.isabs(name) or ".." in name.split(os.sep):
+            problems.append("the manifest lists an invalid image name %r" % (name,))
+            continue
+        listed.add(name)
+        path = os.path.join(images_dir, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            if img.get("remote") and not check_remote:
+                continue
+            problems.append("image %s is missing" % name)
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            problems.append("image %s is not a regular file" % name)
+            continue
+        if img.get("remote"):
+            continue
+        if img.get("size") is not None and st.st_size != img["size"]:
+            problems.append("image %s has %d bytes, the manifest says %d (truncated or altered)"
+                            % (name, st.st_size, img["size"]))
+            continue
+        if not img.get("sha256"):
+            problems.append("image %s has no recorded sha256" % name)
+        elif sha256_file(path) != img["sha256"]:
+            problems.append("image %s does not match its recorded sha256 (corrupted or altered)" % name)
+    if extra and os.path.isdir(images_dir):
+        for name in list_images(images_dir):
+            if name.endswith(".img") and name not in listed:
+                problems.append("image %s is not listed in the manifest (left over from another dump?)"
+                                % name)
+    return problems
+
+
+# ------------------------------------------------------------ read / write
+
+def validate(manifest):
+    """Problems (sentences) with the structure of a manifest; [] when valid."""
+    if not isinstance(manifest, dict):
+        return ["the manifest is not a JSON object"]
+    problems = []
+    for key, typ in REQUIRED:
+        if key not in manifest:
+            problems.append("the manifest has no %r" % key)
+        elif not isinstance(manifest[key], typ) or (typ is int and isinstance(manifest[key], bool)):
+            problems.append("the manifest's %r is not a %s" % (key, typ.__name__))
+    if problems:
+        return problems
+    if manifest["schema"] != SCHEMA:
+        problems.append("the manifest has schema %r; this collection reads schema %d"
+                        % (manifest["schema"], SCHEMA))
+    if manifest["complete"] is not True:
+        problems.append("the manifest does not mark the checkpoint complete")
+    proc = manifest["process"]
+    for key in IDENTITY_KEYS:
+        if proc.get(key) is None:
+            problems.append("the manifest's process has no %s" % key)
+    if not isinstance(proc.get("pid"), int) or isinstance(proc.get("pid"), bool) or proc.get("pid", 0) <= 0:
+        problems.append("the manifest's process.pid is not a positive integer")
+    if not manifest["images"]:
+        problems.append("the manifest lists no images")
+    for img in manifest["images"]:
+        if not isinstance(img, dict) or not isinstance(img.get("name"), str):
+            problems.append("the manifest has an image entry without a name")
+            break
+        if not img.get("remote") and not (isinstance(img.get("size"), int) and img.get("sha256")):
+            problems.append("image %s has no size or sha256 in the manifest" % img["name"])
+    exe = manifest["binaries"].get("exe")
+    if not isinstance(exe, dict) or not exe.get("sha256"):
+        problems.append("the manifest has no binaries.exe.sha256")
+    for key in ("argv", "version"):
+        if not manifest["criu"].get(key):
+            problems.append("the manifest's criu has no %s" % key)
+    return problems
+
+
+def read_manifest(images_dir, validate_schema=True):
+    """The manifest of images_dir as a dict, or None when there is none.
+
+    ManifestError when it exists but cannot be read, is not JSON, or (with
+    ``validate_schema``) is not a complete schema-1 manifest.
+    """
+    path = manifest_path(images_dir)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise ManifestError("cannot read %s: %s" % (path, exc.strerror or exc))
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ManifestError("%s is not valid JSON (%s)" % (path, exc))
+    if validate_schema:
+        problems = validate(data)
+        if problems:
+            raise ManifestError("%s is not a valid checkpoint manifest: %s" % (path, "; ".join(problems)))
+    return data
+
+
+def manifest_sha256(images_dir):
+    return sha256_file(manifest_path(images_dir))
+
+
+def write_json_atomic(path, data, mode=0o600):
+    """Write data as JSON to path atomically: temp file + fsync + rename + dir fsync."""
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=PRIVATE_PREFIX + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return path
+
+
+def write_manifest(images_dir, manifest):
+    """Validate and write the manifest atomically (0600); returns its path."""
+    problems = validate(manifest)
+    if problems:
+        raise ManifestError("refusing to write an invalid manifest: %s" % "; ".join(problems))
+    return write_json_atomic(manifest_path(images_dir), manifest)
+
+
+def write_failed_marker(images_dir, cause, extra=None):
+    """Mark a failed dump: ``ckpt-failed.json`` with the cause and the files it left."""
+    record = {"schema": SCHEMA, "failed": True, "created": utc_now(), "cause": cause,
+              "files": list_images(images_dir)}
+    record.update(extra or {})
+    return write_json_atomic(failed_path(images_dir), record)
+
+
+def read_failed_marker(images_dir):
+    try:
+        with open(failed_path(images_dir)) as fh:
+            data = json.load(fh)
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# ------------------------------------------------------------ dir states
+
+def inspect_dir(images_dir):
+    """What images_dir holds, as a dict with ``state``:
+
+    * ``absent`` -- it does not exist;
+    * ``empty`` -- nothing but this collection's lock file and logs;
+    * ``complete`` -- a valid manifest (``manifest`` is set);
+    * ``invalid`` -- a manifest that cannot be read or is not valid (``problem``);
+    * ``failed`` -- only the leftovers of a failed dump of this module, as its
+      ``ckpt-failed.json`` lists them (``failed`` is the marker);
+    * ``foreign`` -- anything else (``entries`` names some of it).
+    """
+    if not os.path.lexists(images_dir):
+        return {"state": "absent"}
+    entries = sorted(os.listdir(images_dir))
+    if MANIFEST_NAME in entries:
+        try:
+            return {"state": "complete", "manifest": read_manifest(images_dir), "entries": entries}
+        except ManifestError as exc:
+            return {"state": "invalid", "problem": str(exc), "entries": entries}
+    content = [e for e in entries if not (e == LOCK_NAME or e.endswith(".log")
+                                          or e.startswith(PRIVATE_PREFIX))]
+    if not content:
+        return {"state": "empty", "entries": entries}
+    marker = read_failed_marker(images_dir) if FAILED_NAME in content else None
+    if marker is not None:
+        recorded = set(marker.get("files") or [])
+        if set(list_images(images_dir)) <= recorded and \
+                all(e == FAILED_NAME or e in recorded or any(r.startswith(e + os.sep) for r in recorded)
+                    for e in content):
+            return {"state": "failed", "failed": marker, "entries": entries}
+    return {"state": "foreign", "entries": content}
+
+
+def clear_own_leftovers(images_dir, names):
+    """Remove the named leftovers of our own failed attempt (files and their dirs)."""
+    removed = []
+    for name in sorted(names, key=lambda n: -n.count(os.sep)):
+        path = os.path.join(images_dir, name)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+            removed.append(name)
+        except OSError:
+            pass
+    for name in (FAILED_NAME, DUMP_LOG_NAME):
+        try:
+            os.unlink(os.path.join(images_dir, name))
+        except OSError:
+            pass
+    # Now-empty subdirectories (pre-dump generations).
+    for root, dirs, files in os.walk(images_dir, topdown=False):
+        if root != images_dir and not os.listdir(root) and not os.path.basename(root).startswith(PRIVATE_PREFIX):
+            try:
+                os.rmdir(root)
+            except OSError:
+                pass
+    return removed
+
+
+def move_aside(images_dir, stamp=None):
+    """Move every entry of images_dir except the lock file to ``DIR.replaced-<stamp>``.
+
+    The directory itself stays (it may be a mount point, and the caller holds
+    the lock file inside it).  Returns the new directory's path.  OSError when
+    the entries cannot be moved there (EXDEV: images_dir is a mount point).
+    """
+    stamp = stamp or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    base = os.path.normpath(images_dir)
+    dest = "%s.replaced-%s" % (base, stamp)
+    os.mkdir(dest, 0o700)
+    try:
+        for name in sorted(os.listdir(base)):
+            if name == LOCK_NAME:
+                continue
+            os.rename(os.path.join(base, name), os.path.join(dest, name))
+    except OSError:
+        # Put back what was moved, so nothing is half-replaced.
+        for name in os.listdir(dest):
+            try:
+                os.rename(os.path.join(dest, name), os.path.join(base, name))
+            except OSError:
+                pass
+        try:
+            os.rmdir(dest)
+        except OSError:
+            pass
+        raise
+    return dest

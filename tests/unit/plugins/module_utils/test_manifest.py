@@ -1,0 +1,199 @@
+"""Unit tests of _manifest: atomic write, schema validation, image records and
+verification (one flipped byte is caught), directory states, move aside."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import pytest
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+
+
+def _images(d, files=None):
+    files = files or {"core-10.img": b"core" * 100, "pages-1.img": os.urandom(8192),
+                      "inventory.img": b"inv", "stats-dump": b"stats"}
+    for name, data in files.items():
+        p = d / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return files
+
+
+def _manifest_for(d, pid=10, start_time=555, boot_id="b-1"):
+    records = _manifest.image_records(str(d))
+    return {
+        "schema": 1, "complete": True, "created": _manifest.utc_now(),
+        "host": _manifest.host_identity(),
+        "criu": {"path": "/usr/sbin/criu", "version": "4.1.1", "argv": ["criu", "dump"], "log": "dump.log",
+                 "duration": 0.1, "stats": {}},
+        "process": {"pid": pid, "start_time": start_time, "boot_id": boot_id, "comm": "x", "cmdline": ["x"]},
+        "tree": [{"pid": pid}], "options": {"leave_running": False}, "fds": {}, "stdio": {},
+        "stdio_files": [], "binaries": {"exe": {"path": "/bin/x", "size": 1, "sha256": "ab"}, "files": []},
+        "images": records, "images_total_bytes": _manifest.images_total_bytes(records),
+    }
+
+
+def test_image_records_checksum_every_image_but_not_our_files(tmp_path):
+    files = _images(tmp_path)
+    (tmp_path / "dump.log").write_text("log")
+    (tmp_path / ".ckpt-lock").write_text("1")
+    (tmp_path / "ckpt-failed.json").write_text("{}")
+    (tmp_path / ".ckpt-work-x").mkdir()
+    (tmp_path / ".ckpt-work-x" / "proc.crtools").write_text("x")
+    recs = _manifest.image_records(str(tmp_path))
+    assert [r["name"] for r in recs] == sorted(files)
+    import hashlib
+    for r in recs:
+        assert r["sha256"] == hashlib.sha256(files[r["name"]]).hexdigest()
+        assert r["size"] == len(files[r["name"]])
+
+
+def test_image_records_subdirs_and_remote(tmp_path):
+    _images(tmp_path, {"core-1.img": b"a", "pre-1/pages-1.img": b"bb"})
+    recs = _manifest.image_records(str(tmp_path), remote=["pagemap-1.img"])
+    assert {"name": "pagemap-1.img", "remote": True} in recs
+    assert any(r["name"] == os.path.join("pre-1", "pages-1.img") and r["size"] == 2 for r in recs)
+
+
+def test_write_is_atomic_0600_and_reads_back(tmp_path):
+    _images(tmp_path)
+    m = _manifest_for(tmp_path)
+    path = _manifest.write_manifest(str(tmp_path), m)
+    assert path == _manifest.manifest_path(str(tmp_path))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert _manifest.read_manifest(str(tmp_path)) == json.loads(json.dumps(m))
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def test_write_refuses_invalid_manifest(tmp_path):
+    m = _manifest_for(tmp_path)
+    del m["process"]
+    with pytest.raises(_manifest.ManifestError, match="process"):
+        _manifest.write_manifest(str(tmp_path), m)
+    assert not os.path.exists(_manifest.manifest_path(str(tmp_path)))
+
+
+def test_failed_rename_leaves_no_temp_and_no_manifest(tmp_path, monkeypatch):
+    _images(tmp_path)
+    m = _manifest_for(tmp_path)
+
+    def boom(a, b):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(_manifest.os, "rename", boom)
+    with pytest.raises(OSError):
+        _manifest.write_manifest(str(tmp_path), m)
+    assert not os.path.exists(_manifest.manifest_path(str(tmp_path)))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".ckpt-")]
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda m: m.update(schema=2), "schema 2"),
+    (lambda m: m.update(complete=False), "complete"),
+    (lambda m: m["process"].pop("start_time"), "start_time"),
+    (lambda m: m["process"].update(pid=True), "pid"),
+    (lambda m: m.update(images=[]), "no images"),
+    (lambda m: m["images"].append({"name": "x.img"}), "x.img"),
+    (lambda m: m["binaries"].update(exe={}), "exe.sha256"),
+    (lambda m: m.update(images_total_bytes="1"), "images_total_bytes"),
+])
+def test_validate_names_each_problem(tmp_path, mutate, needle):
+    _images(tmp_path)
+    m = _manifest_for(tmp_path)
+    assert _manifest.validate(m) == []
+    mutate(m)
+    problems = _manifest.validate(m)
+    assert problems and any(needle in p for p in problems), problems
+
+
+def test_read_manifest_garbage(tmp_path):
+    (tmp_path / _manifest.MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(_manifest.ManifestError, match="not valid JSON"):
+        _manifest.read_manifest(str(tmp_path))
+    assert _manifest.read_manifest(str(tmp_path / "nope")) is None
+
+
+def test_verify_catches_one_flipped_byte(tmp_path):
+    _images(tmp_path)
+    m = _manifest_for(tmp_path)
+    assert _manifest.verify_images(m, str(tmp_path)) == []
+    p = tmp_path / "pages-1.img"
+    data = bytearray(p.read_bytes())
+    data[4000] ^= 0x01
+    p.write_bytes(bytes(data))
+    problems = _manifest.verify_images(m, str(tmp_path))
+    assert problems == ["image pages-1.img does not match its recorded sha256 (corrupted or altered)"]
+
+
+def test_verify_missing_size_extra_and_remote(tmp_path):
+    _images(tmp_path)
+    m = _manifest_for(tmp_path)
+    m["images"].append({"name": "pagemap-10.img", "remote": True})
+    os.unlink(tmp_path / "inventory.img")
+    with open(tmp_path / "core-10.img", "ab") as fh:
+        fh.write(b"x")
+    (tmp_path / "pages-2.img").write_bytes(b"old")
+    problems = _manifest.verify_images(m, str(tmp_path))
+    assert "image inventory.img is missing" in problems
+    assert any("core-10.img has 401 bytes" in p for p in problems)
+    assert any("pages-2.img is not listed" in p for p in problems)
+    assert not any("pagemap-10" in p for p in problems)
+    assert any("pagemap-10.img is missing" in p for p in _manifest.verify_images(m, str(tmp_path),
+                                                                                 check_remote=True))
+
+
+def test_verify_refuses_path_escape(tmp_path):
+    m = {"images": [{"name": "../etc/passwd", "size": 1, "sha256": "x"}]}
+    assert "invalid image name" in _manifest.verify_images(m, str(tmp_path))[0]
+
+
+def test_inspect_dir_states(tmp_path):
+    d = tmp_path / "imgs"
+    assert _manifest.inspect_dir(str(d))["state"] == "absent"
+    d.mkdir()
+    (d / ".ckpt-lock").write_text("")
+    (d / "dump.log").write_text("")
+    assert _manifest.inspect_dir(str(d))["state"] == "empty"
+    (d / "core-1.img").write_bytes(b"x")
+    info = _manifest.inspect_dir(str(d))
+    assert info["state"] == "foreign" and info["entries"] == ["core-1.img"]
+    _manifest.write_failed_marker(str(d), "boom")
+    assert _manifest.inspect_dir(str(d))["state"] == "failed"
+    (d / "other.txt").write_text("not ours")
+    assert _manifest.inspect_dir(str(d))["state"] == "foreign"
+    os.unlink(d / "other.txt")
+    _manifest.clear_own_leftovers(str(d), ["core-1.img"])
+    assert _manifest.inspect_dir(str(d))["state"] == "empty"
+    _images(d)
+    _manifest.write_manifest(str(d), _manifest_for(d))
+    info = _manifest.inspect_dir(str(d))
+    assert info["state"] == "complete" and info["manifest"]["process"]["pid"] == 10
+    (d / _manifest.MANIFEST_NAME).write_text("[]")
+    assert _manifest.inspect_dir(str(d))["state"] == "invalid"
+
+
+def test_move_aside_keeps_everything_but_the_lock(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    _images(d)
+    (d / ".ckpt-lock").write_text("1")
+    dest = _manifest.move_aside(str(d), stamp="T1")
+    assert dest == str(tmp_path / "imgs.replaced-T1")
+    assert sorted(os.listdir(d)) == [".ckpt-lock"]
+    assert "core-10.img" in os.listdir(dest)
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o700
+
+
+def test_same_process():
+    a = {"boot_id": "b", "pid": 1, "start_time": 5}
+    assert _manifest.same_process(a, dict(a, comm="x"))
+    assert not _manifest.same_process(a, dict(a, start_time=6))
+    assert not _manifest.same_process(a, {"pid": 1})
+    assert not _manifest.same_process(None, a)
+
+
+def test_host_identity_has_the_keys():
+    h = _manifest.host_identity()
+    assert set(h) == {"hostname", "boot_id", "kernel", "machine_id"}
+    assert h["boot_id"] and h["kernel"]

@@ -1,0 +1,106 @@
+"""ckpt.criu.criu_info through real `ansible` against the real criu on this host."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.criu
+
+STABLE_KEYS = ("criu", "check", "features", "feature_details", "pre_dump_supported", "lazy_pages_supported",
+               "root", "capabilities", "network_lock", "msg")
+
+
+def _own_missing_caps():
+    with open("/proc/self/status") as fh:
+        mask = int([ln for ln in fh if ln.startswith("CapEff:")][0].split()[1], 16)
+    return mask
+
+
+def test_real_criu(run_module, criu_bin):
+    res = run_module("criu_info", {"criu_path": criu_bin})
+    assert res.status == "ok", res
+    assert res["changed"] is False
+    crit = res["criu"]
+    assert crit["found"] is True and crit["path"] == criu_bin
+    assert (crit["version"], crit["major"], crit["minor"], crit["sublevel"]) == ("4.1.1", 4, 1, 1)
+    assert crit["supported"] is True
+    assert res["check"]["ok"] is True and res["check"]["rc"] == 0 and "Looks good" in res["check"]["output"]
+    # This host: no soft-dirty tracking, userfaultfd available.
+    assert res["features"]["mem_dirty_track"] is False
+    assert "Dirty tracking is OFF" in res["feature_details"]["mem_dirty_track"]["output"]
+    assert res["pre_dump_supported"] is False
+    assert res["features"]["uffd"] is True and res["features"]["uffd-noncoop"] is True
+    assert res["lazy_pages_supported"] is True
+    assert res["features"]["pidfd_store"] is True
+    assert res["root"] is True
+    assert "pre-dump not supported" in res["msg"]
+    # Capabilities: whatever this machine lacks is named (CAP_SYS_RESOURCE here).
+    mask = _own_missing_caps()
+    assert res["capabilities"]["effective"].lstrip("0") == ("%x" % mask)
+    if not mask >> 24 & 1:
+        assert "CAP_SYS_RESOURCE" in res["capabilities"]["missing"]
+    assert "CAP_SYS_ADMIN" not in res["capabilities"]["missing"]
+    nl = res["network_lock"]
+    assert nl["nftables"] is res["features"]["network_lock_nftables"]
+    assert nl["available"][-1] == "skip"
+
+
+def test_check_mode_identical(run_module, criu_bin):
+    args = {"criu_path": criu_bin, "features": ["mem_dirty_track", "timens"]}
+    normal = run_module("criu_info", args)
+    check = run_module("criu_info", args, check=True)
+    assert normal.status == check.status == "ok"
+    assert normal["changed"] is False and check["changed"] is False
+    for key in STABLE_KEYS:
+        assert json.dumps(normal[key], sort_keys=True) == json.dumps(check[key], sort_keys=True), key
+
+
+def test_unknown_feature_and_no_check(run_module, criu_bin):
+    res = run_module("criu_info", {"criu_path": criu_bin, "check": False, "features": ["lazy_pages", "timens"]})
+    assert res.status == "ok", res
+    assert res["check"]["skipped"] is True and res["check"]["rc"] is None
+    assert res["features"]["lazy_pages"] is False
+    assert res["feature_details"]["lazy_pages"]["known"] is False
+    assert "Unknown feature" in res["feature_details"]["lazy_pages"]["output"]
+    assert res["features"]["timens"] is True
+    # Always probed, because the derived facts need them.
+    assert set(res["features"]) >= {"mem_dirty_track", "uffd", "uffd-noncoop", "network_lock_nftables"}
+
+
+def test_missing_criu_is_reported_not_failed(run_module, tmp_path):
+    for check in (False, True):
+        res = run_module("criu_info", {"criu_path": str(tmp_path / "no-criu")}, check=check)
+        assert res.status == "ok", res
+        assert res["changed"] is False
+        assert res["criu"]["found"] is False and res["criu"]["path"] is None
+        assert "does not exist" in res["criu"]["msg"] and res["msg"] == res["criu"]["msg"]
+        assert res["check"]["ok"] is False and res["check"]["skipped"] is True
+        assert res["features"] == {} and res["pre_dump_supported"] is False
+
+
+def test_missing_criu_with_required_fails_with_what_to_do(run_module, tmp_path):
+    res = run_module("criu_info", {"criu_path": str(tmp_path / "no-criu"), "required": True})
+    assert res.status == "failed", res
+    assert "Traceback" not in (res.output or "")
+    assert res["msg"].startswith("criu_path %s does not exist" % (tmp_path / "no-criu"))
+    assert "run scripts/install-criu.sh or install criu >= 4.1" in res["msg"]
+    assert res["criu"]["found"] is False
+
+
+def test_not_criu_with_required_fails(run_module, tmp_path):
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\necho 'I am not criu'\nexit 3\n")
+    fake.chmod(0o755)
+    soft = run_module("criu_info", {"criu_path": str(fake)})
+    assert soft.status == "ok" and soft["criu"]["found"] is False
+    assert "does not run as criu" in soft["criu"]["msg"]
+    hard = run_module("criu_info", {"criu_path": str(fake), "required": True})
+    assert hard.status == "failed"
+    assert "does not run as criu" in hard["msg"] and "install-criu.sh" in hard["msg"]
+
+
+def test_required_passes_on_this_host(run_module, criu_bin):
+    res = run_module("criu_info", {"criu_path": criu_bin, "required": True, "features": ["pidfd_store"]})
+    assert res.status == "ok", res
+    assert res["features"]["pidfd_store"] is True

@@ -1,0 +1,1116 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The logic of ``ckpt.criu.dump``: "a complete checkpoint of process P exists in DIR".
+
+Order of a run (nothing is written before step 5, nothing frozen before 8):
+
+1. validate input: root, ``images_dir`` rules, the target PID (or pidfile);
+2. look at ``images_dir``: a complete manifest of the same process whose
+   images verify -> nothing to do (``changed: false``), even when the process
+   is gone since (a default dump kills it); anything else that is not ours ->
+   refuse unless ``force``;
+3. preflight: the stdio verdicts of every fd of the tree (``_stdio.plan``),
+   the session-leader rule, the pre-dump gate, the criu binary;
+4. check mode stops here with a truthful prediction;
+5. create ``images_dir`` (0700), take the lock ``.ckpt-lock`` (flock, non
+   blocking: a concurrent dump into the same directory gets a clear error);
+6. move foreign content aside (``force``) to ``DIR.replaced-<stamp>``, or
+   clear our own failed attempt (its ``ckpt-failed.json`` lists its files);
+7. record what cannot be read after a default dump: the process identity,
+   the process tree, the fd table, the binaries' checksums;
+8. run criu (own work dir, umask 077, log ``dump.log`` in images_dir);
+9. failure: mark the directory with ``ckpt-failed.json`` (partial images are
+   kept for diagnosis, or removed when the disk is full), make sure the
+   workload runs (SIGCONT a task left stopped, and say so), raise;
+   success: checksum every image, write the manifest LAST, atomically.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import time
+
+from ansible.module_utils.common.text.formatters import human_to_bytes
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
+from ansible_collections.ckpt.criu.plugins.module_utils import _criu
+from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+
+# _procfs and _stdio are the collection-wide readers of /proc and the stdio
+# verdicts; until they are available, _dump uses the small local versions below.
+try:
+    from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+except ImportError:  # pragma: no cover
+    _procfs = None
+try:
+    from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
+except ImportError:  # pragma: no cover
+    _stdio = None
+
+PROC = "/proc"
+FORBIDDEN_DIRS = ("/", "/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/bin", "/sbin",
+                  "/lib", "/lib64", "/usr", "/var", "/tmp", "/root", "/home")
+FORBIDDEN_TREES = ("/proc", "/sys", "/dev")
+PRE_DUMP_DIR = "pre-1"
+MEM_DIRTY_FEATURE = "mem_dirty_track"
+
+
+class DumpError(Exception):
+    """A dump refused or failed, with what a person needs to act on it."""
+
+    def __init__(self, msg, **details):
+        super(DumpError, self).__init__(msg)
+        self.msg = msg
+        self.details = dict((k, v) for k, v in details.items() if v is not None)
+
+    def to_fail_kwargs(self):
+        kw = {"msg": self.msg}
+        kw.update(self.details)
+        return kw
+
+
+def _from_criu_error(exc, **extra):
+    kw = exc.to_fail_kwargs()
+    msg = kw.pop("msg")
+    kw.update(extra)
+    return DumpError(msg, **kw)
+
+
+# ------------------------------------------------------------------ input
+
+def validate_images_dir(path):
+    """The images_dir, normalised; DumpError naming the rule it breaks."""
+    if not isinstance(path, str) or not path:
+        raise DumpError("images_dir must be a non-empty absolute path")
+    if "\0" in path or "\n" in path:
+        raise DumpError("images_dir must not contain NUL or newline characters")
+    if not os.path.isabs(path):
+        raise DumpError("images_dir must be an absolute path, got %r" % path)
+    if ".." in path.split("/"):
+        raise DumpError("images_dir must not contain '..' components, got %r" % path)
+    norm = os.path.normpath(path)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    if norm in FORBIDDEN_DIRS:
+        raise DumpError("images_dir must be a directory of its own, not the system directory %s" % norm)
+    for tree in FORBIDDEN_TREES:
+        if norm.startswith(tree + "/"):
+            raise DumpError("images_dir must not be inside %s (a kernel filesystem), got %s" % (tree, norm))
+    real = os.path.realpath(norm)
+    if real != norm:
+        raise DumpError("images_dir %s resolves through a symlink to %s; images_dir must not be or pass "
+                        "through a symlink, give the real path" % (norm, real))
+    if os.path.lexists(norm):
+        st = os.lstat(norm)
+        if not os.path.isdir(norm):
+            raise DumpError("images_dir %s exists and is not a directory" % norm)
+        if st.st_uid != 0:
+            raise DumpError("images_dir %s is owned by uid %d, not root; images are process memory, so "
+                            "images_dir must be owned by root" % (norm, st.st_uid))
+    return norm
+
+
+def parse_size(value, what="ghost_limit"):
+    """Bytes from an int or a human size (``1M``, ``512K``, ``2G``, ``1048576``)."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        text = str(value).strip().replace("iB", "").replace("ib", "").replace(" ", "")
+        try:
+            n = human_to_bytes(text)
+        except (ValueError, TypeError):
+            raise DumpError("%s must be a size in bytes or like 512K, 1M, 2G; got %r" % (what, value))
+    if n < 0:
+        raise DumpError("%s must not be negative, got %r" % (what, value))
+    return int(n)
+
+
+def resolve_pid(pid=None, pidfile=None):
+    """The target PID from ``pid`` or ``pidfile``; DumpError on garbage."""
+    if pid is not None:
+        if isinstance(pid, bool) or int(pid) <= 0:
+            raise DumpError("pid must be a positive integer, got %r" % (pid,))
+        return int(pid)
+    errors = tuple(e for e in (getattr(_procfs, "ProcfsError", None), _checksum.ChecksumError) if e)
+    try:
+        if _procfs is not None:
+            return int(_procfs.read_pidfile(pidfile))
+        return int(_checksum.read_pidfile(pidfile))
+    except errors as exc:
+        raise DumpError(str(exc))
+
+
+def read_sid(pid, proc_root=PROC):
+    """The session id of PID (field 6 of /proc/PID/stat), or None."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat")) as fh:
+            text = fh.read()
+        return int(text.rsplit(")", 1)[1].split()[3])
+    except (IOError, OSError, ValueError, IndexError):
+        return None
+
+
+def read_state(pid, proc_root=PROC):
+    try:
+        with open(os.path.join(proc_root, str(pid), "stat")) as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0]
+    except (IOError, OSError, IndexError):
+        return None
+
+
+def current_identity(pid, proc_root=PROC):
+    """Identity of the live process at PID, or None when there is none (or a zombie)."""
+    if _procfs is not None:
+        try:
+            ident = _procfs.process_identity(pid, proc_root=proc_root)
+        except _procfs.ProcfsError:
+            return None
+    else:
+        ident = _identity.read_identity(pid, proc_root=proc_root)
+    if not ident or ident.get("state") in ("Z", "X", "x"):
+        return None
+    return ident
+
+
+def validate_target(pid, proc_root=PROC):
+    """Refuse PIDs that must not be dumped (none, 1, kernel thread, zombie, ourselves or an ancestor)."""
+    if _procfs is not None:
+        try:
+            _procfs.validate_target_pid(pid, proc_root=proc_root)
+        except _procfs.ProcfsError as exc:
+            raise DumpError(str(exc))
+        return
+    try:
+        _checksum.check_pid(pid, proc_root)
+    except _checksum.ChecksumError as exc:
+        raise DumpError(str(exc))
+    ancestor = os.getpid()
+    while ancestor > 1:
+        if ancestor == pid:
+            raise DumpError("PID %d is this module itself or one of its ancestors (Ansible, its shell, ...); "
+                            "dumping it would freeze the task doing the dump; give the PID of the workload" % pid)
+        st = _identity.read_stat(ancestor, proc_root)
+        if not st:
+            break
+        ancestor = st["ppid"]
+
+
+def children_of(pid, proc_root=PROC):
+    out = []
+    task_dir = os.path.join(proc_root, str(pid), "task")
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(os.path.join(task_dir, tid, "children")) as fh:
+                out.extend(int(c) for c in fh.read().split())
+        except (IOError, OSError, ValueError):
+            pass
+    return sorted(set(out))
+
+
+def process_tree(pid, proc_root=PROC):
+    """[{pid, start_time, comm, exe, cmdline}] of the tree rooted at PID, root first."""
+    if _procfs is not None:
+        out = []
+        for p in _procfs.process_tree(pid, proc_root):
+            ident = current_identity(p, proc_root)
+            if ident is not None:
+                out.append(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe", "cmdline")))
+        return out
+    out, todo, seen = [], [pid], set()
+    while todo:
+        p = todo.pop(0)
+        if p in seen:
+            continue
+        seen.add(p)
+        ident = _identity.read_identity(p, proc_root)
+        if ident is None:
+            continue
+        out.append(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe", "cmdline")))
+        todo.extend(children_of(p, proc_root))
+    return out
+
+
+# ---------------------------------------------------------------- argv
+
+def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
+    """criu dump arguments (without the action, ``-o`` and ``-v4``) from the options."""
+    args = ["-t", str(int(pid)), "-D", images_dir, "-W", work_dir]
+    if opts.get("leave_running"):
+        args.append("--leave-running")
+    if opts.get("leave_stopped"):
+        args.append("--leave-stopped")
+    if opts.get("shell_job"):
+        args.append("--shell-job")
+    if opts.get("tcp_established"):
+        args.append("--tcp-established")
+    if opts.get("ext_unix_sk"):
+        args.append("--ext-unix-sk")
+    if opts.get("file_locks"):
+        args.append("--file-locks")
+    for ext in opts.get("external") or []:
+        args.extend(["--external", ext])
+    for fd, target in sorted((opts.get("inherit_fds") or {}).items()):
+        args.extend(["--inherit-fd", "fd[%d]:%s" % (int(fd), target)])
+    if opts.get("ghost_limit") is not None:
+        args.extend(["--ghost-limit", str(int(opts["ghost_limit"]))])
+    if opts.get("tcp_established") and opts.get("network_lock"):
+        args.extend(["--network-lock", opts["network_lock"]])
+    ps = opts.get("page_server")
+    if ps:
+        args.extend(["--page-server", "--address", ps["address"], "--port", str(int(ps["port"]))])
+        args.extend(tls_args(ps))
+    if pre_dump_dir:
+        args.extend(["--prev-images-dir", pre_dump_dir, "--track-mem"])
+    return args
+
+
+def tls_args(ps):
+    """``--tls`` and its files, when any TLS option is set."""
+    out = []
+    if ps.get("tls") or ps.get("tls_cacert") or ps.get("tls_cert") or ps.get("tls_key"):
+        out.append("--tls")
+        for key in ("tls_cacert", "tls_cert", "tls_key"):
+            if ps.get(key):
+                out.extend(["--" + key.replace("_", "-"), ps[key]])
+    return out
+
+
+def plan_pre_dump(mode, feature, page_server=False):
+    """{used, reason}: whether to pre-dump; DumpError for ``always`` when impossible."""
+    if mode == "never":
+        return {"used": False, "reason": "pre_dump is never"}
+    if page_server:
+        reason = "a page server serves one dump session, so pre-dump is not combined with page_server"
+        if mode == "always":
+            raise DumpError("pre_dump: always cannot be combined with page_server (%s); "
+                            "use pre_dump: auto or never" % reason)
+        return {"used": False, "reason": reason}
+    if feature.get("supported"):
+        return {"used": True, "reason": "criu check --feature %s passed" % MEM_DIRTY_FEATURE}
+    detail = (feature.get("output") or "").strip().splitlines()
+    reason = ("this kernel has no soft-dirty memory tracking (criu check --feature %s failed%s), so "
+              "criu cannot pre-dump" % (MEM_DIRTY_FEATURE, (": " + detail[-1]) if detail else ""))
+    if mode == "always":
+        raise DumpError("pre_dump: always is impossible here: %s; use pre_dump: auto (skips it) or never. "
+                        "Nothing was frozen." % reason)
+    return {"used": False, "reason": reason}
+
+
+# ------------------------------------------------------------ decisions
+
+def decide(dir_info, pid, live, force, verify_problems=None):
+    """What to do with images_dir, as (action, note).
+
+    ``dir_info`` from :func:`_manifest.inspect_dir`; ``live`` is the identity
+    of the process now at ``pid`` (None when there is none); for a complete
+    manifest, ``verify_problems`` are its image problems.  Actions:
+    ``unchanged``, ``dump``, ``clear_failed`` (then dump), ``replace`` (move
+    aside, then dump).  Refusals raise DumpError.
+    """
+    state = dir_info["state"]
+    if state in ("absent", "empty"):
+        return "dump", None
+    if state == "failed":
+        return "clear_failed", "cleared the leftovers of an earlier failed dump (%s)" % (
+            dir_info["failed"].get("cause") or "cause unknown")
+    hint = "; set force: true to move the old content aside to <images_dir>.replaced-<time> and dump again"
+    if state == "complete":
+        m = dir_info["manifest"]
+        mp = m["process"]
+        if verify_problems:
+            if force:
+                return "replace", "the checkpoint there was damaged (%s)" % verify_problems[0]
+            raise DumpError("images_dir holds a checkpoint of PID %s whose images do not verify: %s%s"
+                            % (mp.get("pid"), "; ".join(verify_problems[:5]), hint),
+                            problems=verify_problems)
+        if mp.get("pid") != pid:
+            if force:
+                return "replace", "it held a checkpoint of another process (PID %s)" % mp.get("pid")
+            raise DumpError("images_dir already holds a checkpoint of another process (PID %s, %s), not of "
+                            "PID %d%s" % (mp.get("pid"), mp.get("comm"), pid, hint))
+        if live is None:
+            return "unchanged", ("a complete checkpoint of PID %d exists and the process is gone since "
+                                 "(a dump without leave_running/leave_stopped ends it)" % pid)
+        if _manifest.same_process(mp, live):
+            return "unchanged", "a complete checkpoint of this very process (PID %d) exists" % pid
+        if force:
+            return "replace", ("it held a checkpoint of an earlier process with the same PID %d "
+                               "(started at tick %s, boot %s)" % (pid, mp.get("start_time"), mp.get("boot_id")))
+        raise DumpError("images_dir holds a checkpoint of an earlier process with PID %d (start time %s, boot %s); "
+                        "PID %d is now a different process (start time %s)%s"
+                        % (pid, mp.get("start_time"), mp.get("boot_id"), pid, live.get("start_time"), hint))
+    if state == "invalid":
+        if force:
+            return "replace", "its manifest was invalid (%s)" % dir_info["problem"]
+        raise DumpError("images_dir has a manifest that is not valid: %s%s" % (dir_info["problem"], hint))
+    # foreign
+    names = dir_info.get("entries") or []
+    if force:
+        return "replace", "it held content without a manifest (%s)" % ", ".join(names[:5])
+    raise DumpError("images_dir is not empty and holds no checkpoint manifest (%s%s): it may be another "
+                    "checkpoint or unrelated files, so it is left alone%s"
+                    % (", ".join(names[:5]), ", ..." if len(names) > 5 else "", hint))
+
+
+def check_session_leader(pid, shell_job, proc_root=PROC):
+    sid = read_sid(pid, proc_root)
+    if sid is not None and sid != pid and not shell_job:
+        raise DumpError("process %d is not a session leader (its session is %d); CRIU refuses such a root "
+                        "task: set shell_job: true, or start the workload with setsid. Nothing was frozen."
+                        % (pid, sid))
+    return sid
+
+
+def stdio_preflight(pid, tree_pids, opts, proc_root=PROC):
+    """Classify every fd of the tree and plan; DumpError listing the blockers.
+
+    Returns (report, plan): report = {fds: {pid: [entries]}, stdio: {fd: verdict},
+    stdio_files: [{pid, fd, path, size}]}; plan = {options: {...}, blockers: [sentences]}.
+    """
+    report = classify_tree(tree_pids, proc_root)
+    plan = plan_stdio(report, opts)
+    if plan["blockers"]:
+        raise DumpError("the process cannot be dumped safely as asked: %s Nothing was frozen."
+                        % " ".join(plan["blockers"]), blockers=plan["blockers"])
+    return report, plan
+
+
+# Local fd classification, used until _stdio provides the collection-wide one.
+O_ACCMODE = 0o3
+O_APPEND = 0o2000
+_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
+_PIPE = re.compile(r"^pipe:\[(\d+)\]$")
+
+
+def _fd_links(pid, proc_root=PROC):
+    base = os.path.join(proc_root, str(pid), "fd")
+    out = {}
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return out
+    for name in names:
+        try:
+            out[int(name)] = os.readlink(os.path.join(base, name))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _fdinfo_flags(pid, fd, proc_root=PROC):
+    try:
+        with open(os.path.join(proc_root, str(pid), "fdinfo", str(fd))) as fh:
+            for line in fh:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8)
+    except (IOError, OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _holders(inode_link, exclude, proc_root=PROC):
+    """PIDs outside ``exclude`` holding an fd with this link text (pipe:[N], socket:[N])."""
+    out = []
+    for name in os.listdir(proc_root):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        if inode_link in _fd_links(int(name), proc_root).values():
+            out.append(int(name))
+    return out
+
+
+def _net_states(proc_root=PROC):
+    """{socket inode: (proto, state)} for tcp/tcp6/udp/udp6, and {inode: flags} for unix."""
+    inet = {}
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        try:
+            with open(os.path.join(proc_root, "net", proto)) as fh:
+                next(fh)
+                for line in fh:
+                    f = line.split()
+                    inet[int(f[9])] = (proto, f[3])
+        except (IOError, OSError, StopIteration, ValueError, IndexError):
+            pass
+    unix = {}
+    try:
+        with open(os.path.join(proc_root, "net", "unix")) as fh:
+            next(fh)
+            for line in fh:
+                f = line.split()
+                unix[int(f[6])] = int(f[3], 16)
+    except (IOError, OSError, StopIteration, ValueError, IndexError):
+        pass
+    return inet, unix
+
+
+def _unix_peers():
+    """{inode: peer inode} of unix sockets, from ``ss -xanH`` (sock_diag); {} without ss."""
+    ss = shutil.which("ss") or ("/usr/bin/ss" if os.path.exists("/usr/bin/ss") else None)
+    if not ss:
+        return {}
+    import subprocess
+    try:
+        out = subprocess.run([ss, "-xanH"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, universal_newlines=True, timeout=20, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    peers = {}
+    for line in out.splitlines():
+        f = line.split()
+        try:
+            peers[int(f[-3])] = int(f[-1])
+        except (ValueError, IndexError):
+            pass
+    return peers
+
+
+def classify_tree(tree_pids, proc_root=PROC):
+    """{fds: {pid: [entries]}, stdio: {fd: verdict}, stdio_files: [...]} for the tree."""
+    tree = set(tree_pids)
+    inet, unix = _net_states(proc_root)
+    peers = None
+    report = {"fds": {}, "stdio": {}, "stdio_files": []}
+    for pid in tree_pids:
+        entries = []
+        for fd, link in sorted(_fd_links(pid, proc_root).items()):
+            e = {"fd": fd, "target": link, "kind": "other", "verdict": "ok"}
+            flags = _fdinfo_flags(pid, fd, proc_root)
+            m_pipe, m_sock = _PIPE.match(link), _SOCKET.match(link)
+            if link == "/dev/null":
+                e["kind"] = "devnull"
+            elif m_pipe:
+                e["kind"] = "pipe"
+                outside = _holders(link, tree, proc_root)
+                if outside:
+                    e.update(verdict="refuse", peer_pids=outside[:5], reason=(
+                        "fd %d of PID %d is a pipe to PID %s outside the dumped tree: after a restore that end is "
+                        "gone and the process dies on its next write; point the output at a file or /dev/null, "
+                        "or dump the other process too." % (fd, pid, ", ".join(str(p) for p in outside[:3]))))
+            elif m_sock:
+                ino = int(m_sock.group(1))
+                if ino in unix:
+                    e["kind"] = "unix"
+                    if not unix[ino] & 0x10000:  # not a listening socket
+                        if peers is None:
+                            peers = _unix_peers()
+                        peer = peers.get(ino)
+                        holders = _holders("socket:[%d]" % peer, set(), proc_root) if peer else []
+                        if peer and holders and all(h in tree for h in holders):
+                            pass
+                        else:
+                            e.update(verdict="needs_option", option="ext_unix_sk", reason=(
+                                "fd %d of PID %d is a unix socket whose peer is outside the dumped tree "
+                                "(journald-style output); set ext_unix_sk: true (the peer must then exist on "
+                                "restore) or point the output elsewhere." % (fd, pid)))
+                elif ino in inet:
+                    proto, st = inet[ino]
+                    e["kind"] = proto
+                    if proto.startswith("tcp") and st not in ("0A", "07"):
+                        e.update(verdict="needs_option", option="tcp_established", reason=(
+                            "fd %d of PID %d is an established TCP connection; set tcp_established: true."
+                            % (fd, pid)))
+                else:
+                    e["kind"] = "socket"
+            elif link.startswith("/dev/pts/") or re.match(r"^/dev/(tty|console)", link):
+                e.update(kind="tty", verdict="needs_option", option="shell_job", reason=(
+                    "fd %d of PID %d is the terminal %s; set shell_job: true (and restore with it), or run the "
+                    "workload without a terminal." % (fd, pid, link)))
+            elif link.startswith("/"):
+                deleted = link.endswith(" (deleted)")
+                e["kind"] = "deleted" if deleted else "file"
+                e["flags"] = flags
+                path = link[:-len(" (deleted)")] if deleted else link
+                if not deleted and os.path.isfile(path) and flags & O_ACCMODE and not flags & O_APPEND:
+                    e["verdict"] = "needs_file_on_destination"
+                    e["reason"] = ("fd %d of PID %d writes %s without O_APPEND: the restore needs that file at "
+                                   "the same size" % (fd, pid, path))
+                    try:
+                        size = os.path.getsize(path)
+                    except OSError:
+                        size = None
+                    report["stdio_files"].append({"pid": pid, "fd": fd, "path": path, "size": size})
+            elif link.startswith("anon_inode:"):
+                e["kind"] = "anon_inode"
+            entries.append(e)
+        report["fds"][str(pid)] = entries
+        if pid == tree_pids[0]:
+            by_fd = dict((e["fd"], e) for e in entries)
+            for fd in (0, 1, 2):
+                report["stdio"][str(fd)] = by_fd[fd]["verdict"] if fd in by_fd else "closed"
+    return report
+
+
+def plan_stdio(report, opts):
+    """{options: {needed option: True}, blockers: [sentences]} given the options set."""
+    plan = {"options": {}, "blockers": []}
+    for entries in report["fds"].values():
+        for e in entries:
+            if e["verdict"] == "refuse":
+                plan["blockers"].append(e["reason"])
+            elif e["verdict"] == "needs_option":
+                plan["options"][e["option"]] = True
+                if not opts.get(e["option"]):
+                    plan["blockers"].append(e["reason"])
+    return plan
+
+
+# -------------------------------------------------------------- locking
+
+class DirLock(object):
+    """flock on ``images_dir/.ckpt-lock``; the holder's PID is written in it."""
+
+    def __init__(self, images_dir):
+        self.path = _manifest.lock_path(images_dir)
+        self.images_dir = images_dir
+        self.fd = None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = "unknown"
+            try:
+                holder = os.pread(fd, 32, 0).decode().strip() or holder
+            except OSError:
+                pass
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise DumpError("another dump into %s is running (PID %s); wait for it to finish"
+                                % (self.images_dir, holder))
+            raise DumpError("cannot lock %s: %s" % (self.path, exc.strerror or exc))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, ("%d\n" % os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+
+
+# --------------------------------------------------------------- repair
+
+def ensure_running(pids, want_stopped=False, wait=1.0, proc_root=PROC):
+    """After a failed dump: SIGCONT every task left stopped; return sentences on what was done."""
+    notes = []
+    deadline = time.monotonic() + wait
+    for pid in pids:
+        state = read_state(pid, proc_root)
+        # A task criu was tracing may show 't' for a moment after criu dies.
+        while state == "t" and time.monotonic() < deadline:
+            time.sleep(0.02)
+            state = read_state(pid, proc_root)
+        if state is None or state in ("Z", "X"):
+            notes.append("PID %d is gone (state %s) after the failed dump" % (pid, state or "absent"))
+            continue
+        if state in ("T", "t") and not want_stopped:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError as exc:
+                notes.append("PID %d was left %s and SIGCONT failed: %s" % (pid, state, exc))
+                continue
+            time.sleep(0.05)
+            notes.append("PID %d was left %s by criu; sent SIGCONT, now %s"
+                         % (pid, "stopped" if state == "T" else "traced", read_state(pid, proc_root)))
+    return notes
+
+
+def wait_state(pid, want, timeout=3.0, proc_root=PROC):
+    """Wait until PID is in one of ``want`` (states; None = gone); return the last state seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(pid, proc_root)
+        if state in want or (None in want and state in ("Z", "X")):
+            return state
+        if time.monotonic() >= deadline:
+            return state
+        time.sleep(0.02)
+
+
+# ------------------------------------------------------------------ run
+
+def _stats_timings(stats, criu_duration, total):
+    def sec(key):
+        return round(stats[key] / 1e6, 6) if key in stats else None
+    return {
+        "freezing_time": sec("freezing_time_us"),
+        "frozen_time": sec("frozen_time_us"),
+        "memdump_time": sec("memdump_time_us"),
+        "memwrite_time": sec("memwrite_time_us"),
+        "criu_duration": round(criu_duration, 4) if criu_duration is not None else None,
+        "total": round(total, 4),
+    }
+
+
+def _options_record(opts, pre):
+    ps = opts.get("page_server")
+    return {
+        "leave_running": bool(opts.get("leave_running")),
+        "leave_stopped": bool(opts.get("leave_stopped")),
+        "shell_job": bool(opts.get("shell_job")),
+        "tcp_established": bool(opts.get("tcp_established")),
+        "ext_unix_sk": bool(opts.get("ext_unix_sk")),
+        "external": list(opts.get("external") or []),
+        "file_locks": bool(opts.get("file_locks")),
+        "ghost_limit": opts.get("ghost_limit"),
+        "page_server": None if not ps else {
+            "address": ps["address"], "port": int(ps["port"]), "tls": bool(tls_args(ps))},
+        "pre_dump": pre.get("used", False),
+    }
+
+
+def _remote_names(tree_pids):
+    return ["pagemap-%d.img" % p for p in tree_pids]
+
+
+def _free_partial(images_dir, before):
+    """Remove image files a failed run created (not those that were there before)."""
+    removed = []
+    for name in _manifest.list_images(images_dir):
+        if name not in before:
+            try:
+                os.unlink(os.path.join(images_dir, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
+def dump(params, check_mode=False, warn=None, proc_root=PROC):
+    """Run the dump as the module's params say; returns the module result dict."""
+    started = time.monotonic()
+    warn = warn or (lambda msg: None)
+    if os.geteuid() != 0:
+        raise DumpError("ckpt.criu.dump must run as root (become: true): CRIU needs root to freeze and "
+                        "read another process (running as uid %d)" % os.geteuid())
+    if params.get("leave_running") and params.get("leave_stopped"):
+        raise DumpError("leave_running and leave_stopped are mutually exclusive; choose one")
+    images_dir = validate_images_dir(params["images_dir"])
+    pid = resolve_pid(params.get("pid"), params.get("pidfile"))
+    opts = dict(params)
+    opts["ghost_limit"] = parse_size(params.get("ghost_limit"))
+    ps = params.get("page_server")
+    if ps:
+        if not ps.get("address") or not ps.get("port"):
+            raise DumpError("page_server needs address and port (the destination's page server)")
+        for key in ("tls_cacert", "tls_cert", "tls_key"):
+            if ps.get(key) and not os.path.isfile(ps[key]):
+                raise DumpError("page_server.%s %s does not exist on this host" % (key, ps[key]))
+    force = bool(params.get("force"))
+    result = {"changed": False, "images_dir": images_dir, "manifest_path": _manifest.manifest_path(images_dir),
+              "pid": pid}
+
+    # 2. What is in images_dir already?
+    live = current_identity(pid, proc_root)
+    info = _manifest.inspect_dir(images_dir)
+    problems = None
+    if info["state"] == "complete":
+        problems = _manifest.verify_images(info["manifest"], images_dir)
+    action, note = decide(info, pid, live, force, problems)
+    if action == "unchanged":
+        m = info["manifest"]
+        result.update({"manifest": m, "msg": note, "log_path": os.path.join(images_dir, m["criu"].get("log") or
+                                                                            _manifest.DUMP_LOG_NAME),
+                       "criu_cmd": m["criu"].get("argv"), "image_bytes": m.get("images_total_bytes"),
+                       "pre_dump": {"used": bool(m["options"].get("pre_dump")), "reason": "no dump was needed"},
+                       "timings": _stats_timings(m["criu"].get("stats") or {}, m["criu"].get("duration"),
+                                                 time.monotonic() - started)})
+        return result
+
+    # 3. Preflight: the target, its stdio, the session rule, pre-dump, criu.
+    validate_target(pid, proc_root)
+    check_session_leader(pid, params.get("shell_job"), proc_root)
+    if opts.get("tcp_established") and not opts.get("network_lock"):
+        opts["network_lock"] = None
+    tree = process_tree(pid, proc_root)
+    report, stdio_plan = stdio_preflight(pid, [t["pid"] for t in tree], opts, proc_root)
+    criu = _criu.find_criu(params.get("criu_path"))
+    version = _criu.criu_version(criu)
+    if not version["supported"]:
+        raise DumpError("criu %s at %s is too old; this collection needs CRIU >= %d.%d"
+                        % (version["version"], criu, _criu.MIN_VERSION[0], _criu.MIN_VERSION[1]))
+    mode = params.get("pre_dump") or "auto"
+    if mode == "never":
+        pre = plan_pre_dump(mode, {})
+    else:
+        pre = plan_pre_dump(mode, _criu.criu_feature(criu, MEM_DIRTY_FEATURE), bool(ps))
+    result["pre_dump"] = pre
+    if opts.get("tcp_established"):
+        nft = _criu.criu_feature(criu, "network_lock_nftables")
+        if nft["supported"] and not shutil.which("iptables-restore"):
+            opts["network_lock"] = "nftables"
+
+    planned = {"replace": note if action == "replace" else None,
+               "cleared": note if action == "clear_failed" else None}
+    if check_mode:
+        result.update({"changed": True, "msg": "would dump PID %d into %s%s" % (
+            pid, images_dir, (" after moving the old content aside: " + note) if action == "replace" else ""),
+            "criu_cmd": None, "manifest": None, "log_path": os.path.join(images_dir, _manifest.DUMP_LOG_NAME)})
+        result.update(dict((k, v) for k, v in planned.items() if v))
+        return result
+
+    # 5. Create images_dir, lock it.
+    if not os.path.isdir(images_dir):
+        os.makedirs(images_dir, 0o700)
+    os.chmod(images_dir, 0o700)
+    lock = DirLock(images_dir).acquire()
+    try:
+        return _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan,
+                            result, force, started, proc_root)
+    finally:
+        lock.release()
+
+
+def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan, result, force,
+                 started, proc_root):
+    # Re-read under the lock: a concurrent dump may have finished meanwhile.
+    live = current_identity(pid, proc_root)
+    info = _manifest.inspect_dir(images_dir)
+    problems = None
+    if info["state"] == "complete":
+        problems = _manifest.verify_images(info["manifest"], images_dir)
+    action, note = decide(info, pid, live, force, problems)
+    if action == "unchanged":
+        result.update({"manifest": info["manifest"], "msg": note})
+        return result
+    if live is None:
+        raise DumpError("PID %d exited before the dump started; nothing was dumped" % pid)
+    if action == "replace":
+        try:
+            dest = _manifest.move_aside(images_dir)
+        except OSError as exc:
+            raise DumpError("cannot move the old content of %s aside (%s); %s is probably a mount point: "
+                            "empty it yourself, then dump again" % (images_dir, exc.strerror or exc, images_dir))
+        result["replaced"] = {"moved_to": dest, "reason": note}
+    elif action == "clear_failed":
+        _manifest.clear_own_leftovers(images_dir, info["failed"].get("files") or [])
+        result["cleared_failed_attempt"] = note
+
+    # 7. Everything that must be read while the process still exists.
+    tree = process_tree(pid, proc_root)
+    tree_pids = [t["pid"] for t in tree]
+    process = dict(live)
+    process["sid"] = read_sid(pid, proc_root)
+    process.pop("state", None)
+    try:
+        binaries = _checksum.process_files(pid)
+    except _checksum.ChecksumError as exc:
+        raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc))
+    host = _manifest.host_identity()
+
+    log_path = os.path.join(images_dir, _manifest.DUMP_LOG_NAME)
+    work_dir = tempfile.mkdtemp(prefix=_manifest.PRIVATE_PREFIX + "work-", dir=images_dir)
+    before = set(_manifest.list_images(images_dir))
+    criu_started = {}
+
+    def _on_start(proc):
+        criu_started["pid"] = proc.pid
+        criu_started["t"] = time.monotonic()
+
+    try:
+        pre_dir = None
+        if pre.get("used"):
+            pre_args = ["-t", str(pid), "-D", os.path.join(images_dir, PRE_DUMP_DIR), "-W", work_dir,
+                        "--track-mem"]
+            if opts.get("shell_job"):
+                pre_args.append("--shell-job")
+            os.makedirs(os.path.join(images_dir, PRE_DUMP_DIR), 0o700)
+            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, os.path.join(images_dir, "pre-dump.log"),
+                                     timeout=params.get("timeout") or None)
+            pre["duration"] = round(pre_res.duration, 4)
+            if not pre_res.ok:
+                # A failed pre-dump leaves the task running; fall back to a plain dump.
+                pre.update({"used": False, "reason": "criu pre-dump failed: %s" % pre_res.cause()})
+                shutil.rmtree(os.path.join(images_dir, PRE_DUMP_DIR), ignore_errors=True)
+            else:
+                pre_dir = PRE_DUMP_DIR
+        args = build_dump_args(pid, images_dir, work_dir, opts, pre_dir)
+        res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None,
+                             on_start=_on_start)
+        stats = _criu.read_stats(work_dir, "dump")
+        if os.path.exists(os.path.join(work_dir, "stats-dump")):
+            try:
+                shutil.copy2(os.path.join(work_dir, "stats-dump"), os.path.join(images_dir, "stats-dump"))
+            except (IOError, OSError):
+                pass
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+    if not res.ok:
+        raise _failed(res, pid, tree_pids, images_dir, before, opts, result, started)
+
+    # 9. Success: the process must be where the options say.
+    notes = []
+    if opts.get("leave_stopped"):
+        state = wait_state(pid, ("T",), 2.0, proc_root)
+        if state != "T":
+            notes.append("criu reported success but PID %d is in state %s, not stopped" % (pid, state))
+    elif not opts.get("leave_running"):
+        state = wait_state(pid, (None,), 3.0, proc_root)
+        if state not in (None, "Z", "X"):
+            notes.append("criu reported success but PID %d still exists (state %s)" % (pid, state))
+    records = _manifest.image_records(images_dir, remote=_remote_names(tree_pids) if opts.get("page_server") else None)
+    duration = res.duration
+    manifest = {
+        "schema": _manifest.SCHEMA,
+        "complete": True,
+        "created": _manifest.utc_now(),
+        "host": host,
+        "criu": {"path": criu, "version": version["version"], "argv": res.argv,
+                 "log": _manifest.DUMP_LOG_NAME, "duration": round(duration, 4), "stats": stats},
+        "process": process,
+        "tree": tree,
+        "options": _options_record(opts, pre),
+        "fds": report.get("fds") or {},
+        "stdio": report.get("stdio") or {},
+        "stdio_files": report.get("stdio_files") or [],
+        "binaries": binaries,
+        "images": records,
+        "images_total_bytes": _manifest.images_total_bytes(records),
+    }
+    if opts.get("page_server"):
+        manifest["remote_pages"] = {"address": opts["page_server"]["address"],
+                                    "port": int(opts["page_server"]["port"]),
+                                    "files": _remote_names(tree_pids), "pattern": "pages-*.img"}
+    try:
+        os.unlink(_manifest.failed_path(images_dir))
+    except OSError:
+        pass
+    _manifest.write_manifest(images_dir, manifest)
+    result.update({
+        "changed": True,
+        "msg": "dumped PID %d into %s" % (pid, images_dir),
+        "manifest": manifest,
+        "log_path": log_path,
+        "criu_cmd": res.argv,
+        "image_bytes": manifest["images_total_bytes"],
+        "pre_dump": pre,
+        "timings": _stats_timings(stats, duration, time.monotonic() - started),
+    })
+    if notes:
+        result["warnings_after_dump"] = notes
+    return result
+
+
+def _failed(res, pid, tree_pids, images_dir, before, opts, result, started):
+    """Make sure the workload runs, mark images_dir, and build the DumpError."""
+    cause = res.cause()
+    if res.rc is not None and res.rc < 0 and not res.timed_out:
+        cause = "criu was killed by signal %d in the middle of the dump (%s)" % (-res.rc, cause)
+    repaired = ensure_running(tree_pids, want_stopped=False)
+    removed = []
+    marker = None
+    extra = {"pid": pid, "rc": res.rc, "log": _manifest.DUMP_LOG_NAME, "argv": res.argv}
+    try:
+        marker = _manifest.write_failed_marker(images_dir, cause, extra)
+    except (IOError, OSError):
+        # Probably the disk is full: the partial images are useless, free them and retry.
+        removed = _free_partial(images_dir, before)
+        try:
+            marker = _manifest.write_failed_marker(images_dir, cause, extra)
+        except (IOError, OSError):
+            marker = None
+    alive = [p for p in tree_pids if read_state(p) not in (None, "Z", "X")]
+    state = read_state(pid)
+    msg = "criu dump of PID %d failed: %s (log: %s)." % (pid, cause, res.log_path)
+    if state in (None, "Z", "X"):
+        msg += " The process is gone."
+    else:
+        msg += " The process is still running (state %s); no manifest was written." % state
+    if repaired:
+        msg += " " + " ".join(repaired) + "."
+    return DumpError(msg, rc=res.rc, log_path=res.log_path, log_errors=res.log_errors, cmd=res.argv,
+                     stdout=res.stdout or None, stderr=res.stderr or None, repaired=repaired or None,
+                     failed_marker=marker, removed_partial_images=removed or None,
+                     process_state=state, alive=alive, images_dir=images_dir,
+                     duration=round(time.monotonic() - started, 4))
+
+
+# ---------------------------------------------------------- page server
+
+PS_RECORD_NAME = ".ckpt-page-server.json"
+PS_PIDFILE_NAME = ".ckpt-page-server.pid"
+PS_LOG_NAME = "page-server.log"
+
+
+def pick_free_port(address):
+    """A TCP port the kernel says is free on address now (criu refuses --port 0)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        s.bind((address, 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def _read_cmdline(pid, proc_root=PROC):
+    try:
+        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as fh:
+            return [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
+    except (IOError, OSError):
+        return None
+
+
+def page_server_running(record, proc_root=PROC):
+    """True when the process the record names still runs and is that page server."""
+    if not record or not record.get("pid"):
+        return False
+    live = current_identity(record["pid"], proc_root)
+    if not live or not _manifest.same_process(record, live):
+        return False
+    cmdline = _read_cmdline(record["pid"], proc_root) or []
+    return "page-server" in cmdline and record.get("images_dir") in cmdline
+
+
+def read_ps_record(images_dir):
+    import json
+    try:
+        with open(os.path.join(images_dir, PS_RECORD_NAME)) as fh:
+            data = json.load(fh)
+    except (IOError, OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def build_page_server_args(images_dir, address, port, pidfile, tls=None):
+    args = ["-D", images_dir, "--address", address, "--port", str(int(port)), "-d", "--pidfile", pidfile]
+    args.extend(tls_args(tls or {}))
+    return args
+
+
+def _ps_result(record, images_dir, changed, msg):
+    return {"changed": changed, "msg": msg, "pid": record.get("pid") if record else None,
+            "port": record.get("port") if record else None,
+            "address": record.get("address") if record else None,
+            "images_dir": images_dir, "log_path": os.path.join(images_dir, PS_LOG_NAME),
+            "criu_cmd": record.get("argv") if record else None}
+
+
+def stop_page_server(record, timeout=3.0, proc_root=PROC):
+    pid = record["pid"]
+    os.kill(pid, signal.SIGTERM)
+    if wait_state(pid, (None,), timeout, proc_root) not in (None, "Z", "X"):
+        os.kill(pid, signal.SIGKILL)
+        wait_state(pid, (None,), timeout, proc_root)
+
+
+def page_server(params, check_mode=False, proc_root=PROC):
+    """Start (daemonized) or stop the page server of images_dir; the module result dict."""
+    if os.geteuid() != 0:
+        raise DumpError("ckpt.criu.page_server must run as root (become: true) (running as uid %d)"
+                        % os.geteuid())
+    images_dir = validate_images_dir(params["images_dir"])
+    state = params.get("state") or "started"
+    record = read_ps_record(images_dir) if os.path.isdir(images_dir) else None
+    running = page_server_running(record, proc_root)
+
+    if state == "stopped":
+        if not running:
+            return _ps_result(None, images_dir, False, "no page server of %s is running" % images_dir)
+        if not check_mode:
+            stop_page_server(record, proc_root=proc_root)
+        return _ps_result(record, images_dir, True, "stopped the page server PID %d" % record["pid"])
+
+    address = params.get("address") or "0.0.0.0"
+    port = int(params.get("port") or 0)
+    if not 0 <= port <= 65535:
+        raise DumpError("port must be between 1 and 65535, or 0 to pick a free one; got %d" % port)
+    tls = dict((k, params.get(k)) for k in ("tls", "tls_cacert", "tls_cert", "tls_key"))
+    for key in ("tls_cacert", "tls_cert", "tls_key"):
+        if tls.get(key) and not os.path.isfile(tls[key]):
+            raise DumpError("%s %s does not exist on this host" % (key, tls[key]))
+    if running:
+        if record.get("address") == address and (port == 0 or record.get("port") == port):
+            return _ps_result(record, images_dir, False, "the page server PID %d of %s is already listening on "
+                              "%s:%s" % (record["pid"], images_dir, address, record.get("port")))
+        raise DumpError("a page server of %s is already running (PID %d on %s:%s); stop it first (state: stopped)"
+                        % (images_dir, record["pid"], record.get("address"), record.get("port")))
+
+    info = _manifest.inspect_dir(images_dir)
+    leftovers = [e for e in info.get("entries") or []
+                 if not (e.startswith(_manifest.PRIVATE_PREFIX) or e.endswith(".log") or e == _manifest.LOCK_NAME)]
+    if leftovers and info["state"] != "empty":
+        if not params.get("force"):
+            raise DumpError("images_dir %s is not empty (%s); a page server writes pages into it and would mix them "
+                            "with that content: use an empty directory, or force: true to move the old content "
+                            "aside" % (images_dir, ", ".join(leftovers[:5])))
+    if check_mode:
+        return {"changed": True, "msg": "would start a page server for %s on %s:%s" % (
+            images_dir, address, port or "<free port>"), "pid": None, "port": port or None,
+            "address": address, "images_dir": images_dir, "log_path": os.path.join(images_dir, PS_LOG_NAME),
+            "criu_cmd": None}
+
+    criu = _criu.find_criu(params.get("criu_path"))
+    if not os.path.isdir(images_dir):
+        os.makedirs(images_dir, 0o700)
+    os.chmod(images_dir, 0o700)
+    moved = None
+    if leftovers and info["state"] != "empty":
+        try:
+            moved = _manifest.move_aside(images_dir)
+        except OSError as exc:
+            raise DumpError("cannot move the old content of %s aside (%s); empty it yourself"
+                            % (images_dir, exc.strerror or exc))
+    pidfile = os.path.join(images_dir, PS_PIDFILE_NAME)
+    log_path = os.path.join(images_dir, PS_LOG_NAME)
+    attempts = 3 if port == 0 else 1
+    res = None
+    for dummy in range(attempts):
+        use_port = port or pick_free_port(address)
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
+        args = build_page_server_args(images_dir, address, use_port, pidfile, tls)
+        res = _criu.run_criu(criu, "page-server", args, log_path, timeout=params.get("timeout") or 30)
+        if res.ok:
+            break
+        if "bind" not in (res.log_text + (res.stderr or "")).lower():
+            break
+    if not res.ok:
+        raise _from_criu_error(_criu.CriuError(
+            "criu page-server failed to start on %s:%s: %s (log: %s)" % (address, use_port, res.cause(), log_path),
+            rc=res.rc, log_path=log_path, log_errors=res.log_errors, argv=res.argv,
+            stdout=res.stdout, stderr=res.stderr))
+    try:
+        with open(pidfile) as fh:
+            ps_pid = int(fh.read().strip())
+    except (IOError, OSError, ValueError):
+        raise DumpError("criu page-server started but wrote no pidfile %s; see %s" % (pidfile, log_path),
+                        log_path=log_path, cmd=res.argv)
+    live = current_identity(ps_pid, proc_root)
+    if live is None:
+        raise DumpError("criu page-server (PID %d) exited right after starting; see %s" % (ps_pid, log_path),
+                        log_path=log_path, cmd=res.argv, log_errors=res.log_errors)
+    record = {"pid": ps_pid, "start_time": live.get("start_time"), "boot_id": live.get("boot_id"),
+              "address": address, "port": use_port, "images_dir": images_dir, "argv": res.argv,
+              "tls": bool(tls_args(tls)), "started": _manifest.utc_now()}
+    _manifest.write_json_atomic(os.path.join(images_dir, PS_RECORD_NAME), record)
+    out = _ps_result(record, images_dir, True, "page server PID %d listening on %s:%d for %s"
+                     % (ps_pid, address, use_port, images_dir))
+    if moved:
+        out["replaced"] = {"moved_to": moved}
+    return out

@@ -560,8 +560,8 @@ def _records_from_dict(data, origin):
                             "(with files), a list of records, or a checkpoint manifest (with binaries)" % origin)
     files = list(data.get("files") or [])
     exe = data.get("exe")
-    if isinstance(exe, dict) and exe.get("path") and exe.get("path") not in [f.get("path") for f in files
-                                                                               if isinstance(f, dict)]:
+    known = [f.get("path") for f in files if isinstance(f, dict)]
+    if isinstance(exe, dict) and exe.get("path") and exe.get("path") not in known:
         files.insert(0, exe)
     return files
 

@@ -24,7 +24,7 @@ description:
     and modification time).
   - Read-only; never reports a change.
 author:
-  - ckpt.criu contributors
+  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE
@@ -72,7 +72,7 @@ attributes:
     support: full
     description: Linux only (reads C(/proc)).
 notes:
-  - Reading another user's C(/proc/PID/map_files) needs root; use C(become: true).
+  - Reading C(/proc/PID/map_files) needs root; use C(become=true).
 seealso:
   - module: ckpt.criu.criu_info
 """

@@ -33,18 +33,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import shutil
-import socket
 import tempfile
 import time
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 
-MANIFEST_NAME = "ckpt-manifest.json"
-RECORD_NAME = "ckpt-restore.json"
+MANIFEST_NAME = _manifest.MANIFEST_NAME
+RECORD_NAME = _manifest.RESTORE_RECORD_NAME
 LOG_NAME = "restore.log"
 SCHEMA = 1
 
@@ -73,56 +72,17 @@ class RestoreError(_criu.CriuError):
 
 # ------------------------------------------------------------------ helpers
 
-def sha256_file(path, chunk=1024 * 1024):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path):
+    return _checksum.sha256_file(path)
 
 
 def host_identity(proc_root=_identity.PROC):
-    machine_id = None
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            with open(path) as fh:
-                machine_id = fh.read().strip() or None
-            break
-        except (IOError, OSError):
-            continue
-    return {"hostname": socket.gethostname(), "boot_id": _identity.read_boot_id(proc_root),
-            "kernel": platform.release(), "machine_id": machine_id}
+    return _manifest.host_identity(proc_root=proc_root)
 
 
 def write_json_atomic(path, data, mode=0o600):
-    """Write JSON to PATH via a temp file in the same directory, fsync, rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Atomic 0600 JSON write (temp file in the same directory, fsync, rename)."""
+    return _manifest.write_json_atomic(path, data, mode)
 
 
 def _first_problem_msg(prefix, problems):
@@ -134,33 +94,17 @@ def _first_problem_msg(prefix, problems):
 # ----------------------------------------------------------------- manifest
 
 def manifest_problems(manifest):
-    """Why a parsed manifest is not a complete schema-1 checkpoint ([] when it is)."""
-    if not isinstance(manifest, dict):
-        return ["the manifest is not a JSON object"]
-    problems = []
-    if manifest.get("schema") != SCHEMA:
-        problems.append("the manifest has schema %r, this collection reads schema %d"
-                        % (manifest.get("schema"), SCHEMA))
-    if manifest.get("complete") is not True:
-        problems.append("the manifest does not say the dump completed (complete is not true)")
-    proc = manifest.get("process")
-    if not isinstance(proc, dict) or not isinstance(proc.get("pid"), int) or proc.get("pid", 0) <= 0:
-        problems.append("the manifest has no process.pid")
-    elif not isinstance(proc.get("cmdline"), list):
+    """Why a parsed manifest is not a complete schema-1 checkpoint we can restore ([] when it is)."""
+    problems = _manifest.validate(manifest)
+    if problems:
+        return problems
+    if not isinstance(manifest["process"].get("cmdline"), list):
         problems.append("the manifest has no process.cmdline")
-    images = manifest.get("images")
-    if not isinstance(images, list) or not images:
-        problems.append("the manifest lists no image files")
-    else:
-        for img in images:
-            name = img.get("name") if isinstance(img, dict) else None
-            if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-                problems.append("the manifest lists an image with an invalid name %r" % (name,))
-                break
-    binaries = manifest.get("binaries")
-    if not isinstance(binaries, dict) or not isinstance(binaries.get("exe"), dict) \
-            or not binaries["exe"].get("sha256"):
-        problems.append("the manifest has no binaries.exe.sha256")
+    for img in manifest["images"]:
+        name = img["name"]
+        if not name or os.path.isabs(name) or ".." in name.split("/"):
+            problems.append("the manifest lists an image with an invalid name %r" % (name,))
+            break
     return problems
 
 
@@ -201,23 +145,9 @@ def read_record(images_dir):
 # ----------------------------------------------------------- verifications
 
 def image_problems(manifest, images_dir):
-    """Every image file must exist with its recorded size and sha256."""
-    problems = []
-    for img in manifest.get("images") or []:
-        name = img["name"]
-        path = os.path.join(images_dir, name)
-        if not os.path.isfile(path):
-            problems.append("image %s is missing from %s" % (name, images_dir))
-            continue
-        if img.get("remote"):
-            continue  # written by a page server; no checksum was taken at dump time
-        size = os.path.getsize(path)
-        if img.get("size") is not None and size != img["size"]:
-            problems.append("image %s is %d bytes, the checkpoint recorded %d" % (name, size, img["size"]))
-            continue
-        if img.get("sha256") and sha256_file(path) != img["sha256"]:
-            problems.append("image %s does not match its recorded sha256 (corrupted or altered)" % name)
-    return problems
+    """Every image must exist with its recorded size and sha256 (page-server images must
+    exist); an ``*.img`` the manifest does not list is a problem too."""
+    return _manifest.verify_images(manifest, images_dir, check_remote=True, extra=True)
 
 
 def _binary_entries(manifest):

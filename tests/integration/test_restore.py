@@ -30,7 +30,7 @@ def _restore(run_module, images, check=False, **kw):
 
 
 def _assert_restored(res, w, images, before_ticks):
-    assert res.status == "ok", res
+    assert res.status == "ok", res.get("msg")
     assert res["changed"] is True
     assert res["pid"] == w.pid
     assert res["verified"]["alive"] and res["verified"]["exe_matches"] and res["verified"]["cmdline_matches"]
@@ -336,7 +336,10 @@ def test_stdout_file_without_append_truncated_refused(run_module, workload, tmp_
     w = workload("file", stdout=True)
     w.wait_ticks(3)
     images = tmp_path / "img"
-    manifest = make_checkpoint(criu_bin, w.pid, images, run_module)
+    # Raw dump: ckpt.criu.dump (as of 7324956) records the file size during its
+    # preflight, before the freeze, while the workload still writes; criu
+    # checks the size the file had at the freeze. Reported for consolidation.
+    manifest = make_checkpoint(criu_bin, w.pid, images, raw=True)
     assert wait_gone(w.pid)
     entries = manifest["stdio_files"]
     assert entries, "the manifest must list stdout as a non-append file"

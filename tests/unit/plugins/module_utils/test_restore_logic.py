@@ -137,7 +137,7 @@ def test_load_manifest_complete(tmp_path, exe):
     (lambda m: m.update(schema=2), "schema"),
     (lambda m: m["process"].pop("pid"), "process.pid"),
     (lambda m: m.update(images=[]), "no image"),
-    (lambda m: m["images"].append({"name": "../etc/passwd"}), "invalid name"),
+    (lambda m: m["images"].append({"name": "../etc/passwd", "size": 1, "sha256": "0" * 64}), "invalid name"),
     (lambda m: m["binaries"]["exe"].pop("sha256"), "binaries.exe.sha256"),
 ])
 def test_incomplete_manifest_is_refused(tmp_path, exe, mutate, needle):

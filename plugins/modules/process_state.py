@@ -23,7 +23,7 @@ description:
   - A process that is gone satisfies O(state=killed); for O(state=running) or
     O(state=stopped) it is an error.
 author:
-  - ckpt.criu contributors
+  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
 attributes:

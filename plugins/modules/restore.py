@@ -34,7 +34,7 @@ description:
   - The restored process never inherits the module's stdout or stderr, so the task always
     returns.
 author:
-  - ckpt.criu contributors
+  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.criu
@@ -161,14 +161,35 @@ verified:
   sample: {"settle": 1.5, "alive": true, "state": "running", "exe_sha256": "0b7c...",
            "exe_matches": true, "cmdline_matches": true}
 timings:
-  description:
-    - Seconds spent in criu (RV(timings.criu_duration)), in the checks before it
-      (RV(timings.checks)) and in the verification after it (RV(timings.verify)), and
-      criu's own statistics from C(stats-restore) (RV(timings.stats), microseconds and pages).
+  description: Where the time went.
   returned: always
   type: dict
-  sample: {"criu_duration": 0.12, "checks": 0.08, "verify": 1.5, "total": 1.72,
-           "stats": {"forking_time_us": 1200, "restore_time_us": 52000, "pages_restored": 3700}}
+  contains:
+    criu_duration:
+      description: Wall time of C(criu restore), seconds (null when criu did not run).
+      type: float
+      returned: always
+      sample: 0.12
+    checks:
+      description: Seconds spent in the verifications before criu (images, binaries, stdio files, PID).
+      type: float
+      returned: when the checks ran
+      sample: 0.08
+    verify:
+      description: Seconds spent verifying the restored process (at least O(settle)).
+      type: float
+      returned: always
+      sample: 1.5
+    total:
+      description: Seconds for the whole module run.
+      type: float
+      returned: always
+      sample: 1.72
+    stats:
+      description: criu's own statistics from C(stats-restore) (microseconds and pages).
+      type: dict
+      returned: always
+      sample: {"forking_time_us": 1200, "restore_time_us": 52000, "pages_restored": 3700}
 log_path:
   description: Absolute path of criu's C(-v4) restore log.
   returned: always

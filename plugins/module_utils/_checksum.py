@@ -493,6 +493,7 @@ def process_files(pid, exe_only=False, cache=None, proc_root=PROC):
     is read through the inode really mapped (``/proc/PID/exe``,
     ``/proc/PID/map_files/...``), and flags ``deleted`` (gone from disk) or
     ``replaced`` (another file now at the path, whose record is ``on_disk``).
+    Files mapped shared and writable are data, not binaries, and are left out.
     """
     cache = DEFAULT_CACHE if cache is None else cache
     pid = check_pid(pid, proc_root)
@@ -525,9 +526,12 @@ def process_files(pid, exe_only=False, cache=None, proc_root=PROC):
         raise ChecksumError("cannot read /proc/%d/maps (%s); check the process still runs and run as root"
                             % (pid, exc.strerror or exc))
     seen_paths = {exe_path}
+    # A file mapped shared and writable is data the process changes (a database,
+    # an sqlite -shm file): criu maps it again as it is, so it is not a binary.
+    data_paths = set(m["path"] for m in maps if "w" in m["perms"] and "s" in m["perms"])
     for m in maps:
         path = m["path"]
-        if _skip_reason(path, m["inode"]):
+        if _skip_reason(path, m["inode"]) or path in data_paths:
             continue
         mdeleted = path.endswith(DELETED_SUFFIX)
         if mdeleted:

@@ -331,3 +331,26 @@ def test_bad_inputs_one_sentence_no_traceback(run_module, tmp_path):
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_shared_writable_data_mapping_is_not_a_binary(run_module, procs, tmp_path):
+    """A file the process maps MAP_SHARED read-write (a database) changes by design: left out."""
+    import sys
+    data = tmp_path / "db.dat"
+    data.write_bytes(b"\0" * 8192)
+    ro = tmp_path / "table.ro"
+    ro.write_bytes(b"r" * 8192)
+    code = ("import mmap, time\n"
+            "f = open(%r, 'r+b'); m = mmap.mmap(f.fileno(), 8192, mmap.MAP_SHARED)\n"
+            "g = open(%r, 'rb'); n = mmap.mmap(g.fileno(), 8192, mmap.MAP_PRIVATE, mmap.PROT_READ)\n"
+            "while True:\n    m[0] = (m[0] + 1) %% 256; time.sleep(0.01)\n" % (str(data), str(ro)))
+    pr = procs([os.path.realpath(sys.executable), "-c", code])
+    for _ in range(100):
+        if str(data) in open("/proc/%d/maps" % pr.pid).read():
+            break
+        time.sleep(0.05)
+    res = run_module("binary_checksum", {"pid": pr.pid})
+    assert res.status == "ok", res
+    paths = [f["path"] for f in res["files"]]
+    assert str(data) not in paths
+    assert str(ro) in paths

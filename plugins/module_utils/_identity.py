@@ -21,7 +21,9 @@ import os
 import signal
 import time
 
-PROC = "/proc"
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+
+PROC = _procfs.PROC
 
 # /proc/PID/stat state letters, grouped the way callers care about.
 STOPPED_STATES = ("T",)
@@ -33,38 +35,14 @@ IDENTITY_KEYS = ("boot_id", "pid", "start_time")
 
 
 def read_boot_id(proc_root=PROC):
-    try:
-        with open(os.path.join(proc_root, "sys/kernel/random/boot_id")) as fh:
-            return fh.read().strip()
-    except (IOError, OSError):
-        return None
-
-
-def parse_stat(text):
-    """Parse /proc/PID/stat: {pid, comm, state, ppid, start_time} (start_time in ticks)."""
-    left, right = text.rsplit(")", 1)
-    pid_s, comm = left.split(" (", 1)
-    fields = right.split()
-    # fields[0] is field 3 (state); start_time is field 22 -> fields[19].
-    return {
-        "pid": int(pid_s),
-        "comm": comm,
-        "state": fields[0],
-        "ppid": int(fields[1]),
-        "start_time": int(fields[19]),
-    }
-
-
-def _read(path, mode="r"):
-    with open(path, mode) as fh:
-        return fh.read()
+    return _procfs.read_boot_id(proc_root)
 
 
 def read_stat(pid, proc_root=PROC):
-    """The parsed stat of PID, or None when it does not exist."""
+    """The parsed stat of PID ({pid, comm, state, ppid, start_time, ...}), or None when it does not exist."""
     try:
-        return parse_stat(_read(os.path.join(proc_root, str(int(pid)), "stat")))
-    except (IOError, OSError, ValueError, IndexError):
+        return _procfs.read_stat(int(pid), proc_root)
+    except _procfs.ProcfsError:
         return None
 
 
@@ -89,35 +67,14 @@ def state_word(letter):
 def read_identity(pid, proc_root=PROC):
     """The identity of the process holding PID now, or None when there is none.
 
-    {boot_id, pid, start_time, ppid, uid, comm, state, cmdline, exe, cwd}; a
-    field the kernel hides (a zombie has no exe) is None.
+    {boot_id, pid, start_time, ppid, uid, comm, state, cmdline, exe, cwd}
+    (``_procfs.process_identity``); a field the kernel hides (a zombie has no
+    exe) is None.
     """
-    base = os.path.join(proc_root, str(int(pid)))
-    st = read_stat(pid, proc_root)
-    if st is None:
+    try:
+        return _procfs.process_identity(int(pid), proc_root)
+    except _procfs.ProcfsError:
         return None
-    ident = {"boot_id": read_boot_id(proc_root), "pid": st["pid"],
-             "start_time": st["start_time"], "ppid": st["ppid"], "comm": st["comm"],
-             "state": st["state"], "uid": None, "cmdline": None, "exe": None, "cwd": None}
-    try:
-        for line in _read(os.path.join(base, "status")).splitlines():
-            if line.startswith("Uid:"):
-                ident["uid"] = int(line.split()[1])
-                break
-    except (IOError, OSError, ValueError, IndexError):
-        pass
-    try:
-        raw = _read(os.path.join(base, "cmdline"), "rb")
-        if raw:
-            ident["cmdline"] = [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0")]
-    except (IOError, OSError):
-        pass
-    for key in ("exe", "cwd"):
-        try:
-            ident[key] = os.readlink(os.path.join(base, key))
-        except (IOError, OSError):
-            pass
-    return ident
 
 
 def describe(ident):

@@ -308,7 +308,8 @@ def explain_death(manifest):
         if "pipe" in text:
             return ("its %s was a pipe to a process outside the checkpoint, which criu cannot "
                     "reconnect: the first write hits a pipe without a reader (SIGPIPE); point the "
-                    "workload's output to a file or /dev/null, or restore with an inherited fd"
+                    "workload's output to a file or /dev/null before checkpointing it, or checkpoint "
+                    "the reader together with it"
                     % names[fd])
         if "socket" in text or "unix" in text:
             return ("its %s was a socket to a peer outside the checkpoint, which is gone after the "

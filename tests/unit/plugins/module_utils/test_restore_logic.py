@@ -90,10 +90,14 @@ def make_checkpoint(tmp_path, exe, **over):
 
 # ---------------------------------------------------------------- identity
 
-def test_parse_stat_handles_parentheses_in_comm():
+def test_read_stat_handles_parentheses_in_comm(tmp_path):
     line = "77 (a) b (c)) T 1 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 98765 0 0"
-    st = _identity.parse_stat(line)
-    assert st == {"pid": 77, "comm": "a) b (c)", "state": "T", "ppid": 1, "start_time": 98765}
+    proc_dir = tmp_path / "proc" / "77"
+    proc_dir.mkdir(parents=True)
+    (proc_dir / "stat").write_text(line)
+    st = _identity.read_stat(77, str(tmp_path / "proc"))
+    assert (st["pid"], st["comm"], st["state"], st["ppid"], st["start_time"]) == (77, "a) b (c)", "T", 1, 98765)
+    assert _identity.read_stat(78, str(tmp_path / "proc")) is None
 
 
 def test_read_identity_and_states(proc, exe):

@@ -306,9 +306,8 @@ def _classify_socket(ctx, pid, e, root):
             return _inet_compat(ctx, _item(pid, e, "inet_other", "ok", "%s is a %s socket." % (name, proto_name),
                                            root))
         else:
-            return _item(pid, e, "socket_other", "ok", "%s is a %s socket." % (name, proto_name or "non-IP, "
-                                                                                                  "non-unix"),
-                         root)
+            what = proto_name or "non-IP, non-unix"
+            return _item(pid, e, "socket_other", "ok", "%s is a %s socket." % (name, what), root)
     if proto == "unix":
         return _classify_unix(ctx, pid, e, root, info)
     if info["proto"] == "tcp":

@@ -35,7 +35,7 @@ description:
     about such sockets instead of refusing them.
   - Read-only; never reports a change.
 author:
-  - ckpt.criu contributors
+  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE

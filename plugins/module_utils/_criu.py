@@ -303,15 +303,20 @@ def build_argv(criu, action, args, log_path, verbosity=4):
 
 
 def run_criu(criu, action, args, log_path, timeout=None, env=None, umask=0o077,
-             on_start=None):
+             on_start=None, pass_fds=()):
     """Run ``criu ACTION ARGS -o LOG -v4`` safely and return a CriuResult.
 
     criu's stdin is /dev/null and stdout/stderr are pipes regardless of the
     caller's own fds 0-2; every other fd is closed in the child; criu runs
     under ``umask`` (077: images are process memory) in its own session so a
     timeout can kill it and whatever it forked.  ``on_start(popen)`` is called
-    right after criu starts (e.g. to record its PID).
+    right after criu starts (e.g. to record its PID).  ``pass_fds`` are fds
+    above 2 that criu must inherit (``--inherit-fd fd[N]:KEY``); fds 0-2 are
+    never passed, so a restored process can never hold the caller's pipes.
     """
+    if any(fd <= 2 for fd in pass_fds):
+        raise CriuError("only fds above 2 can be passed to criu (got %s); fds 0-2 are always "
+                        "/dev/null and criu's own pipes" % sorted(pass_fds))
     argv = build_argv(criu, action, args, log_path)
     log_dir = os.path.dirname(log_path)
     if log_dir and not os.path.isdir(log_dir):
@@ -324,6 +329,7 @@ def run_criu(criu, action, args, log_path, timeout=None, env=None, umask=0o077,
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, close_fds=True, env=env,
+                                pass_fds=tuple(pass_fds),
                                 preexec_fn=_child_setup, start_new_session=True,
                                 universal_newlines=True)
     except OSError as exc:

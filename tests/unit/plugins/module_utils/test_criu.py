@@ -134,3 +134,8 @@ def test_find_criu_option_must_exist(tmp_path):
     f.chmod(0o644)
     with pytest.raises(_criu.CriuError, match="not executable"):
         _criu.find_criu(str(f))
+
+
+def test_run_criu_never_passes_stdio_fds(tmp_path):
+    with pytest.raises(_criu.CriuError, match="above 2"):
+        _criu.run_criu("/bin/true", "check", [], str(tmp_path / "x.log"), pass_fds=(1,))

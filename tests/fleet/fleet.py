@@ -330,6 +330,67 @@ class Fleet:
             self.down(keep_state=False)
             self.state = {}
         t0 = time.time()
+        fresh = not any(self._running(h) for h in self.hosts)
+        self._preflight(n)
+        try:
+            started = self._converge(n, cfg, timeout)
+        except BaseException:
+            if fresh:   # leave nothing behind from a failed first start
+                try:
+                    self.down(keep_state=False, quiet=True)
+                except Exception as e:  # pylint: disable=broad-except
+                    _log("cleanup after the failed start failed too: %s" % e)
+            raise
+        self.state["up_seconds"] = round(time.time() - t0, 3)
+        self._save()
+        _log("%d hosts up (%s booted) in %.2f s; inventory %s" % (
+            n, len(started), time.time() - t0, self.inventory_path))
+        return self
+
+    @property
+    def _tag(self):
+        return "ckpt-fleet:%s" % self.state_dir
+
+    def _preflight(self, n):
+        """Every conflict check, before anything is created or written."""
+        alias = self._link_alias(self.bridge)
+        if alias is not None and alias != self._tag:
+            raise FleetError("interface %s exists and is not this fleet's (alias %r): another fleet uses "
+                             "the name %r; pick another --name and --subnet, or take that one down with "
+                             "`fleet.py --state-dir DIR down`" % (self.bridge, alias, self.name))
+        for i in range(1, n + 1):
+            h = "node%d" % i
+            if os.path.exists("/run/netns/%s" % self.netns(h)) and self._link_alias(self.veth(h)) != self._tag:
+                raise FleetError("network namespace %s exists and is not this fleet's: pick another --name, "
+                                 "or remove it (ip netns del %s) if it is a leftover" % (self.netns(h), self.netns(h)))
+        if alias is None:
+            net = ipaddress.ip_network(self.subnet)
+            for link in json.loads(_run(["ip", "-j", "-4", "addr", "show"]).stdout or "[]"):
+                for a in link.get("addr_info", []):
+                    other = ipaddress.ip_network("%s/%s" % (a["local"], a["prefixlen"]), strict=False)
+                    if other.overlaps(net):
+                        raise FleetError("address conflict: %s/%s on %s overlaps the fleet subnet %s; pick "
+                                         "another with --subnet" % (a["local"], a["prefixlen"], link["ifname"],
+                                                                    self.subnet))
+            for r in json.loads(_run(["ip", "-j", "-4", "route", "show"]).stdout or "[]"):
+                dst = r.get("dst")
+                if dst and dst != "default":
+                    if ipaddress.ip_network(dst if "/" in dst else dst + "/32", strict=False).overlaps(net):
+                        raise FleetError("route conflict: %s via %s overlaps the fleet subnet %s; pick another "
+                                         "with --subnet" % (dst, r.get("dev"), self.subnet))
+        for bh, src, dst in self.binds:
+            if int(bh[4:]) > n:
+                raise FleetError("bind for %s, but the fleet has %d hosts" % (bh, n))
+            if not os.path.exists(src):
+                raise FleetError("bind source %s does not exist" % src)
+            if not os.path.exists(dst):
+                raise FleetError("bind target %s must exist on the shared filesystem (create it, "
+                                 "e.g. an empty file or directory, before `up`)" % dst)
+            if os.path.isdir(src) != os.path.isdir(dst):
+                raise FleetError("bind %s=%s: both must be files or both directories" % (src, dst))
+
+    def _converge(self, n, cfg, timeout):
+        net = ipaddress.ip_network(self.subnet)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         self.state.setdefault("created_dirs", [])
@@ -349,16 +410,13 @@ class Fleet:
         self._bridge()
         for h in self.hosts:
             self._host_net(h)
+        self._save()
         started = [h for h in self.hosts if not self._running(h)]
         for h in started:
             self._boot(h)
         self._save()
         self._wait_ssh(self.hosts, timeout)
-        self.state["up_seconds"] = round(time.time() - t0, 3)
-        self._save()
-        _log("%d hosts up (%s booted) in %.2f s; inventory %s" % (
-            n, len(started), time.time() - t0, self.inventory_path))
-        return self
+        return started
 
     def _keys(self):
         for path, comment in ((self.key_path, "ckpt-fleet-client"), (self.host_key_path, "ckpt-fleet-host")):
@@ -460,14 +518,6 @@ class Fleet:
                 os.makedirs(d, mode=0o755)
                 if d not in self.state["created_dirs"]:
                     self.state["created_dirs"].append(d)
-        for _, src, dst in self.binds:
-            if not os.path.exists(src):
-                raise FleetError("bind source %s does not exist" % src)
-            if not os.path.exists(dst):
-                raise FleetError("bind target %s must exist on the shared filesystem (create it, "
-                                 "e.g. an empty file or directory, before `up`)" % dst)
-            if os.path.isdir(src) != os.path.isdir(dst):
-                raise FleetError("bind %s=%s: both must be files or both directories" % (src, dst))
         self._save()
 
     def _link_alias(self, dev):
@@ -480,30 +530,9 @@ class Fleet:
             return ""
 
     def _bridge(self):
-        tag = "ckpt-fleet:%s" % self.state_dir
-        alias = self._link_alias(self.bridge)
-        if alias is not None and alias != tag:
-            raise FleetError("interface %s exists and is not this fleet's (alias %r): another fleet uses "
-                             "the name %r; pick --name/--subnet, or `fleet.py down --state-dir` that one"
-                             % (self.bridge, alias, self.name))
-        if alias is None:
-            net = ipaddress.ip_network(self.subnet)
-            for fam in ("-4",):
-                data = json.loads(_run(["ip", "-j", fam, "addr", "show"]).stdout or "[]")
-                for link in data:
-                    for a in link.get("addr_info", []):
-                        other = ipaddress.ip_network("%s/%s" % (a["local"], a["prefixlen"]), strict=False)
-                        if other.overlaps(net):
-                            raise FleetError("address conflict: %s on %s overlaps the fleet subnet %s; pick "
-                                             "another with --subnet" % (a["local"], link["ifname"], self.subnet))
-            for r in json.loads(_run(["ip", "-j", "-4", "route", "show"]).stdout or "[]"):
-                dst = r.get("dst")
-                if dst and dst != "default":
-                    if ipaddress.ip_network(dst if "/" in dst else dst + "/32", strict=False).overlaps(net):
-                        raise FleetError("route conflict: %s via %s overlaps the fleet subnet %s; pick another "
-                                         "with --subnet" % (dst, r.get("dev"), self.subnet))
+        if self._link_alias(self.bridge) is None:
             _run(["ip", "link", "add", self.bridge, "type", "bridge"])
-            _run(["ip", "link", "set", "dev", self.bridge, "alias", tag])
+            _run(["ip", "link", "set", "dev", self.bridge, "alias", self._tag])
             _run(["ip", "addr", "add", "%s/%d" % (self.bridge_address, self.prefixlen), "dev", self.bridge])
         _run(["ip", "link", "set", "dev", self.bridge, "up"])
 
@@ -511,11 +540,12 @@ class Fleet:
         ns, veth = self.netns(h), self.veth(h)
         if not os.path.exists("/run/netns/%s" % ns):
             _run(["ip", "netns", "add", ns])
+        self.state["hosts"][h]["netns_owned"] = True
         if _run(["ip", "-n", ns, "link", "show", "dev", "eth0"], check=False).returncode != 0:
             if self._link_alias(veth) is not None:
                 _run(["ip", "link", "del", veth])
             _run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
-            _run(["ip", "link", "set", "dev", veth, "alias", "ckpt-fleet:%s" % self.state_dir])
+            _run(["ip", "link", "set", "dev", veth, "alias", self._tag])
         _run(["ip", "link", "set", "dev", veth, "master", self.bridge, "up"])
         _run(["ip", "-n", ns, "addr", "replace", "%s/%d" % (self.address(h), self.prefixlen), "dev", "eth0"])
         _run(["ip", "-n", ns, "link", "set", "dev", "eth0", "up"])
@@ -643,21 +673,26 @@ class Fleet:
             st.pop(k, None)
 
     # ---- down
-    def down(self, keep_state=False):
+    def down(self, keep_state=False, quiet=False):
         """Stop every host and remove the network, mounts and (unless
-        keep_state) the state dir. Idempotent."""
+        keep_state) the state dir. Idempotent. Touches only what this fleet
+        created: processes by recorded PID and start time, interfaces by
+        their alias (ckpt-fleet:<state dir>), network namespaces it created."""
         if os.geteuid() != 0:
             raise FleetError("the test fleet needs root: run it as root")
         t0 = time.time()
         hosts = dict(self.state.get("hosts", {}))
         for h in list(hosts):
             self._kill_host(h)
-        # Anything else still living in one of the fleet's network namespaces.
+        # Our network namespaces: recorded as created by us, or (a leftover of
+        # a crashed run) named like ours with our veth still attached.
+        nss = set(st["netns"] for st in hosts.values() if st.get("netns_owned") and st.get("netns"))
         prefix = "%s-" % self.name
-        nss = set(self.netns(h) for h in hosts)
         if os.path.isdir("/run/netns"):
             nss.update(n for n in os.listdir("/run/netns")
-                       if n.startswith(prefix) and _HOST_RE.match(n[len(prefix):]))
+                       if n.startswith(prefix) and _HOST_RE.match(n[len(prefix):])
+                       and self._link_alias(n) == self._tag)
+        # Anything else still living in them (entered with `ip netns exec`).
         for ns in sorted(nss):
             p = _run(["ip", "netns", "pids", ns], check=False)
             for pid in p.stdout.split() if p.returncode == 0 else []:
@@ -665,7 +700,7 @@ class Fleet:
                     os.kill(int(pid), signal.SIGKILL)
                 except OSError:
                     pass
-        tag = "ckpt-fleet:%s" % self.state_dir
+        tag = self._tag
         data = json.loads(_run(["ip", "-j", "link", "show"]).stdout or "[]")
         for link in data:
             if link.get("ifalias") == tag and link["ifname"] != self.bridge:
@@ -691,7 +726,8 @@ class Fleet:
         elif os.path.isdir(self.state_dir):
             shutil.rmtree(self.state_dir)
             self.state = {}
-        _log("down in %.2f s%s" % (time.time() - t0, " (state kept in %s)" % self.state_dir if keep_state else ""))
+        if not quiet:
+            _log("down in %.2f s%s" % (time.time() - t0, " (state kept in %s)" % self.state_dir if keep_state else ""))
 
     # ---- running things on hosts
     def init_pid(self, host):
@@ -966,6 +1002,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     state_dir = args.state_dir_sub or args.state_dir
     try:
+        if os.geteuid() != 0:
+            raise FleetError("the test fleet needs root (namespaces, veths, sshd): run it as root")
         if args.cmd == "up":
             f = Fleet(state_dir, name=args.name, subnet=args.subnet, python=args.python,
                       pid_spacing=args.pid_spacing, binds=args.bind)
@@ -974,8 +1012,6 @@ def main(argv=None):
             return 0
         if args.cmd == "down":
             if not os.path.exists(os.path.join(os.path.abspath(state_dir), "state.json")):
-                if os.geteuid() != 0:
-                    raise FleetError("the test fleet needs root: run it as root")
                 _log("no fleet at %s (nothing to do)" % state_dir)
                 return 0
             Fleet(state_dir).down(keep_state=args.keep_state)

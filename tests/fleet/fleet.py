@@ -266,7 +266,7 @@ class Fleet:
             if path == inside or path.startswith(inside + "/"):
                 return os.path.join(self.host_dir(host), "disk", disk, os.path.relpath(path, inside))
         raise FleetError("%s is not in a private directory of the hosts (%s): it is the same file "
-                         "on every host and on the controller" % (path, ", ".join(p for p, _ in PRIVATE_DIRS)))
+                         "on every host and on the controller" % (path, ", ".join(p[0] for p in PRIVATE_DIRS)))
 
     def address(self, host):
         return self._host(host)["address"]
@@ -458,7 +458,7 @@ class Fleet:
         for h in names:
             hd = self.host_dir(h)
             disk = os.path.join(hd, "disk")
-            for _, d in PRIVATE_DIRS:
+            for d in (x[1] for x in PRIVATE_DIRS):
                 os.makedirs(os.path.join(disk, d), exist_ok=True)
             os.chmod(os.path.join(disk, "root"), 0o700)
             os.chmod(os.path.join(disk, "var-lib-ckpt"), 0o700)
@@ -565,7 +565,9 @@ class Fleet:
                 self.python, SELF, "_init", os.path.join(hd, "host.json")]
         try:
             p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, close_fds=True, cwd="/")
+                                 start_new_session=True, close_fds=True, cwd="/",
+                                 env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                      "LANG": "C.UTF-8"})
         finally:
             log.close()
         deadline = time.time() + 10
@@ -744,9 +746,9 @@ class Fleet:
 
     def exec(self, host, argv, cwd="/", **kw):
         """Run argv inside host's namespaces (like nsenter); subprocess.run kwargs."""
-        kw.setdefault("check", False)
+        check = kw.pop("check", False)
         kw.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run(self.nsenter_argv(host, argv, cwd), **kw)
+        return subprocess.run(self.nsenter_argv(host, argv, cwd), check=check, **kw)
 
     def popen(self, host, argv, cwd="/", **kw):
         kw.setdefault("stdin", subprocess.DEVNULL)
@@ -764,9 +766,9 @@ class Fleet:
         return cmd
 
     def ssh(self, host, argv, **kw):
-        kw.setdefault("check", False)
+        check = kw.pop("check", False)
         kw.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.run(self.ssh_argv(host, argv), **kw)
+        return subprocess.run(self.ssh_argv(host, argv), check=check, **kw)
 
     def processes(self, host):
         """[(outer_pid, inner_pid, comm)] of every process in host's PID namespace."""
@@ -796,9 +798,9 @@ class Fleet:
         return sorted(out, key=lambda t: t[1])
 
     def outer_pid(self, host, inner_pid):
-        for outer, inner, _ in self.processes(host):
-            if inner == inner_pid:
-                return outer
+        for proc in self.processes(host):
+            if proc[1] == inner_pid:
+                return proc[0]
         raise FleetError("no process %d in host %s" % (inner_pid, host))
 
     # ---- status
@@ -826,9 +828,7 @@ class Fleet:
 
     # ---- context manager
     def __enter__(self):
-        if not self.state.get("hosts"):
-            self.up()
-        return self
+        return self.up()
 
     def __exit__(self, *exc):
         self.down()
@@ -902,7 +902,7 @@ def init_main(config_path):
         p.returncode = 0        # reaped below by waitpid(-1)
         return p.pid
 
-    say("up: pid %d, mounts %s" % (os.getpid(), ", ".join(d for _, d in cfg["mounts"])))
+    say("up: pid %d, mounts %s" % (os.getpid(), ", ".join(m[1] for m in cfg["mounts"])))
     sshd = start_sshd()
     failures = 0
     while True:

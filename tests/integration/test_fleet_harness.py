@@ -162,16 +162,16 @@ def test_pid_namespace(fleet):
         assert outer != inner and outer > 1
         # what node1's /proc listed is exactly node1's processes (give or take
         # the short-lived ones around the ssh session)
-        mine = set(i for _, i, _ in procs)
+        mine = set(x[1] for x in procs)
         assert all(x > inner for x in set(inner_pids) - mine), (inner_pids, procs)   # only `ls` is gone
         assert len(inner_pids) < 15, inner_pids
         assert fleet.init_pid("node1") not in inner_pids
         # PID 1 is the fleet's init, and sshd runs under it
-        comm = dict((i, c) for _, i, c in procs)
+        comm = dict((x[1], x[2]) for x in procs)
         assert comm[1].startswith("python"), procs
         assert "sshd" in comm.values(), procs
         # node2's processes are not node1's
-        assert not mine & set(o for o, _, _ in fleet.processes("node2"))
+        assert not mine & set(x[0] for x in fleet.processes("node2"))
     finally:
         p.kill()
         p.wait()
@@ -203,7 +203,7 @@ def test_mount_isolation_and_shared_root(fleet, tmp_path):
 
 
 def test_variant_file_on_one_host(fleet, variant_files):
-    shared, _ = variant_files
+    shared = variant_files[0]
     assert _ssh(fleet, "node1", ["cat", shared]) == "build-a\n"
     assert _ssh(fleet, "node2", ["cat", shared]) == "build-a\n"
     assert _ssh(fleet, "node3", ["cat", shared]) == "build-b\n"
@@ -266,7 +266,7 @@ def test_reboot_kills_processes_keeps_disk_and_address(fleet):
     _timing("reboot (until ssh answers)", time.time() - t0)
     assert not os.path.exists("/proc/%d" % old_init) or fleetmod._proc_start(old_init) is None
     assert fleetmod._proc_start(outer) is None, "the sleep survived the reboot"
-    assert inner not in [i for _, i, _ in fleet.processes(h)]
+    assert inner not in [x[1] for x in fleet.processes(h)]
     st = fleet.status()["hosts"][h]
     assert st["sshd"] and st["boots"] == boots + 1 and st["address"] == fleet.address(h)
     assert _ssh(fleet, h, ["cat", "/srv/survives"]) == "disk\n"
@@ -367,7 +367,8 @@ def test_lifecycle_down_leaves_nothing(tmp_path):
 
 
 @pytest.mark.criu
-def test_criu_migration_node1_to_node2(fleet, tmp_path):
+@pytest.mark.parametrize("mem", [0, 256], ids=["mem0", "mem256MiB"])
+def test_criu_migration_node1_to_node2(fleet, tmp_path, mem):
     """dump on node1, rsync over ssh from node1 to node2, restore on node2:
     the counter keeps its PID and keeps counting in the same ticks file (in
     /tmp, which all hosts share)."""
@@ -378,17 +379,19 @@ def test_criu_migration_node1_to_node2(fleet, tmp_path):
     ticks = work / "ticks"
     imgs = "/var/lib/ckpt/smoke-%d" % os.getpid()
     out = _ssh(fleet, "node1", ["sh", "-c", "cd %s && exec python3 %s --stdio devnull --pidfile %s -- "
-                                "python3 %s --out %s --interval 0.02"
-                                % (work, WORKLOADS / "spawn.py", work / "w.pid", WORKLOADS / "counter.py", ticks)])
+                                "python3 %s --out %s --interval 0.02 --mem %d"
+                                % (work, WORKLOADS / "spawn.py", work / "w.pid", WORKLOADS / "counter.py", ticks,
+                                   mem)])
     pid = int(out.strip())
     outer1 = fleet.outer_pid("node1", pid)
     try:
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline and (not ticks.exists() or len(ticks.read_text().splitlines()) < 5):
             time.sleep(0.02)
         assert len(ticks.read_text().splitlines()) >= 5, "the counter does not count on node1"
 
         def step(host, argv, name):
+            name = "%s (%d MiB)" % (name, mem)
             t = time.time()
             p = fleet.exec(host, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
             dt = time.time() - t
@@ -405,11 +408,11 @@ def test_criu_migration_node1_to_node2(fleet, tmp_path):
         assert fleetmod._proc_start(outer1) is None, "criu dump left the source running"
         t_xfer = step("node1", ["rsync", "-a", imgs + "/", "node2:%s/" % imgs], "rsync images node1 -> node2 over ssh")
         t_rest = step("node2", [CRIU, "restore", "-d", "-D", imgs, "-o", "restore.log", "-v4"], "criu restore on node2")
-        _timing("dump + rsync + restore", t_dump + t_xfer + t_rest)
-        _timing("restored after (from the end of dump)", time.time() - frozen_from)
+        _timing("dump + rsync + restore (%d MiB)" % mem, t_dump + t_xfer + t_rest)
+        _timing("restored after (from the end of dump, %d MiB)" % mem, time.time() - frozen_from)
         outer2 = fleet.outer_pid("node2", pid)         # same PID, inside node2
         assert outer2 != outer1
-        assert pid not in [i for _, i, _ in fleet.processes("node1")]
+        assert pid not in [x[1] for x in fleet.processes("node1")]
         n = len(ticks.read_text().splitlines())
         deadline = time.time() + 10
         while time.time() < deadline and len(ticks.read_text().splitlines()) < n + 10:
@@ -420,7 +423,7 @@ def test_criu_migration_node1_to_node2(fleet, tmp_path):
         assert seqs == list(range(1, len(seqs) + 1)), "ticks repeated or skipped"
         stamps = [int(x.split()[1]) for x in lines]
         gap = max(b - a for a, b in zip(stamps, stamps[1:])) / 1e9
-        _timing("largest gap between ticks (frozen time)", gap)
+        _timing("largest gap between ticks (frozen time, %d MiB)" % mem, gap)
         # the images really travelled: node1's copy is in node1's private dir
         assert os.path.exists(fleet.host_path("node1", imgs + "/pstree.img"))
         assert os.path.exists(fleet.host_path("node2", imgs + "/pstree.img"))

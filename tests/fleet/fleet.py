@@ -952,41 +952,41 @@ def build_parser():
                    help="extra bind mount for one host (SRC on the controller over DST in HOST); repeatable")
     p.add_argument("--recreate", action="store_true", help="tear down (state included) and create afresh")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for sshd (default 30)")
-    p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
 
     p = sub.add_parser("down", help="stop everything; remove netns, veths, bridge, mounts and state")
     p.add_argument("--keep-state", action="store_true", help="keep the state dir (keys, hosts' disks)")
-    p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
 
     p = sub.add_parser("status", help="show the hosts, their addresses and whether sshd answers")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
 
     p = sub.add_parser("reboot", help="kill every process of HOST, boot it again, wait for sshd")
     p.add_argument("host")
     p.add_argument("--timeout", type=float, default=30.0)
-    p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
 
     p = sub.add_parser("exec", help="run a command inside HOST's namespaces (nsenter), exit with its status")
     p.add_argument("host")
     p.add_argument("--cwd", default="/", help="working directory inside the host (default /)")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
-    p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
 
     p = sub.add_parser("ssh", help="ssh to HOST over the fleet network (interactive without a command)")
     p.add_argument("host")
     p.add_argument("argv", nargs=argparse.REMAINDER, help="[-- CMD [ARGS...]]")
-    p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
 
     for name, hlp in (("inventory", "print the path of the Ansible inventory"),
                       ("ssh-config", "print the path of the fleet's ssh config (ssh -F PATH node1)")):
         p = sub.add_parser(name, help=hlp)
-        p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+        p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
 
     p = sub.add_parser("path", help="print the controller-side path backing PATH (a private dir) in HOST")
     p.add_argument("host")
     p.add_argument("path")
-    p.add_argument("--state-dir", dest="state_dir_sub", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
     return ap
 
 
@@ -1035,10 +1035,18 @@ def main(argv=None):
             f.reboot(args.host, timeout=args.timeout)
             return 0
         if args.cmd == "exec":
-            cmd = _strip_dashdash(args.argv)
+            cmd, cwd = list(args.argv), args.cwd
+            while cmd and cmd[0] != "--" and cmd[0].startswith("--cwd"):   # exec HOST --cwd DIR -- CMD
+                if cmd[0] == "--cwd" and len(cmd) > 1:
+                    cwd, cmd = cmd[1], cmd[2:]
+                elif cmd[0].startswith("--cwd="):
+                    cwd, cmd = cmd[0][len("--cwd="):], cmd[1:]
+                else:
+                    break
+            cmd = _strip_dashdash(cmd)
             if not cmd:
                 raise FleetError("exec: give a command after --")
-            return f.exec(args.host, cmd, cwd=args.cwd, stdin=None).returncode
+            return f.exec(args.host, cmd, cwd=_check_path(cwd, "--cwd"), stdin=None).returncode
         if args.cmd == "ssh":
             cmd = _strip_dashdash(args.argv)
             os.execvp("ssh", f.ssh_argv(args.host, cmd or None))

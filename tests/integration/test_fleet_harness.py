@@ -238,6 +238,8 @@ def test_exec_runs_inside_the_host(fleet):
     assert int(pid) != 1 and "python" in exe
     p = _cli("exec", "node3", "--", "sh", "-c", "test -f /srv/nope || exit 7", state_dir=fleet.state_dir)
     assert p.returncode == 7, p.stderr
+    p = _cli("exec", "node3", "--cwd", "/srv", "--", "pwd", state_dir=fleet.state_dir)
+    assert p.returncode == 0 and p.stdout == "/srv\n", p.stderr
     with pytest.raises(fleetmod.FleetError):
         fleet.exec("node2", "hostname")          # a shell string is refused
 

@@ -37,6 +37,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 
 from ansible.module_utils.common.text.formatters import human_to_bytes
@@ -453,7 +454,7 @@ def _net_states(proc_root=PROC):
             next(fh)
             for line in fh:
                 f = line.split()
-                unix[int(f[6])] = int(f[3], 16)
+                unix[int(f[6])] = (int(f[3], 16), int(f[4], 16))
     except (IOError, OSError, StopIteration, ValueError, IndexError):
         pass
     return inet, unix
@@ -506,7 +507,8 @@ def classify_tree(tree_pids, proc_root=PROC):
                 ino = int(m_sock.group(1))
                 if ino in unix:
                     e["kind"] = "unix"
-                    if not unix[ino] & 0x10000:  # not a listening socket
+                    uflags, utype = unix[ino]
+                    if not uflags & 0x10000:  # not a listening socket
                         if peers is None:
                             peers = _unix_peers()
                         peer = peers.get(ino)
@@ -514,6 +516,8 @@ def classify_tree(tree_pids, proc_root=PROC):
                         if peer and holders and all(h in tree for h in holders):
                             pass
                         else:
+                            if utype != 2:  # stream/seqpacket: criu needs it named as external
+                                e["external"] = "unix[%d]" % ino
                             e.update(verdict="needs_option", option="ext_unix_sk", reason=(
                                 "fd %d of PID %d is a unix socket whose peer is outside the dumped tree "
                                 "(journald-style output); set ext_unix_sk: true (the peer must then exist on "
@@ -567,6 +571,9 @@ def plan_stdio(report, opts):
                 plan["options"][e["option"]] = True
                 if not opts.get(e["option"]):
                     plan["blockers"].append(e["reason"])
+                elif e.get("external"):
+                    # criu dumps half of a stream unix connection only when named as external.
+                    plan.setdefault("external", []).append(e["external"])
     return plan
 
 
@@ -647,6 +654,43 @@ def wait_state(pid, want, timeout=3.0, proc_root=PROC):
         if time.monotonic() >= deadline:
             return state
         time.sleep(0.02)
+
+
+def watch_orphaned_helpers(criu_pid, note, proc_root=PROC, grace=0.5):
+    """Kill criu's leftover helpers when criu itself died (measured: SIGKILLed early,
+    criu leaves a stopped helper child that holds its stdout/stderr pipes, and the
+    runner would wait on them forever).  criu runs in its own session and process
+    group, so the group is killed once criu is a zombie for ``grace`` seconds."""
+    def _watch():
+        zombie_since = None
+        while True:
+            state = read_state(criu_pid, proc_root)
+            if state is None:
+                return
+            if state == "Z":
+                zombie_since = zombie_since or time.monotonic()
+                if time.monotonic() - zombie_since >= grace:
+                    try:
+                        os.killpg(criu_pid, signal.SIGKILL)
+                        note["killed_helpers"] = True
+                    except OSError:
+                        pass
+                    return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=_watch, name="criu-helper-watch")
+    t.daemon = True
+    t.start()
+    return t
+
+
+def parasite_leftovers(pid, proc_root=PROC):
+    """Mappings criu's parasite left in PID (``memfd:CRIUMFD``) after criu died mid-dump."""
+    try:
+        with open(os.path.join(proc_root, str(pid), "maps")) as fh:
+            return [line.split()[0] for line in fh if "memfd:CRIUMFD" in line]
+    except (IOError, OSError):
+        return []
 
 
 # ------------------------------------------------------------------ run
@@ -746,6 +790,9 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         opts["network_lock"] = None
     tree = process_tree(pid, proc_root)
     report, stdio_plan = stdio_preflight(pid, [t["pid"] for t in tree], opts, proc_root)
+    for ext in stdio_plan.get("external") or []:
+        if ext not in (opts.get("external") or []):
+            opts["external"] = list(opts.get("external") or []) + [ext]
     criu = _criu.find_criu(params.get("criu_path"))
     version = _criu.criu_version(criu)
     if not version["supported"]:
@@ -828,6 +875,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     def _on_start(proc):
         criu_started["pid"] = proc.pid
         criu_started["t"] = time.monotonic()
+        watch_orphaned_helpers(proc.pid, criu_started, proc_root)
 
     try:
         pre_dir = None
@@ -859,7 +907,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if not res.ok:
-        raise _failed(res, pid, tree_pids, images_dir, before, opts, result, started)
+        raise _failed(res, pid, tree_pids, images_dir, before, opts, result, started, criu_started)
 
     # 9. Success: the process must be where the options say.
     notes = []
@@ -914,12 +962,21 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     return result
 
 
-def _failed(res, pid, tree_pids, images_dir, before, opts, result, started):
+def _failed(res, pid, tree_pids, images_dir, before, opts, result, started, criu_note=None):
     """Make sure the workload runs, mark images_dir, and build the DumpError."""
     cause = res.cause()
     if res.rc is not None and res.rc < 0 and not res.timed_out:
         cause = "criu was killed by signal %d in the middle of the dump (%s)" % (-res.rc, cause)
+    if criu_note and criu_note.get("killed_helpers"):
+        cause += "; its leftover helper processes were killed"
     repaired = ensure_running(tree_pids, want_stopped=False)
+    leftovers = []
+    for p in tree_pids:
+        maps = parasite_leftovers(p)
+        if maps:
+            leftovers.append("criu's parasite code is still mapped in PID %d (%d memfd:CRIUMFD mappings at %s): "
+                            "the process runs, but restart it when convenient, since a later checkpoint "
+                            "would carry these mappings" % (p, len(maps), ", ".join(maps[:2])))
     removed = []
     marker = None
     extra = {"pid": pid, "rc": res.rc, "log": _manifest.DUMP_LOG_NAME, "argv": res.argv}
@@ -940,9 +997,11 @@ def _failed(res, pid, tree_pids, images_dir, before, opts, result, started):
     else:
         msg += " The process is still running (state %s); no manifest was written." % state
     if repaired:
-        msg += " " + " ".join(repaired) + "."
+        msg += " " + "; ".join(repaired) + "."
+    if leftovers:
+        msg += " Note: " + "; ".join(leftovers) + "."
     return DumpError(msg, rc=res.rc, log_path=res.log_path, log_errors=res.log_errors, cmd=res.argv,
-                     stdout=res.stdout or None, stderr=res.stderr or None, repaired=repaired or None,
+                     stdout=res.stdout or None, stderr=res.stderr or None, repaired=repaired or None, leftovers=leftovers or None,
                      failed_marker=marker, removed_partial_images=removed or None,
                      process_state=state, alive=alive, images_dir=images_dir,
                      duration=round(time.monotonic() - started, 4))

@@ -331,13 +331,14 @@ class Fleet:
             self.state = {}
         t0 = time.time()
         fresh = not any(self._running(h) for h in self.hosts)
+        kept_disks = bool(self.state.get("config"))    # e.g. after `down --keep-state`
         self._preflight(n)
         try:
             started = self._converge(n, cfg, timeout)
         except BaseException:
-            if fresh:   # leave nothing behind from a failed first start
+            if fresh:   # leave nothing running behind from a failed start; kept disks stay
                 try:
-                    self.down(keep_state=False, quiet=True)
+                    self.down(keep_state=kept_disks, quiet=True)
                 except Exception as e:  # pylint: disable=broad-except
                     _log("cleanup after the failed start failed too: %s" % e)
             raise
@@ -583,11 +584,12 @@ class Fleet:
                     child = int(k)
             if child is None:
                 if p.poll() is not None:
-                    raise FleetError("host %s did not start (rc=%s); see %s" % (
-                        h, p.returncode, os.path.join(hd, "init.log")))
+                    raise FleetError("host %s did not start (rc=%s); its init.log ends with:\n%s" % (
+                        h, p.returncode, self._log_tail(h)))
                 time.sleep(0.005)
         if child is None:
-            raise FleetError("host %s: no init process after 10 s; see %s/init.log" % (h, hd))
+            raise FleetError("host %s: no init process after 10 s; its init.log ends with:\n%s" % (
+                h, self._log_tail(h)))
         st = self.state["hosts"][h]
         st.update({"init_pid": child, "init_start": _proc_start(child), "unshare_pid": p.pid,
                    "unshare_start": _proc_start(p.pid), "pidns": _ns_inode(child, "pid"),
@@ -596,6 +598,13 @@ class Fleet:
         # Popen objects that are never waited for warn at exit; the CLI exits
         # right after, and the process is reaped by the machine's init.
         p.returncode = 0
+
+    def _log_tail(self, h, lines=8):
+        try:
+            with open(os.path.join(self.host_dir(h), "init.log")) as fh:
+                return "".join(fh.readlines()[-lines:]).rstrip() or "(empty)"
+        except OSError:
+            return "(no init.log)"
 
     def _wait_ssh(self, hosts, timeout):
         """Wait until a real `ssh HOST true` works for every host."""
@@ -633,14 +642,7 @@ class Fleet:
         for t in threads:
             t.join()
         if errors:
-            tails = []
-            for h, e in sorted(errors.items()):
-                try:
-                    with open(os.path.join(self.host_dir(h), "init.log")) as fh:
-                        tail = "".join(fh.readlines()[-8:])
-                except OSError:
-                    tail = ""
-                tails.append("%s: %s\n%s" % (h, e, tail))
+            tails = ["%s: %s\n%s" % (h, e, self._log_tail(h)) for h, e in sorted(errors.items())]
             raise FleetError("sshd not answering within %.0f s:\n%s" % (timeout, "\n".join(tails)))
 
     # ---- reboot
@@ -903,7 +905,7 @@ def init_main(config_path):
         return p.pid
 
     say("up: pid %d, mounts %s" % (os.getpid(), ", ".join(m[1] for m in cfg["mounts"])))
-    sshd = start_sshd()
+    sshd, since = start_sshd(), time.time()
     failures = 0
     while True:
         try:
@@ -912,10 +914,10 @@ def init_main(config_path):
             time.sleep(0.2)
             continue
         if pid == sshd and not stopping:
-            failures += 1
+            failures = failures + 1 if time.time() - since < 5 else 1
             say("sshd exited (status %d); restarting" % status)
             time.sleep(min(2.0, 0.1 * failures))
-            sshd = start_sshd()
+            sshd, since = start_sshd(), time.time()
 
 
 # --------------------------------------------------------------------------

@@ -244,6 +244,21 @@ def test_exec_runs_inside_the_host(fleet):
         fleet.exec("node2", "hostname")          # a shell string is refused
 
 
+def test_init_reaps_orphans_and_keeps_sshd_alive(fleet):
+    h = "node3"
+    _ssh(fleet, h, ["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.1 &) ; done"])
+    time.sleep(0.6)
+    states = fleet.exec(h, ["ps", "-eo", "stat="], stdout=subprocess.PIPE, text=True).stdout.split()
+    assert not [x for x in states if x.startswith("Z")], states
+    sshd = int(fleet.exec(h, ["cat", "/run/sshd.pid"], stdout=subprocess.PIPE, text=True).stdout)
+    assert fleet.exec(h, ["kill", str(sshd)]).returncode == 0
+    deadline = time.time() + 10
+    while time.time() < deadline and fleet.ssh(h, ["true"], stdout=subprocess.DEVNULL,
+                                                stderr=subprocess.DEVNULL).returncode != 0:
+        time.sleep(0.1)
+    assert _ssh(fleet, h, ["cat", "/run/sshd.pid"]).strip() != str(sshd)
+
+
 def test_up_again_reuses_the_running_fleet(fleet):
     before = {h: fleet.init_pid(h) for h in fleet.hosts}
     t0 = time.time()

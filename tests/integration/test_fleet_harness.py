@@ -253,8 +253,9 @@ def test_init_reaps_orphans_and_keeps_sshd_alive(fleet):
     sshd = int(fleet.exec(h, ["cat", "/run/sshd.pid"], stdout=subprocess.PIPE, text=True).stdout)
     assert fleet.exec(h, ["kill", str(sshd)]).returncode == 0
     deadline = time.time() + 10
-    while time.time() < deadline and fleet.ssh(h, ["true"], stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL).returncode != 0:
+    while time.time() < deadline:
+        if fleet.ssh(h, ["true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0:
+            break
         time.sleep(0.1)
     assert _ssh(fleet, h, ["cat", "/run/sshd.pid"]).strip() != str(sshd)
 

@@ -278,6 +278,18 @@ def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
         args.extend(tls_args(ps))
     if pre_dump_dir:
         args.extend(["--prev-images-dir", pre_dump_dir, "--track-mem"])
+    # What the stdio plan needs on top (single argv elements, or --external PAIRS).
+    extra = list(opts.get("extra_args") or [])
+    i = 0
+    while i < len(extra):
+        arg = extra[i]
+        if arg == "--external" and i + 1 < len(extra):
+            args.extend(extra[i:i + 2])
+            i += 2
+            continue
+        if arg not in args:
+            args.append(arg)
+        i += 1
     return args
 
 
@@ -378,14 +390,34 @@ def check_session_leader(pid, shell_job, proc_root=PROC):
     return sid
 
 
-def stdio_preflight(pid, tree_pids, opts, proc_root=PROC):
+def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
     """Classify every fd of the tree and plan; DumpError listing the blockers.
 
     Returns (report, plan): report = {fds: {pid: [entries]}, stdio: {fd: verdict},
-    stdio_files: [{pid, fd, path, size}]}; plan = {options: {...}, blockers: [sentences]}.
+    stdio_files: [{pid, fd, path, size, ...}]}; plan = {criu_args: [extra dump argv],
+    blockers: [sentences], warnings: [sentences]}.  Uses _stdio (the collection's
+    classifier) when present, else the local classification below.
     """
-    report = classify_tree(tree_pids, proc_root)
-    plan = plan_stdio(report, opts)
+    if _stdio is not None:
+        try:
+            cls = _stdio.classify(pid, proc_root=proc_root, criu_version=criu_version)
+        except _procfs.ProcfsError as exc:
+            raise DumpError("cannot inspect the file descriptors of PID %d: %s" % (pid, exc))
+        sp = _stdio.plan(cls["items"], {"shell_job": opts.get("shell_job"),
+                                        "tcp_established": opts.get("tcp_established"),
+                                        "ext_unix_sk": opts.get("ext_unix_sk"),
+                                        "ghost_limit": opts.get("ghost_limit")})
+        report = {"fds": dict((str(p), [_stdio.public_item(i) for i in items]) for p, items in cls["by_pid"].items()),
+                  "stdio": dict((str(i["fd"]), i["verdict"]) for i in cls["stdio"]),
+                  "stdio_files": [f for f in sp["files_on_destination"]
+                                  if f.get("verdict", "needs_file_on_destination") == "needs_file_on_destination"]}
+        plan = {"criu_args": list(sp["dump_options"]), "blockers": sp["blockers"], "warnings": sp["warnings"]}
+    else:
+        report = classify_tree(tree_pids, proc_root)
+        plan = plan_stdio(report, opts)
+        plan["criu_args"] = []
+        for ext in plan.get("external") or []:
+            plan["criu_args"].extend(["--external", ext])
     if plan["blockers"]:
         raise DumpError("the process cannot be dumped safely as asked: %s Nothing was frozen."
                         % " ".join(plan["blockers"]), blockers=plan["blockers"])
@@ -587,6 +619,21 @@ class DirLock(object):
         self.images_dir = images_dir
         self.fd = None
 
+    def probe(self):
+        """Without creating anything: DumpError when another dump holds the lock now."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise DumpError("another dump into %s is running (PID %s); wait for it to finish"
+                            % (self.images_dir, holder))
+        finally:
+            os.close(fd)
+
     def acquire(self):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -766,7 +813,8 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     result = {"changed": False, "images_dir": images_dir, "manifest_path": _manifest.manifest_path(images_dir),
               "pid": pid}
 
-    # 2. What is in images_dir already?
+    # 2. What is in images_dir already? (A dump in progress there owns it.)
+    DirLock(images_dir).probe()
     live = current_identity(pid, proc_root)
     info = _manifest.inspect_dir(images_dir)
     problems = None
@@ -788,16 +836,16 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     check_session_leader(pid, params.get("shell_job"), proc_root)
     if opts.get("tcp_established") and not opts.get("network_lock"):
         opts["network_lock"] = None
-    tree = process_tree(pid, proc_root)
-    report, stdio_plan = stdio_preflight(pid, [t["pid"] for t in tree], opts, proc_root)
-    for ext in stdio_plan.get("external") or []:
-        if ext not in (opts.get("external") or []):
-            opts["external"] = list(opts.get("external") or []) + [ext]
     criu = _criu.find_criu(params.get("criu_path"))
     version = _criu.criu_version(criu)
     if not version["supported"]:
         raise DumpError("criu %s at %s is too old; this collection needs CRIU >= %d.%d"
                         % (version["version"], criu, _criu.MIN_VERSION[0], _criu.MIN_VERSION[1]))
+    tree = process_tree(pid, proc_root)
+    report, stdio_plan = stdio_preflight(pid, [t["pid"] for t in tree], opts, proc_root, version["version"])
+    opts["extra_args"] = stdio_plan["criu_args"]
+    for text in stdio_plan.get("warnings") or []:
+        warn(text)
     mode = params.get("pre_dump") or "auto"
     if mode == "never":
         pre = plan_pre_dump(mode, {})

@@ -172,7 +172,7 @@ def test_pre_dump_always_fails_before_freezing(run_module, workload, tmp_path):
     _assert_untouched(w)
 
 
-@pytest.mark.parametrize("stdio,needle", [("pipe", "pipe to PID"), ("unix", "unix socket")])
+@pytest.mark.parametrize("stdio,needle", [("pipe", "is a pipe to process"), ("unix", "unix")])
 def test_stdio_refused_before_freezing(run_module, workload, tmp_path, stdio, needle):
     w = workload(stdio=stdio, stdout=True)
     images = tmp_path / "imgs"
@@ -346,7 +346,7 @@ def test_bad_input_one_clear_message_nothing_created(run_module, tmp_path, case)
             zombie.wait()
     assert r.failed, r
     assert expect in r["msg"], r
-    assert "Traceback" not in r.get("module_stderr", "") and "exception" not in r
+    assert "Traceback" not in r.get("module_stderr", "") and "Traceback" not in r.get("exception", "")
     if case != "symlink":
         assert not images.exists()
     else:
@@ -361,10 +361,12 @@ def test_non_root_gets_must_run_as_root(tmp_path, workload):
     try:
         env = {"HOME": str(home), "ANSIBLE_LOCAL_TEMP": str(home / "tmp"), "ANSIBLE_REMOTE_TEMP": str(home / "rtmp"),
                "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "PATH": "%s:/usr/bin:/bin" % (REPO / ".venv" / "bin"),
-               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-               "ANSIBLE_PYTHON_INTERPRETER": str(REPO / ".venv" / "bin" / "python")}
+               "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+               }
+        # The venv's interpreter lives under /root; the module runs with the system python3.
         cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-               str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-m", "ckpt.criu.dump", "-a",
+               str(REPO / ".venv" / "bin" / "ansible"), "localhost", "-e",
+               "ansible_python_interpreter=/usr/bin/python3", "-m", "ckpt.criu.dump", "-a",
                json.dumps({"pid": w.pid, "images_dir": str(home / "imgs")})]
         p = subprocess.run(cmd, env=env, cwd=str(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=120, check=False)

@@ -115,7 +115,7 @@ def raw_dump(criu, pid, images_dir, leave_running=False, leave_stopped=False, ex
     old = os.umask(0o077)
     try:
         p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, text=True, timeout=120)
+                           stderr=subprocess.STDOUT, text=True, timeout=120, check=False)
     finally:
         os.umask(old)
     if p.returncode != 0:
@@ -137,7 +137,7 @@ def build_manifest(criu, pid, ident, fds, binaries, argv, duration, images_dir, 
         if e["kind"] == "file" and e["fd"] in (0, 1, 2):
             stdio_files.append({"pid": pid, "fd": e["fd"], "path": e["target"],
                                 "size": os.path.getsize(e["target"])})
-    version = subprocess.run([criu, "--version"], stdout=subprocess.PIPE, text=True).stdout
+    version = subprocess.run([criu, "--version"], stdout=subprocess.PIPE, text=True, check=True).stdout
     return {
         "schema": 1,
         "complete": True,
@@ -176,7 +176,7 @@ def dump_module_available():
     if os.environ.get("CKPT_RESTORE_TESTS_RAW_DUMP") == "1" or not DUMP_MODULE.exists():
         return False
     p = subprocess.run(["git", "ls-files", "--error-unmatch", str(DUMP_MODULE)], cwd=str(REPO),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return p.returncode == 0
 
 
@@ -266,7 +266,7 @@ def read_ticks(ticks):
 
 def continuity(ticks):
     t = read_ticks(ticks)
-    seqs = [s for s, _ in t]
+    seqs = [s for s, dummy in t]
     gaps = [(b[1] - a[1]) / 1e9 for a, b in zip(t, t[1:])]
     return seqs == list(range(1, len(seqs) + 1)), (max(gaps) if gaps else 0.0)
 

@@ -274,7 +274,7 @@ def _zombie():
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                               start_new_session=True)
     zpid = int(parent.stdout.readline())
-    for _ in range(200):
+    for dummy in range(200):
         if open("/proc/%d/stat" % zpid).read().rsplit(")", 1)[1].split()[0] == "Z":
             break
         time.sleep(0.01)
@@ -345,7 +345,7 @@ def test_shared_writable_data_mapping_is_not_a_binary(run_module, procs, tmp_pat
             "g = open(%r, 'rb'); n = mmap.mmap(g.fileno(), 8192, mmap.MAP_PRIVATE, mmap.PROT_READ)\n"
             "while True:\n    m[0] = (m[0] + 1) %% 256; time.sleep(0.01)\n" % (str(data), str(ro)))
     pr = procs([os.path.realpath(sys.executable), "-c", code])
-    for _ in range(100):
+    for dummy in range(100):
         if str(data) in open("/proc/%d/maps" % pr.pid).read():
             break
         time.sleep(0.05)

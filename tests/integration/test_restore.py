@@ -63,8 +63,8 @@ def test_happy_path_restores_and_ticks_on(run_module, workload, tmp_path, criu_b
     assert res["log_path"] == str(images / "restore.log") and os.path.exists(res["log_path"])
     assert res["criu_cmd"][1] == "restore" and "-d" in res["criu_cmd"]
     assert "-W" in res["criu_cmd"] and "-v4" in res["criu_cmd"]
-    print("happy path: max gap %.3f s, criu %.3f s, timings %s" % (gap, res["timings"]["criu_duration"],
-                                                                  res["timings"]))
+    print("happy path: max gap %.3f s, criu %.3f s, timings %s"
+          % (gap, res["timings"]["criu_duration"], res["timings"]))
 
 
 def test_check_apply_check_apply(run_module, workload, tmp_path, criu_bin):

@@ -42,7 +42,7 @@ def _readelf_build_id(path):
     if not shutil.which("readelf"):
         pytest.skip("readelf not installed")
     out = subprocess.run(["readelf", "-n", path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         text=True).stdout
+                         text=True, check=False).stdout
     m = re.search(r"Build ID:\s*([0-9a-f]+)", out)
     return m.group(1) if m else None
 
@@ -62,7 +62,10 @@ def test_build_id_matches_readelf(path):
 
 def _note(name, ntype, desc, en="<", align=4):
     name_b = name + b"\0"
-    pad = lambda b: b + b"\0" * ((-len(b)) % align)  # noqa: E731
+
+    def pad(b):
+        return b + b"\0" * ((-len(b)) % align)
+
     return struct.pack(en + "III", len(name_b), len(desc), ntype) + pad(name_b) + pad(desc)
 
 
@@ -314,7 +317,7 @@ def test_check_pid_zombie():
     if pid == 0:
         os._exit(0)
     try:
-        for _ in range(200):
+        for dummy in range(200):
             if c._stat_fields(pid, "/proc")[0] == "Z":
                 break
             import time
@@ -415,7 +418,7 @@ def test_compare_missing_and_unexpected():
 
 
 def test_compare_expected_without_sha256_is_a_mismatch():
-    _, mism = c.compare([{"path": "/a", "size": 10}], [_rec("/a")])
+    dummy, mism = c.compare([{"path": "/a", "size": 10}], [_rec("/a")])
     assert mism[0]["differs"] == ["sha256"] and "no sha256" in mism[0]["msg"]
 
 
@@ -444,7 +447,7 @@ def test_load_expected_forms(tmp_path):
 
 @pytest.mark.parametrize("setup,needle", [
     (lambda p: str(p / "none.json"), "does not exist"),
-    (lambda p: str(p), "holds no ckpt-manifest.json"),
+    (str, "holds no ckpt-manifest.json"),
     (lambda p: (p / "ckpt-manifest.json").write_text("{not json") and str(p), "not a valid JSON manifest"),
     (lambda p: (p / "ckpt-manifest.json").write_text('{"schema": 1}') and str(p), "no binaries section"),
     (lambda p: [{"size": 3}], "not a record with a path"),
@@ -459,7 +462,7 @@ def test_load_expected_errors(tmp_path, setup, needle):
 
 
 def test_summarize():
-    _, mism = c.compare([_rec("/a"), _rec("/b")], [_rec("/a", sha="d" * 64), _rec("/b", size=3)])
+    dummy, mism = c.compare([_rec("/a"), _rec("/b")], [_rec("/a", sha="d" * 64), _rec("/b", size=3)])
     s = c.summarize_mismatches(mism, 2)
     assert s.startswith("2 of 2 files do not match the expected binaries: /a differs")
     assert "(and 1 more, see mismatches)" in s

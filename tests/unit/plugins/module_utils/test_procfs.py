@@ -2,7 +2,9 @@
 record.py there) and on synthetic edge cases."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -12,14 +14,39 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
 
 FIX = Path(__file__).parent / "fixtures" / "procfs"
-PIPE_TREE = str(FIX / "pipe_tree")  # 8183 (comm "my (app) ) x") -> child 8202; 8181 reads their stdout pipe
-UNIX_TREE = str(FIX / "unix_tree")  # 8587 (sleep) stdout on a unix socket to listener 8585
+
+
+def _materialize(name, dest):
+    """Copy the recorded tree fixtures/procfs/NAME to DEST and re-create its symbolic links (fd/*, exe,
+    cwd) from links.json there: a collection may not hold links that point outside it, so they are
+    stored as data. Every PID directory gets an fd/ directory, as record.py creates one."""
+    src = FIX / name
+    shutil.copytree(str(src), str(dest), ignore=shutil.ignore_patterns("links.json"))
+    for pid_dir in dest.iterdir():
+        if pid_dir.name.isdigit():
+            (pid_dir / "fd").mkdir(exist_ok=True)
+    for rel, target in json.loads((src / "links.json").read_text()).items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, str(dest / rel))
+    return str(dest)
+
+
+@pytest.fixture
+def pipe_tree(tmp_path):
+    """8183 (comm "my (app) ) x") -> child 8202; 8181 reads their stdout pipe."""
+    return _materialize("pipe_tree", tmp_path / "pipe_tree")
+
+
+@pytest.fixture
+def unix_tree(tmp_path):
+    """8587 (sleep) stdout on a unix socket to listener 8585."""
+    return _materialize("unix_tree", tmp_path / "unix_tree")
 
 
 # ---------------------------------------------------------------- stat
 
-def test_stat_with_parens_and_spaces_in_comm():
-    st = _procfs.read_stat(8183, PIPE_TREE)
+def test_stat_with_parens_and_spaces_in_comm(pipe_tree):
+    st = _procfs.read_stat(8183, pipe_tree)
     assert st["comm"] == "my (app) ) x"
     assert st["pid"] == 8183 and st["ppid"] == 1 and st["state"] == "S"
     assert st["session"] == 8183 and st["pgrp"] == 8183
@@ -39,36 +66,36 @@ def test_parse_stat_truncated_is_one_sentence():
     assert "cannot parse" in str(exc.value)
 
 
-def test_identity_from_recording():
-    ident = _procfs.process_identity(8183, PIPE_TREE)
+def test_identity_from_recording(pipe_tree):
+    ident = _procfs.process_identity(8183, pipe_tree)
     assert ident["boot_id"] == (FIX / "pipe_tree/sys/kernel/random/boot_id").read_text().strip()
     assert ident["start_time"] == int((FIX / "pipe_tree/8183/stat").read_text().rsplit(")", 1)[1].split()[19])
     assert ident["uid"] == 0 and ident["cmdline"][-1].endswith("tree.py")
     assert set(ident) == {"boot_id", "pid", "start_time", "ppid", "uid", "comm", "state", "cmdline", "exe", "cwd"}
 
 
-def test_status_and_cmdline():
-    assert _procfs.read_status(8183, PIPE_TREE)["Name"] == "my (app) ) x"
+def test_status_and_cmdline(pipe_tree):
+    assert _procfs.read_status(8183, pipe_tree)["Name"] == "my (app) ) x"
     assert _procfs.parse_cmdline(b"a\0b c\0") == ["a", "b c"]
     assert _procfs.parse_cmdline(b"") == []
 
 
-def test_missing_pid_is_absent():
+def test_missing_pid_is_absent(pipe_tree):
     with pytest.raises(ProcfsError) as exc:
-        _procfs.read_stat(99999, PIPE_TREE)
+        _procfs.read_stat(99999, pipe_tree)
     assert exc.value.kind == "absent" and "no process with PID 99999" in str(exc.value)
 
 
 # ----------------------------------------------------------------- tree
 
-def test_process_tree_from_children_files():
-    assert _procfs.process_tree(8183, PIPE_TREE) == [8183, 8202]
-    assert _procfs.children(8202, PIPE_TREE) == []
+def test_process_tree_from_children_files(pipe_tree):
+    assert _procfs.process_tree(8183, pipe_tree) == [8183, 8202]
+    assert _procfs.children(8202, pipe_tree) == []
 
 
-def test_kernel_thread():
-    assert _procfs.is_kernel_thread(2, PIPE_TREE) is True
-    assert _procfs.is_kernel_thread(8183, PIPE_TREE) is False
+def test_kernel_thread(pipe_tree):
+    assert _procfs.is_kernel_thread(2, pipe_tree) is True
+    assert _procfs.is_kernel_thread(8183, pipe_tree) is False
 
 
 # ------------------------------------------------------------ validation
@@ -148,8 +175,8 @@ def test_read_pidfile_directory_and_ok(tmp_path):
 
 # ------------------------------------------------------------------ fds
 
-def test_read_fds_recorded():
-    fds = {e["fd"]: e for e in _procfs.read_fds(8183, PIPE_TREE)}
+def test_read_fds_recorded(pipe_tree):
+    fds = {e["fd"]: e for e in _procfs.read_fds(8183, pipe_tree)}
     assert sorted(fds) == [0, 1, 2, 3, 4, 5, 6, 7]
     assert fds[1]["kind"] == "pipe" and fds[1]["ino"] == 164503
     assert fds[1]["access"] == "O_WRONLY" and fds[1]["mnt_id"] == 16
@@ -179,11 +206,11 @@ def test_target_kind():
     assert _procfs.target_kind("net:[4026531840]") == ("other", None)
 
 
-def test_maps_recorded_file_backed():
-    maps = _procfs.read_maps(8183, PIPE_TREE)
+def test_maps_recorded_file_backed(pipe_tree):
+    maps = _procfs.read_maps(8183, pipe_tree)
     assert maps and all(m["path"].startswith("/") and m["inode"] for m in maps)
     assert any(m["path"].endswith("python3.11") and m["perms"] == "r-xp" for m in maps)
-    everything = _procfs.read_maps(8183, PIPE_TREE, file_backed_only=False)
+    everything = _procfs.read_maps(8183, pipe_tree, file_backed_only=False)
     assert any(m["path"] == "[stack]" for m in everything)
 
 
@@ -196,8 +223,8 @@ def test_parse_maps_deleted_and_spaces():
                      "inode": 99, "path": "/opt/my app/lib.so", "deleted": True}]
 
 
-def test_mountinfo_recorded_and_escapes():
-    ids = set(m["mnt_id"] for m in _procfs.read_mountinfo(8183, PIPE_TREE))
+def test_mountinfo_recorded_and_escapes(pipe_tree):
+    ids = set(m["mnt_id"] for m in _procfs.read_mountinfo(8183, pipe_tree))
     assert 27 in ids and 16 not in ids  # 16 is pipefs, never in mountinfo
     mi = _procfs.parse_mountinfo("40 27 0:50 / /mnt/a\\040b rw shared:1 - tmpfs none rw\n")
     assert mi[0]["mount_point"] == "/mnt/a b" and mi[0]["fstype"] == "tmpfs"
@@ -205,8 +232,8 @@ def test_mountinfo_recorded_and_escapes():
 
 # -------------------------------------------------------------- sockets
 
-def test_net_unix_recorded():
-    socks = _procfs.read_sockets(8587, UNIX_TREE)
+def test_net_unix_recorded(unix_tree):
+    socks = _procfs.read_sockets(8587, unix_tree)
     assert socks[166414]["listening"] is True and socks[166414]["path"] == "/tmp/fdi/u/w.pid.sock"
     assert socks[166978]["state"] == "connected" and socks[166978]["type"] == "stream"
 
@@ -262,7 +289,7 @@ def test_unix_socket_diag_live():
         b.close()
 
 
-def test_inode_holders_recorded():
-    holders = _procfs.inode_holders(PIPE_TREE)
+def test_inode_holders_recorded(pipe_tree):
+    holders = _procfs.inode_holders(pipe_tree)
     assert sorted(holders[("pipe", 164503)]) == [(8181, 4), (8183, 1), (8183, 2), (8202, 1), (8202, 2)]
     assert sorted(holders[("pipe", 165879)]) == [(8183, 4), (8202, 0)]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,17 +11,42 @@ import pytest
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
 
 FIX = Path(__file__).parent / "fixtures" / "procfs"
-PIPE_TREE = str(FIX / "pipe_tree")
-UNIX_TREE = str(FIX / "unix_tree")
 OLD_KERNEL = "6.1.0-28-amd64"
+
+
+def _materialize(name, dest):
+    """Copy the recorded tree fixtures/procfs/NAME to DEST and re-create its symbolic links (fd/*, exe,
+    cwd) from links.json there: a collection may not hold links that point outside it, so they are
+    stored as data. Every PID directory gets an fd/ directory, as record.py creates one."""
+    src = FIX / name
+    shutil.copytree(str(src), str(dest), ignore=shutil.ignore_patterns("links.json"))
+    for pid_dir in dest.iterdir():
+        if pid_dir.name.isdigit():
+            (pid_dir / "fd").mkdir(exist_ok=True)
+    for rel, target in json.loads((src / "links.json").read_text()).items():
+        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, str(dest / rel))
+    return str(dest)
+
+
+@pytest.fixture
+def pipe_tree(tmp_path):
+    """8183 -> child 8202; 8181 reads their stdout pipe."""
+    return _materialize("pipe_tree", tmp_path / "pipe_tree")
+
+
+@pytest.fixture
+def unix_tree(tmp_path):
+    """8587 (sleep) stdout on a unix socket to listener 8585."""
+    return _materialize("unix_tree", tmp_path / "unix_tree")
 
 
 def _by(result, pid, fd):
     return next(i for i in result["items"] if i["pid"] == pid and i["fd"] == fd)
 
 
-def test_pipe_tree_recorded():
-    r = _stdio.classify(8183, proc_root=PIPE_TREE, kernel_release=OLD_KERNEL)
+def test_pipe_tree_recorded(pipe_tree):
+    r = _stdio.classify(8183, proc_root=pipe_tree, kernel_release=OLD_KERNEL)
     assert r["ctx"]["pids"] == [8183, 8202]
     out = _by(r, 8183, 1)
     assert out["classification"] == "pipe_external" and out["verdict"] == "refuse"
@@ -35,16 +62,16 @@ def test_pipe_tree_recorded():
     assert "of PID 8202" in _by(r, 8202, 1)["reason"]
 
 
-def test_pipe_tree_without_tree_makes_the_child_outside():
-    r = _stdio.classify(8183, tree=False, proc_root=PIPE_TREE, kernel_release=OLD_KERNEL)
+def test_pipe_tree_without_tree_makes_the_child_outside(pipe_tree):
+    r = _stdio.classify(8183, tree=False, proc_root=pipe_tree, kernel_release=OLD_KERNEL)
     assert _by(r, 8183, 4)["classification"] == "pipe_external"
     assert "8202" in _by(r, 8183, 4)["reason"]
     # fd 4 is the write end towards the child: "to ... which reads it"
     assert "which reads it" in _by(r, 8183, 4)["reason"]
 
 
-def test_plan_for_pipe_tree():
-    r = _stdio.classify(8183, proc_root=PIPE_TREE, kernel_release=OLD_KERNEL)
+def test_plan_for_pipe_tree(pipe_tree):
+    r = _stdio.classify(8183, proc_root=pipe_tree, kernel_release=OLD_KERNEL)
     p = _stdio.plan(r["items"], {})
     assert p["restorable"] is False and len(p["blockers"]) == 4  # fds 1, 2 of both processes
     lifted = _stdio.plan(r["items"], {"inherit_fd": True})
@@ -53,16 +80,16 @@ def test_plan_for_pipe_tree():
     assert lifted["dump_options"] == []
 
 
-def _unix_ctx(diag=True):
-    ctx = _stdio.gather(8587, proc_root=UNIX_TREE, kernel_release=OLD_KERNEL)
+def _unix_ctx(unix_tree, diag=True):
+    ctx = _stdio.gather(8587, proc_root=unix_tree, kernel_release=OLD_KERNEL)
     if diag:
         raw = json.loads((FIX / "unix_tree" / "diag.json").read_text())
         ctx["diag"] = dict((int(k), v) for k, v in raw.items())
     return ctx
 
 
-def test_unix_external_recorded_with_diag():
-    r = _stdio.classify(8587, ctx=_unix_ctx())
+def test_unix_external_recorded_with_diag(unix_tree):
+    r = _stdio.classify(8587, ctx=_unix_ctx(unix_tree))
     item = _by(r, 8587, 1)
     assert item["classification"] == "unix_external" and item["verdict"] == "refuse"
     assert "process 8585 (python3) at /tmp/fdi/u/w.pid.sock" in item["reason"]
@@ -72,18 +99,18 @@ def test_unix_external_recorded_with_diag():
     assert any("must be listening" in w for w in p["warnings"])
 
 
-def test_unix_without_diag_is_conservative():
-    r = _stdio.classify(8587, ctx=_unix_ctx(diag=False))
+def test_unix_without_diag_is_conservative(unix_tree):
+    r = _stdio.classify(8587, ctx=_unix_ctx(unix_tree, diag=False))
     item = _by(r, 8587, 1)
     assert item["verdict"] == "refuse" and "cannot see" in item["reason"]
 
 
-def test_unix_peer_inside_tree_is_ok():
-    ctx = _stdio.gather(8585, tree=False, proc_root=UNIX_TREE, kernel_release=OLD_KERNEL)
+def test_unix_peer_inside_tree_is_ok(unix_tree):
+    ctx = _stdio.gather(8585, tree=False, proc_root=unix_tree, kernel_release=OLD_KERNEL)
     raw = json.loads((FIX / "unix_tree" / "diag.json").read_text())
     ctx["diag"] = dict((int(k), v) for k, v in raw.items())
     ctx["pids"] = [8585, 8587]  # pretend both are dumped together
-    ctx["stat"][8587] = _procfs.read_stat(8587, UNIX_TREE)
+    ctx["stat"][8587] = _procfs.read_stat(8587, unix_tree)
     r = _stdio.classify(8585, ctx=ctx)
     assert _by(r, 8585, 5)["classification"] == "unix_internal"
     assert _by(r, 8585, 4)["classification"] == "unix_listen"
@@ -92,8 +119,8 @@ def test_unix_peer_inside_tree_is_ok():
 # ------------------------------------------------------------ synthetic
 
 def _ctx(fds, **kw):
-    ctx = {"root": 100, "pids": [100], "fds": {100: fds}, "stat": {100: {"comm": "app", "session": 100,
-                                                                        "pgrp": 100}},
+    ctx = {"root": 100, "pids": [100], "fds": {100: fds},
+           "stat": {100: {"comm": "app", "session": 100, "pgrp": 100}},
            "sockets": {100: kw.get("sockets", {})}, "mnt_ids": {100: kw.get("mnt_ids", {20, 27})},
            "diag": kw.get("diag"), "holders": kw.get("holders", {}), "proc_root": "/nonexistent",
            "comms": {200: "logger"}, "kernel_release": kw.get("kernel", OLD_KERNEL),
@@ -271,8 +298,8 @@ def test_session_leader_outside_tree():
     assert _stdio.plan(r["items"], {"shell_job": True})["restorable"]
 
 
-def test_every_reason_is_one_line():
-    r = _stdio.classify(8183, proc_root=PIPE_TREE, kernel_release="6.18.0", criu_version="4.1.1")
+def test_every_reason_is_one_line(pipe_tree):
+    r = _stdio.classify(8183, proc_root=pipe_tree, kernel_release="6.18.0", criu_version="4.1.1")
     for item in r["items"]:
         assert item["verdict"] in _stdio.VERDICTS
         assert item["reason"] and "\n" not in item["reason"]

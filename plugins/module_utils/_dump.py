@@ -144,12 +144,14 @@ def resolve_pid(pid=None, pidfile=None):
         if isinstance(pid, bool) or int(pid) <= 0:
             raise DumpError("pid must be a positive integer, got %r" % (pid,))
         return int(pid)
-    errors = tuple(e for e in (getattr(_procfs, "ProcfsError", None), _checksum.ChecksumError) if e)
-    try:
-        if _procfs is not None:
+    if _procfs is not None:
+        try:
             return int(_procfs.read_pidfile(pidfile))
+        except _procfs.ProcfsError as exc:
+            raise DumpError(str(exc))
+    try:
         return int(_checksum.read_pidfile(pidfile))
-    except errors as exc:
+    except _checksum.ChecksumError as exc:
         raise DumpError(str(exc))
 
 
@@ -1023,8 +1025,8 @@ def _failed(res, pid, tree_pids, images_dir, before, opts, result, started, criu
         maps = parasite_leftovers(p)
         if maps:
             leftovers.append("criu's parasite code is still mapped in PID %d (%d memfd:CRIUMFD mappings at %s): "
-                            "the process runs, but restart it when convenient, since a later checkpoint "
-                            "would carry these mappings" % (p, len(maps), ", ".join(maps[:2])))
+                             "the process runs, but restart it when convenient, since a later checkpoint "
+                             "would carry these mappings" % (p, len(maps), ", ".join(maps[:2])))
     removed = []
     marker = None
     extra = {"pid": pid, "rc": res.rc, "log": _manifest.DUMP_LOG_NAME, "argv": res.argv}

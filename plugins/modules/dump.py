@@ -45,7 +45,7 @@ description:
     to another process, the directory holds another process's checkpoint, a damaged one, or
     anything without a manifest, the module fails unless O(force=true).
 author:
-  - ckpt.criu contributors
+  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.criu

@@ -21,7 +21,7 @@ description:
     when the process with that PID is still that page server.
   - O(images_dir) is created with mode 0700; criu runs under umask 077, so the pages are 0600.
 author:
-  - ckpt.criu contributors
+  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.criu

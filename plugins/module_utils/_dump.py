@@ -411,8 +411,8 @@ def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
                                         "ghost_limit": opts.get("ghost_limit")})
         report = {"fds": dict((str(p), [_stdio.public_item(i) for i in items]) for p, items in cls["by_pid"].items()),
                   "stdio": dict((str(i["fd"]), i["verdict"]) for i in cls["stdio"]),
-                  "stdio_files": [f for f in sp["files_on_destination"]
-                                  if f.get("verdict", "needs_file_on_destination") == "needs_file_on_destination"]}
+                  # Only files the restore needs at the same size (opened without O_APPEND).
+                  "stdio_files": [f for f in sp["files_on_destination"] if f.get("same_size")]}
         plan = {"criu_args": list(sp["dump_options"]), "blockers": sp["blockers"], "warnings": sp["warnings"]}
     else:
         report = classify_tree(tree_pids, proc_root)

@@ -143,3 +143,32 @@ def test_tls_args():
     assert _dump.tls_args({"tls": True}) == ["--tls"]
     assert _dump.build_page_server_args("/d", "0.0.0.0", 5, "/d/p", {"tls_cert": "/c"}) == [
         "-D", "/d", "--address", "0.0.0.0", "--port", "5", "-d", "--pidfile", "/d/p", "--tls", "--tls-cert", "/c"]
+
+
+def test_stdio_files_are_only_those_without_o_append(tmp_path):
+    """A tick file opened O_APPEND must not be recorded as needing its dump-time size."""
+    import subprocess
+    import sys
+    import time
+    if _dump._stdio is None:
+        pytest.skip("_stdio not available")
+    app = tmp_path / "append.log"
+    plain = tmp_path / "plain.log"
+    code = ("import os,time\n"
+            "a=os.open(%r, os.O_WRONLY|os.O_CREAT|os.O_APPEND, 0o600)\n"
+            "b=os.open(%r, os.O_WRONLY|os.O_CREAT, 0o600)\n"
+            "os.write(b, b'x')\n"
+            "time.sleep(30)\n" % (str(app), str(plain)))
+    p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 5
+        while time.time() < deadline and not (plain.exists() and plain.stat().st_size):
+            time.sleep(0.02)
+        report, plan = _dump.stdio_preflight(p.pid, [p.pid], {})
+        paths = [f["path"] for f in report["stdio_files"]]
+        assert str(plain) in paths and str(app) not in paths
+        assert report["stdio"] == {"0": "ok", "1": "ok", "2": "ok"}
+    finally:
+        p.kill()
+        p.wait()

@@ -151,10 +151,7 @@ def test_maintenance_reboot_restores(fleet, clean_hosts, workload, playbook, tmp
     """checkpoint -> simulated reboot -> restore; outside the window it refuses;
     --check and a rerun change nothing."""
     inv = write_inventory(fleet, tmp_path / "inv.ini", {}, others=["node1"])
-    # A slow counter: the dump module records the ticks file's size just before
-    # the freeze and the restore insists on it (reported); a tick in between
-    # would fail the restore.
-    w = workload("node1", interval=2.0)
+    w = workload("node1", interval=0.1)
     import sys
     from conftest import REPO, STATE_DIR
     from fleet import Fleet
@@ -222,9 +219,9 @@ def test_checkpoint_restore_preflight_idempotent(fleet, clean_hosts, workload, p
     deadline = time.time() + 10
     while w.state() is not None and time.time() < deadline:
         time.sleep(0.1)
-    # The restore insists on the size the dump recorded for the ticks file even
-    # though the counter opened it O_APPEND (reported to the module owners): put
-    # the file back at that size, as the restore asks.
+    # Should the manifest list the ticks file as one the restore needs at its
+    # dump-time size (only files written without O_APPEND belong there), put it
+    # back at that size, as the restore would ask.
     import json
     mpath = fleet.host_path("node1", "/var/lib/ckpt/checkpoint/pid-%d/ckpt-manifest.json" % w.pid)
     for f in json.load(open(mpath)).get("stdio_files") or []:

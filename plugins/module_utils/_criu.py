@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
@@ -112,8 +113,10 @@ class CriuError(Exception):
 class CriuResult(object):
     """The outcome of one criu run."""
 
-    def __init__(self, argv, rc, stdout, stderr, log_path, duration, action, timed_out=False):
+    def __init__(self, argv, rc, stdout, stderr, log_path, duration, action, timed_out=False,
+                 helpers_killed=False):
         self.argv = argv
+        self.helpers_killed = helpers_killed
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
@@ -151,6 +154,7 @@ class CriuResult(object):
             "log_warnings": self.log_warnings[-10:],
             "stdout": self.stdout,
             "stderr": self.stderr,
+            "helpers_killed": self.helpers_killed,
         }
 
     def raise_for_failure(self, what=None):
@@ -330,24 +334,69 @@ def run_criu(criu, action, args, log_path, timeout=None, env=None, umask=0o077,
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, close_fds=True, env=env,
                                 pass_fds=tuple(pass_fds),
-                                preexec_fn=_child_setup, start_new_session=True,
-                                universal_newlines=True)
+                                preexec_fn=_child_setup, start_new_session=True)
     except OSError as exc:
         raise CriuError("cannot start %s: %s" % (criu, exc), argv=argv)
     if on_start is not None:
         on_start(proc)
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            proc.kill()
-        out, err = proc.communicate()
+    out, err, timed_out, helpers_killed = _collect(proc, timeout)
     duration = time.monotonic() - start
-    return CriuResult(argv, proc.returncode, out, err, log_path, duration, action, timed_out)
+    return CriuResult(argv, proc.returncode, out, err, log_path, duration, action, timed_out,
+                      helpers_killed)
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        return True
+    except OSError:
+        return False
+
+
+def _collect(proc, timeout, grace=0.5):
+    """Read criu's stdout/stderr until EOF, criu's exit or the timeout.
+
+    Unlike ``communicate()``, this does not wait for EOF forever once criu
+    itself has exited: a criu killed mid-dump leaves a stopped helper child
+    (in criu's own process group) holding the pipes. Such helpers are killed
+    ``grace`` seconds after criu's exit. On timeout criu's whole process group
+    is killed.  Returns (stdout, stderr, timed_out, helpers_killed).
+    """
+    sel = selectors.DefaultSelector()
+    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    bufs = {out_fd: [], err_fd: []}
+    for f in (proc.stdout, proc.stderr):
+        sel.register(f, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout if timeout else None
+    exited_at = None
+    timed_out = helpers_killed = False
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > grace:
+                helpers_killed = _kill_group(proc.pid)
+                break
+            if deadline is not None and now > deadline and not timed_out:
+                timed_out = True
+                _kill_group(proc.pid) or proc.kill()
+                deadline = None
+            for key, dummy in sel.select(0.05):
+                data = os.read(key.fd, 65536)
+                if data:
+                    bufs[key.fd].append(data)
+                else:
+                    sel.unregister(key.fileobj)
+    finally:
+        sel.close()
+        proc.stdout.close()
+        proc.stderr.close()
+    proc.wait()
+
+    def text(fd):
+        return b"".join(bufs[fd]).decode("utf-8", "replace")
+    return text(out_fd), text(err_fd), timed_out, helpers_killed
 
 
 # -------------------------------------------------------------------- stats

@@ -37,7 +37,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 import time
 
 from ansible.module_utils.common.text.formatters import human_to_bytes
@@ -705,34 +704,6 @@ def wait_state(pid, want, timeout=3.0, proc_root=PROC):
         time.sleep(0.02)
 
 
-def watch_orphaned_helpers(criu_pid, note, proc_root=PROC, grace=0.5):
-    """Kill criu's leftover helpers when criu itself died (measured: SIGKILLed early,
-    criu leaves a stopped helper child that holds its stdout/stderr pipes, and the
-    runner would wait on them forever).  criu runs in its own session and process
-    group, so the group is killed once criu is a zombie for ``grace`` seconds."""
-    def _watch():
-        zombie_since = None
-        while True:
-            state = read_state(criu_pid, proc_root)
-            if state is None:
-                return
-            if state == "Z":
-                zombie_since = zombie_since or time.monotonic()
-                if time.monotonic() - zombie_since >= grace:
-                    try:
-                        os.killpg(criu_pid, signal.SIGKILL)
-                        note["killed_helpers"] = True
-                    except OSError:
-                        pass
-                    return
-            time.sleep(0.05)
-
-    t = threading.Thread(target=_watch, name="criu-helper-watch")
-    t.daemon = True
-    t.start()
-    return t
-
-
 def parasite_leftovers(pid, proc_root=PROC):
     """Mappings criu's parasite left in PID (``memfd:CRIUMFD``) after criu died mid-dump."""
     try:
@@ -920,13 +891,6 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     log_path = os.path.join(images_dir, _manifest.DUMP_LOG_NAME)
     work_dir = tempfile.mkdtemp(prefix=_manifest.PRIVATE_PREFIX + "work-", dir=images_dir)
     before = set(_manifest.list_images(images_dir))
-    criu_started = {}
-
-    def _on_start(proc):
-        criu_started["pid"] = proc.pid
-        criu_started["t"] = time.monotonic()
-        watch_orphaned_helpers(proc.pid, criu_started, proc_root)
-
     try:
         pre_dir = None
         if pre.get("used"):
@@ -945,8 +909,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
             else:
                 pre_dir = PRE_DUMP_DIR
         args = build_dump_args(pid, images_dir, work_dir, opts, pre_dir)
-        res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None,
-                             on_start=_on_start)
+        res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None)
         stats = _criu.read_stats(work_dir, "dump")
         if os.path.exists(os.path.join(work_dir, "stats-dump")):
             try:
@@ -957,7 +920,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if not res.ok:
-        raise _failed(res, pid, tree_pids, images_dir, before, opts, result, started, criu_started)
+        raise _failed(res, pid, tree_pids, images_dir, before, opts, result, started)
 
     # 9. Success: the process must be where the options say.
     notes = []
@@ -1012,12 +975,12 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     return result
 
 
-def _failed(res, pid, tree_pids, images_dir, before, opts, result, started, criu_note=None):
+def _failed(res, pid, tree_pids, images_dir, before, opts, result, started):
     """Make sure the workload runs, mark images_dir, and build the DumpError."""
     cause = res.cause()
     if res.rc is not None and res.rc < 0 and not res.timed_out:
         cause = "criu was killed by signal %d in the middle of the dump (%s)" % (-res.rc, cause)
-    if criu_note and criu_note.get("killed_helpers"):
+    if res.helpers_killed:
         cause += "; its leftover helper processes were killed"
     repaired = ensure_running(tree_pids, want_stopped=False)
     leftovers = []

@@ -1,11 +1,17 @@
 # ckpt.criu developer entry points. Every target sets the machine up first.
-.PHONY: setup test demo sanity lint unit integration docs clean
+.PHONY: setup test demo bench sanity lint unit integration docs clean
 
 setup:
 	@bash scripts/setup.sh
 
 test: setup
 	@bash scripts/test.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+bench: setup
+	@.venv/bin/python benchmarks/run.py
 
 unit: setup
 	@.venv/bin/python -m pytest -p no:cacheprovider tests/unit
@@ -20,7 +26,7 @@ sanity: setup
 	@cd "$$(bash scripts/sync-collection.sh)" && $(CURDIR)/.venv/bin/ansible-test sanity --python 3.11 --color no
 
 docs: setup
-	@for m in fd_inspect binary_checksum criu_info; do ANSIBLE_CONFIG=ansible.cfg .venv/bin/ansible-doc ckpt.criu.$$m >/dev/null || exit 1; done; echo "ansible-doc renders every module"
+	@for m in fd_inspect binary_checksum criu_info dump restore page_server process_state; do ANSIBLE_CONFIG=ansible.cfg .venv/bin/ansible-doc ckpt.criu.$$m >/dev/null || exit 1; done; echo "ansible-doc renders every module"
 
 clean:
 	rm -rf .build tests/output

@@ -1,0 +1,1005 @@
+#!/usr/bin/env python
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""ckpt.criu benchmarks: downtime, fleet scaling, checksum throughput.
+
+    sudo .venv/bin/python benchmarks/run.py [--quick] [--label NAME] [--only downtime|scaling|checksum]
+
+Starts its own test fleet (state dir /run/ckpt-bench-fleet, name ckb, subnet
+10.219.0.0/24), runs the benchmarks, tears the fleet down (also on failure),
+and writes docs/benchmarks/results-<label>.json, docs/benchmarks/README.md
+(tables of the newest run, plus every label found) and PNG plots. Raw and
+collection runs are interleaved so that machine noise hits both alike. See
+benchmarks/README.md. Standard library + matplotlib (requirements/bench.txt,
+installed into .venv when missing).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+VENV = os.path.join(REPO, ".venv")
+VENV_PY = os.path.join(VENV, "bin", "python")
+OUT_DIR = os.path.join(REPO, "docs", "benchmarks")
+WORKLOADS = os.path.join(REPO, "tests", "workloads")
+COUNTER = os.path.join(WORKLOADS, "counter.py")
+SPAWN = os.path.join(WORKLOADS, "spawn.py")
+CRIU = "/opt/ckpt-criu/bin/criu"
+CRIU_ELF = "/opt/ckpt-criu/root/usr/sbin/criu"    # the wrapper above execs this one
+HOST_PYTHON = "/usr/bin/python3"
+COLLECTIONS = os.path.join(REPO, ".build", "collections")
+
+FLEET_STATE = os.environ.get("CKPT_BENCH_FLEET_STATE", "/run/ckpt-bench-fleet")
+FLEET_NAME = "ckb"
+FLEET_SUBNET = "10.219.0.0/24"
+WORK_ROOT = "/tmp/ckb-bench"          # shared by the hosts and the controller (heartbeat files)
+TICK = 0.01                            # heartbeat interval, seconds
+RAW_PORT = 27110
+COLL_PORT = 27111
+LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+
+PROFILES = {
+    "full": {"sizes": [16, 256, 1024], "repeats": {16: 5, 256: 5, 1024: 3},
+             "scale_hosts": [1, 3, 6], "scale_procs": [1, 10], "scale_repeats": 3,
+             "checksum_mib": 256, "checksum_repeats": 5, "checksum_procs": 10},
+    "quick": {"sizes": [16, 256], "repeats": {16: 2, 256: 2},
+              "scale_hosts": [1, 3], "scale_procs": [1, 10], "scale_repeats": 1,
+              "checksum_mib": 64, "checksum_repeats": 3, "checksum_procs": 5},
+}
+MODES = ("rsync", "page_server")
+
+
+def log(msg):
+    sys.stdout.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
+    sys.stdout.flush()
+
+
+def run(argv, **kw):
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.run(argv, check=kw.pop("check", False), **kw)
+
+
+def med(values, digits=4):
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": round(statistics.median(vals), digits), "min": round(min(vals), digits),
+            "max": round(max(vals), digits), "n": len(vals)}
+
+
+# --------------------------------------------------------------- environment
+
+def ensure_venv():
+    """Re-run under .venv's python (ansible and matplotlib live there)."""
+    if os.path.realpath(sys.prefix) != os.path.realpath(VENV) and os.path.exists(VENV_PY):
+        os.execv(VENV_PY, [VENV_PY] + sys.argv)
+
+
+def ensure_matplotlib():
+    try:
+        import matplotlib  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        return True
+    except ImportError:
+        pass
+    req = os.path.join(REPO, "requirements", "bench.txt")
+    log("installing %s into %s" % (req, VENV))
+    res = run([VENV_PY, "-m", "pip", "install", "-q", "-r", req])
+    if res.returncode != 0:
+        log("pip install failed (rc %d): plots are skipped" % res.returncode)
+        return False
+    importlib.invalidate_caches()
+    try:
+        import matplotlib  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        return True
+    except ImportError:
+        return False
+
+
+def load_fleet_module():
+    spec = importlib.util.spec_from_file_location("ckpt_test_fleet", os.path.join(REPO, "tests", "fleet", "fleet.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["ckpt_test_fleet"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def git_info():
+    def out(argv):
+        res = run(["git", "-C", REPO] + argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        return res.stdout.strip()
+    dirty = [line[3:] for line in out(["status", "--porcelain", "--", "plugins", "roles", "playbooks"]).splitlines()]
+    return {"commit": out(["rev-parse", "HEAD"]), "subject": out(["log", "-1", "--format=%s"]),
+            "dirty_collection_files": dirty}
+
+
+def machine_info():
+    crv = run([CRIU, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout.strip()
+    with open("/proc/loadavg", encoding="ascii") as fh:
+        load = fh.read().split()[:3]
+    ans = run([os.path.join(VENV, "bin", "ansible"), "--version"], stdout=subprocess.PIPE, text=True).stdout
+    return {"kernel": platform.release(), "cpus": os.cpu_count(), "criu": crv.splitlines()[0] if crv else None,
+            "ansible": ans.splitlines()[0] if ans else None, "loadavg_at_start": load,
+            "python": platform.python_version()}
+
+
+# --------------------------------------------------------------- workloads
+
+class Workload:
+    """A counter (heartbeat) started inside a fleet host, detached."""
+
+    def __init__(self, fleet, host, out, mem, interval=TICK):
+        self.fleet = fleet
+        self.host = host
+        self.out = out
+        self.pidfile = out + ".pid"
+        # `env -C` changes directory after nsenter entered the host's mount namespace: a
+        # directory opened before (nsenter --wd) belongs to the machine's mounts, which
+        # criu cannot find in the host's mountinfo.
+        argv = ["env", "-C", os.path.dirname(out), HOST_PYTHON, SPAWN, "--stdio", "devnull",
+                "--pidfile", self.pidfile, "--",
+                HOST_PYTHON, COUNTER, "--out", out, "--interval", str(interval), "--mem", str(mem)]
+        res = fleet.exec(host, argv, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=120)
+        if res.returncode != 0:
+            raise RuntimeError("cannot start the workload on %s: %s" % (host, res.stderr.strip()))
+        self.pid = int(res.stdout.strip().split()[-1])
+
+    def wait_ticks(self, count=5, timeout=60.0, after_ns=0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ticks = read_ticks(self.out)
+            if len([t for t in ticks if t[1] > after_ns]) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def kill(self, hosts):
+        for h in hosts:
+            self.fleet.exec(h, ["kill", "-KILL", str(self.pid)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def read_ticks(path):
+    ticks = []
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) == 2 and line.endswith("\n"):
+                    ticks.append((int(parts[0]), int(parts[1])))
+    except OSError:
+        pass
+    return ticks
+
+
+def heartbeat_gap(ticks, since):
+    """The largest gap between consecutive ticks after `since` (epoch s):
+    (gap s, last tick before, first tick after, continuity ok)."""
+    best = None
+    for a, b in zip(ticks, ticks[1:]):
+        if b[1] / 1e9 < since:
+            continue
+        gap = (b[1] - a[1]) / 1e9
+        if best is None or gap > best[0]:
+            best = (gap, a[1] / 1e9, b[1] / 1e9)
+    seqs = [t[0] for t in ticks]
+    continuous = all(y == x + 1 for x, y in zip(seqs, seqs[1:]))
+    if best is None:
+        return None, None, None, continuous
+    return round(best[0], 4), best[1], best[2], continuous
+
+
+# --------------------------------------------------------------- ansible
+
+def ansible_env(timing_file, forks=None):
+    env = dict(os.environ)
+    env.update({
+        "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
+        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(HERE, "callback_plugins"),
+        "ANSIBLE_CALLBACKS_ENABLED": "bench_timing",
+        "CKPT_BENCH_TIMING_FILE": timing_file,
+        "ANSIBLE_NOCOLOR": "1",
+        "PATH": os.path.join(VENV, "bin") + os.pathsep + env.get("PATH", ""),
+    })
+    if forks:
+        env["ANSIBLE_FORKS"] = str(forks)
+    return env
+
+
+def write_inventory(fleet, path, hosts, dest=None):
+    lines = ["[fleet]"]
+    for h in hosts:
+        lines.append("%s ansible_host=%s" % (h, fleet.address(h)))
+    lines += ["", "[fleet:vars]", "ansible_user=root", "ansible_ssh_private_key_file=%s" % fleet.key_path,
+              "ansible_ssh_common_args='-F %s'" % fleet.ssh_config_path,
+              "ansible_python_interpreter=%s" % HOST_PYTHON, ""]
+    if dest:
+        lines.insert(1, "%s ansible_host=%s" % (dest, fleet.address(dest)))
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write("\n".join(lines))
+    return path
+
+
+def playbook(name, inventory, extra, work, tag, forks=None, timeout=900):
+    timing = os.path.join(work, "timing-%s.jsonl" % tag)
+    evfile = os.path.join(work, "ev-%s.json" % tag)
+    extra = dict(extra, ckpt_become="false", ckpt_report_dir=os.path.join(work, "reports"),
+                 ckpt_report_name=tag, ckpt_report_formats="json")
+    with open(evfile, "w", encoding="ascii") as fh:
+        json.dump(extra, fh)
+    argv = [os.path.join(VENV, "bin", "ansible-playbook"), "-i", inventory,
+            os.path.join(REPO, "playbooks", name), "-e", "@" + evfile]
+    t0 = time.time()
+    res = run(argv, cwd=REPO, env=ansible_env(timing, forks), stdout=subprocess.PIPE,
+              stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    t1 = time.time()
+    tasks = []
+    if os.path.exists(timing):
+        with open(timing, encoding="utf-8") as fh:
+            tasks = [json.loads(line) for line in fh if line.strip()]
+    report = None
+    rpath = os.path.join(work, "reports", tag + ".json")
+    if os.path.exists(rpath):
+        with open(rpath, encoding="utf-8") as fh:
+            report = json.load(fh)
+    failed = ["%s: %s" % (t["task"], (t["result"].get("msg") or "")) for t in tasks if t["status"] == "failed"]
+    if report:
+        failed += ["PID %s %s: %s" % (r.get("pid"), r.get("result"), r.get("cause"))
+                   for r in report.get("processes", []) if not r.get("ok")]
+    return {"rc": res.returncode, "start": t0, "end": t1, "wall": t1 - t0, "tasks": tasks,
+            "report": report, "output_tail": " | ".join(failed) or res.stdout[-3000:] if res.returncode else ""}
+
+
+# --------------------------------------------------------------- downtime
+
+def parse_stages(text):
+    stages = {}
+    for line in text.splitlines():
+        p = line.split()
+        if len(p) == 5 and p[0] == "stage":
+            stages[p[1]] = {"start": float(p[2]), "end": float(p[3]), "s": round(float(p[3]) - float(p[2]), 4),
+                            "rc": int(p[4])}
+    return stages
+
+
+def raw_migration(fleet, work, mode, size, rep):
+    tag = "raw-%s-%d-%d" % (mode, size, rep)
+    ticks = os.path.join(work, tag + ".ticks")
+    w = Workload(fleet, "node1", ticks, size)
+    try:
+        if not w.wait_ticks(20, timeout=120):
+            raise RuntimeError("workload did not start ticking")
+        src_dir = "/var/lib/ckpt/bench/raw-%d" % w.pid
+        dst_dir = src_dir
+        script = "raw_rsync.sh" if mode == "rsync" else "raw_pageserver.sh"
+        argv = ["bash", os.path.join(HERE, script), fleet.ssh_config_path, "node1", "node2",
+                fleet.address("node2"), str(w.pid), src_dir, dst_dir, CRIU]
+        if mode == "page_server":
+            argv.append(str(RAW_PORT))
+        t0 = time.time()
+        res = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+        t1 = time.time()
+        stages = parse_stages(res.stdout)
+        ok = res.returncode == 0 and w.wait_ticks(10, timeout=30, after_ns=int(t1 * 1e9))
+        gap, last, first, cont = heartbeat_gap(read_ticks(ticks), t0)
+        rec = {"kind": "raw", "mode": mode, "mib": size, "rep": rep, "ok": bool(ok), "downtime": gap,
+               "continuous": cont, "wall": round(t1 - t0, 3), "freeze_tick": last, "resume_tick": first,
+               "stages": stages}
+        if not ok:
+            rec["error"] = (res.stderr or "")[-1500:]
+        if ok and last is not None:
+            rec["breakdown"] = raw_breakdown(stages, last, first)
+        return rec
+    finally:
+        w.kill(["node1", "node2"])
+        for h in ("node1", "node2"):
+            fleet.exec(h, ["rm", "-rf", "/var/lib/ckpt/bench/raw-%d" % w.pid])
+        _unlink(ticks)
+
+
+def raw_breakdown(stages, t_a, t_b):
+    out = {}
+    total = t_b - t_a
+    for name in ("dump", "transfer", "restore"):
+        st = stages.get(name)
+        if st:
+            out[name] = round(_overlap(st["start"], st["end"], t_a, t_b), 4)
+    out["ssh and other"] = round(total - sum(out.values()), 4)
+    return out
+
+
+def _overlap(s, e, a, b):
+    return max(0.0, min(e, b) - max(s, a))
+
+
+def coll_migration(fleet, work, inventory, mode, size, rep):
+    tag = "coll-%s-%d-%d" % (mode, size, rep)
+    ticks = os.path.join(work, tag + ".ticks")
+    w = Workload(fleet, "node1", ticks, size)
+    try:
+        if not w.wait_ticks(20, timeout=120):
+            raise RuntimeError("workload did not start ticking")
+        extra = {"ckpt_hosts": "node1", "ckpt_migrate_destination": "node2",
+                 "ckpt_migrate_pids": str(w.pid), "ckpt_migrate_transfer": mode,
+                 "ckpt_migrate_images_root": "/var/lib/ckpt/bench/coll",
+                 "ckpt_migrate_page_server_port": str(COLL_PORT)}
+        pb = playbook("migrate.yml", inventory, extra, work, tag)
+        ok = pb["rc"] == 0 and w.wait_ticks(10, timeout=30, after_ns=int(pb["end"] * 1e9))
+        gap, last, first, cont = heartbeat_gap(read_ticks(ticks), pb["start"])
+        row = {}
+        if pb["report"]:
+            rows = [r for r in pb["report"].get("processes", []) if r.get("pid") == w.pid]
+            row = rows[0] if rows else {}
+        rec = {"kind": "collection", "mode": mode, "mib": size, "rep": rep, "ok": bool(ok), "downtime": gap,
+               "continuous": cont, "wall": round(pb["wall"], 3), "freeze_tick": last, "resume_tick": first,
+               "role_report": {k: row.get(k) for k in ("result", "frozen_s", "criu_frozen_s", "dump_s", "transfer_s",
+                                                       "restore_s", "image_bytes")},
+               "tasks": [t for t in pb["tasks"] if last and t["end"] >= last - 1 and t["start"] <= first + 1]
+               if last else []}
+        if not ok:
+            rec["error"] = pb["output_tail"]
+        if ok and last is not None:
+            rec["breakdown"] = coll_breakdown(pb["tasks"], last, first)
+        return rec
+    finally:
+        w.kill(["node1", "node2"])
+        for h in ("node1", "node2"):
+            fleet.exec(h, ["rm", "-rf", "/var/lib/ckpt/bench/coll/pid-%d" % w.pid])
+        _unlink(ticks)
+
+
+def _find(tasks, prefix):
+    for t in tasks:
+        if t["task"].startswith(prefix) and t["status"] == "ok":
+            return t
+    return None
+
+
+def coll_breakdown(tasks, t_a, t_b):
+    """Split the heartbeat gap [t_a, t_b] of a collection run into stages, from
+    the callback's task timestamps and the modules' own timings."""
+    out = {}
+    dump = _find(tasks, "FROZEN 1/3")
+    xfer = _find(tasks, "FROZEN 2/3")
+    rest = _find(tasks, "FROZEN 3/3")
+    if not (dump and xfer and rest):
+        return {"unattributed": round(t_b - t_a, 4)}
+    dt = dump["result"].get("timings") or {}
+    criu_frozen = dt.get("frozen_time") or 0.0
+    dump_part = _overlap(dump["start"], dump["end"], t_a, t_b)
+    out["dump: criu (frozen)"] = round(min(criu_frozen, dump_part), 4)
+    out["dump: after criu (image sha256, manifest, module return)"] = round(dump_part - out["dump: criu (frozen)"], 4)
+    out["task round-trip: dump -> transfer"] = round(_overlap(dump["end"], xfer["start"], t_a, t_b), 4)
+    delta = _delta_s(xfer["result"].get("delta"))
+    xfer_part = _overlap(xfer["start"], xfer["end"], t_a, t_b)
+    out["transfer: rsync"] = round(min(delta, xfer_part), 4)
+    out["transfer: task overhead"] = round(xfer_part - out["transfer: rsync"], 4)
+    out["task round-trip: transfer -> restore"] = round(_overlap(xfer["end"], rest["start"], t_a, t_b), 4)
+    rt = rest["result"].get("timings") or {}
+    rest_part = _overlap(rest["start"], rest["end"], t_a, t_b)
+    checks = min(rt.get("checks") or 0.0, rest_part)
+    criu_r = min(rt.get("criu_duration") or 0.0, rest_part - checks)
+    out["restore: verify images + binaries (sha256)"] = round(checks, 4)
+    out["restore: criu restore"] = round(criu_r, 4)
+    out["restore: module start, connection"] = round(rest_part - checks - criu_r, 4)
+    out["unattributed"] = round((t_b - t_a) - sum(out.values()), 4)
+    return out
+
+
+def _delta_s(text):
+    if not text:
+        return 0.0
+    h, m, s = text.split(":")
+    return int(h) * 3600 + int(m) * 60 + float(s)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def bench_downtime(fleet, prof, work):
+    inventory = write_inventory(fleet, os.path.join(work, "inv-migrate.ini"), ["node1"], dest="node2")
+    runs = []
+    for size in prof["sizes"]:
+        for rep in range(1, prof["repeats"][size] + 1):
+            for mode in MODES:
+                for kind in ("raw", "collection"):
+                    try:
+                        if kind == "raw":
+                            rec = raw_migration(fleet, work, mode, size, rep)
+                        else:
+                            rec = coll_migration(fleet, work, inventory, mode, size, rep)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        rec = {"kind": kind, "mode": mode, "mib": size, "rep": rep, "ok": False,
+                               "downtime": None, "error": str(exc)}
+                    runs.append(rec)
+                    extra = ""
+                    if rec.get("kind") == "collection" and rec.get("role_report"):
+                        extra = " (role's frozen_s %s)" % rec["role_report"].get("frozen_s")
+                    log("downtime %5d MiB %-11s %-10s rep %d: %s%s" % (
+                        size, mode, kind, rep,
+                        ("%.3f s, wall %.1f s" % (rec["downtime"], rec.get("wall", 0))) if rec["ok"]
+                        else "FAILED: %s" % (rec.get("error") or "")[-300:].replace("\n", " | "), extra if rec["ok"] else ""))
+    return {"runs": runs, "summary": summarize_downtime(runs)}
+
+
+def summarize_downtime(runs):
+    rows = []
+    sizes = sorted({r["mib"] for r in runs})
+    for size in sizes:
+        for mode in MODES:
+            sel = {k: [r for r in runs if r["mib"] == size and r["mode"] == mode and r["kind"] == k and r["ok"]]
+                   for k in ("raw", "collection")}
+            raw = med([r["downtime"] for r in sel["raw"]])
+            coll = med([r["downtime"] for r in sel["collection"]])
+            row = {"mib": size, "mode": mode, "raw": raw, "collection": coll, "ratio": None, "extra_s": None,
+                   "failed": len([r for r in runs if r["mib"] == size and r["mode"] == mode and not r["ok"]]),
+                   "role_frozen_s": med([(r.get("role_report") or {}).get("frozen_s") for r in sel["collection"]])}
+            if raw and coll:
+                row["ratio"] = round(coll["median"] / raw["median"], 3)
+                row["extra_s"] = round(coll["median"] - raw["median"], 3)
+            for k in ("raw", "collection"):
+                keys = []
+                for r in sel[k]:
+                    for name in r.get("breakdown") or {}:
+                        if name not in keys:
+                            keys.append(name)
+                row["breakdown_" + k] = {name: med([(r.get("breakdown") or {}).get(name) for r in sel[k]])["median"]
+                                         for name in keys}
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------- scaling
+
+def bench_scaling(fleet, prof, work):
+    runs = []
+    for nh in prof["scale_hosts"]:
+        hosts = fleet.hosts[:nh]
+        inventory = write_inventory(fleet, os.path.join(work, "inv-scale-%d.ini" % nh), hosts)
+        for npr in prof["scale_procs"]:
+            marker = "ckbscale%dx%d" % (nh, npr)
+            sdir = os.path.join(WORK_ROOT, marker)
+            os.makedirs(sdir, exist_ok=True)
+            procs = {h: [] for h in hosts}
+            try:
+                for h in hosts:
+                    for i in range(npr):
+                        procs[h].append(Workload(fleet, h, os.path.join(sdir, "%s-%d.ticks" % (h, i)), 0, interval=0.1))
+                for h in hosts:
+                    for wl in procs[h]:
+                        wl.wait_ticks(2, timeout=60)
+                for rep in range(1, prof["scale_repeats"] + 1):
+                    for kind in ("raw", "collection"):
+                        root = "/var/lib/ckpt/bench/scale-%s-%s-%d" % (marker, kind, rep)
+                        if kind == "raw":
+                            rec = raw_scaling(fleet, hosts, procs, root)
+                        else:
+                            rec = coll_scaling(fleet, inventory, hosts, sdir, root, work,
+                                               "%s-%d" % (marker, rep))
+                        rec.update({"kind": kind, "hosts": nh, "procs": npr, "rep": rep})
+                        runs.append(rec)
+                        for h in hosts:
+                            fleet.exec(h, ["rm", "-rf", root])
+                        log("scaling %d host(s) x %2d proc(s) %-10s rep %d: %s" % (
+                            nh, npr, kind, rep,
+                            ("wall %.2f s, criu dump median %.3f s/process" % (rec["wall"], rec["criu_dump_median"] or 0))
+                            if rec["ok"] else "FAILED: %s" % rec.get("error", "")[-300:].replace("\n", " | ")))
+            finally:
+                for h in hosts:
+                    for wl in procs[h]:
+                        wl.kill([h])
+                shutil.rmtree(sdir, ignore_errors=True)
+    return {"runs": runs, "summary": summarize_scaling(runs)}
+
+
+def raw_scaling(fleet, hosts, procs, root):
+    t0 = time.time()
+    children = []
+    for h in hosts:
+        argv = ["bash", os.path.join(HERE, "raw_checkpoint.sh"), fleet.ssh_config_path, h, CRIU, root]
+        argv += [str(wl.pid) for wl in procs[h]]
+        children.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, text=True))
+    durations, ok, err = [], True, ""
+    for c in children:
+        out, e = c.communicate(timeout=600)
+        ok = ok and c.returncode == 0
+        err += e[-500:]
+        for line in out.splitlines():
+            p = line.split()
+            if len(p) == 5 and p[0] == "dump":
+                durations.append(float(p[3]) - float(p[2]))
+                ok = ok and p[4] == "0"
+    wall = time.time() - t0
+    rec = {"ok": ok, "wall": round(wall, 3), "criu_dumps": [round(d, 4) for d in durations],
+           "criu_dump_median": round(statistics.median(durations), 4) if durations else None}
+    if not ok:
+        rec["error"] = err
+    return rec
+
+
+def coll_scaling(fleet, inventory, hosts, sdir, root, work, tag):
+    extra = {"ckpt_hosts": ":".join(hosts), "ckpt_checkpoint_cmdline_regex": "counter\\.py --out %s/" % sdir,
+             "ckpt_checkpoint_images_root": root}
+    pb = playbook("checkpoint.yml", inventory, extra, work, "scale-" + tag, forks=max(5, len(hosts)))
+    dumps = [t for t in pb["tasks"] if t["action"] in ("ckpt.criu.dump", "dump") and t["status"] == "ok"]
+    crius = [(t["result"].get("timings") or {}).get("criu_duration") for t in dumps]
+    crius = [c for c in crius if c is not None]
+    summary = (pb["report"] or {}).get("summary") or {}
+    ok = pb["rc"] == 0 and summary.get("ok") == summary.get("processes")
+    rec = {"ok": ok, "wall": round(pb["wall"], 3), "criu_dumps": crius,
+           "criu_dump_median": round(statistics.median(crius), 4) if crius else None,
+           "dump_task_median": round(statistics.median([t["end"] - t["start"] for t in dumps]), 4) if dumps else None,
+           "processes_ok": summary.get("ok")}
+    if not ok:
+        rec["error"] = pb["output_tail"] or "report: %s" % summary
+    return rec
+
+
+def summarize_scaling(runs):
+    rows = []
+    for nh in sorted({r["hosts"] for r in runs}):
+        for npr in sorted({r["procs"] for r in runs}):
+            sel = {k: [r for r in runs if r["hosts"] == nh and r["procs"] == npr and r["kind"] == k and r["ok"]]
+                   for k in ("raw", "collection")}
+            if not sel["raw"] and not sel["collection"]:
+                continue
+            raw = med([r["wall"] for r in sel["raw"]])
+            coll = med([r["wall"] for r in sel["collection"]])
+            criu = med([d for r in sel["raw"] for d in r["criu_dumps"]])
+            criu_coll = med([d for r in sel["collection"] for d in r["criu_dumps"]])
+            row = {"hosts": nh, "procs": npr, "raw_wall": raw, "collection_wall": coll, "criu_dump_raw": criu,
+                   "criu_dump_collection": criu_coll,
+                   "dump_task": med([r.get("dump_task_median") for r in sel["collection"]])}
+            if raw and coll:
+                per = (coll["median"] - raw["median"]) / npr
+                row["overhead_per_process_s"] = round(per, 3)
+                if criu:
+                    row["overhead_vs_criu_dump"] = round(per / criu["median"], 1)
+                row["ratio"] = round(coll["median"] / raw["median"], 2)
+            rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------- checksum
+
+def load_checksum_module():
+    if COLLECTIONS not in sys.path:
+        sys.path.insert(0, COLLECTIONS)
+    # pylint: disable-next=import-outside-toplevel
+    from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
+    return _checksum
+
+
+def bench_checksum(prof, work):
+    cks = load_checksum_module()
+    cdir = os.path.join(work, "checksum")
+    os.makedirs(cdir, exist_ok=True)
+    big = os.path.join(cdir, "random-%dmib.bin" % prof["checksum_mib"])
+    with open(big, "wb") as fh:
+        for _ in range(prof["checksum_mib"]):
+            fh.write(os.urandom(1 << 20))
+    children = []
+    try:
+        for i in range(prof["checksum_procs"]):
+            out = os.path.join(cdir, "c%d.ticks" % i)
+            children.append(subprocess.Popen([HOST_PYTHON, COUNTER, "--out", out, "--interval", "0.5"],
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.DEVNULL))
+        time.sleep(1.0)
+        pids = [c.pid for c in children]
+        mapped = sorted({r["path"] for r in cks.process_files(pids[0], cache=cks.ChecksumCache())["files"]
+                         if os.path.isfile(r["path"])})
+        sets = {"one large file (%d MiB, random)" % prof["checksum_mib"]: [big],
+                "criu ELF binary": [CRIU_ELF],
+                "files mapped by python3 (%d files)" % len(mapped): mapped}
+        rows = []
+        for name, files in sets.items():
+            nbytes = sum(os.path.getsize(f) for f in files)
+            run(["cat"] + files, stdout=subprocess.DEVNULL)          # warm the page cache for both
+            t_sum, t_mod, t_rec = [], [], []
+            for _ in range(prof["checksum_repeats"]):
+                t0 = time.perf_counter()
+                run(["sha256sum"] + files, stdout=subprocess.DEVNULL, check=True)
+                t_sum.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                for f in files:
+                    cks.sha256_file(f)
+                t_mod.append(time.perf_counter() - t0)
+                cache = cks.ChecksumCache()
+                t0 = time.perf_counter()
+                for f in files:
+                    cks.file_record(f, cache=cache)
+                t_rec.append(time.perf_counter() - t0)
+            row = {"set": name, "files": len(files), "bytes": nbytes, "sha256sum_s": med(t_sum, 6),
+                   "module_sha256_s": med(t_mod, 6), "module_record_s": med(t_rec, 6)}
+            mib = nbytes / 1048576.0
+            row["sha256sum_mib_s"] = round(mib / row["sha256sum_s"]["median"], 1)
+            row["module_sha256_mib_s"] = round(mib / row["module_sha256_s"]["median"], 1)
+            row["module_record_mib_s"] = round(mib / row["module_record_s"]["median"], 1)
+            row["ratio_module_vs_sha256sum"] = round(row["module_record_s"]["median"] / row["sha256sum_s"]["median"], 2)
+            rows.append(row)
+            log("checksum %-40s %8.1f MiB: sha256sum %.3f s (%.0f MiB/s), binary_checksum %.3f s (%.0f MiB/s), ratio %.2f"
+                % (name, mib, row["sha256sum_s"]["median"], row["sha256sum_mib_s"], row["module_record_s"]["median"],
+                   row["module_record_mib_s"], row["ratio_module_vs_sha256sum"]))
+        # The cache across processes sharing libraries.
+        fresh, shared = [], []
+        hits = {}
+        for _ in range(prof["checksum_repeats"]):
+            t0 = time.perf_counter()
+            for p in pids:
+                cks.process_files(p, cache=cks.ChecksumCache())
+            fresh.append(time.perf_counter() - t0)
+            cache = cks.ChecksumCache()
+            t0 = time.perf_counter()
+            for p in pids:
+                cks.process_files(p, cache=cache)
+            shared.append(time.perf_counter() - t0)
+            hits = cache.stats()
+        t0 = time.perf_counter()
+        run(["sha256sum"] + mapped * len(pids), stdout=subprocess.DEVNULL, check=True)
+        t_sum_all = time.perf_counter() - t0
+        cache_row = {"processes": len(pids), "files_per_process": len(mapped),
+                     "fresh_cache_s": med(fresh, 6), "shared_cache_s": med(shared, 6), "cache_stats": hits,
+                     "sha256sum_all_s": round(t_sum_all, 4)}
+        cache_row["speedup"] = round(cache_row["fresh_cache_s"]["median"] / cache_row["shared_cache_s"]["median"], 1)
+        log("checksum cache: %d processes x %d mapped files: fresh cache per process %.3f s, one shared cache %.3f s "
+            "(x%.1f); sha256sum of the same files %.3f s" % (len(pids), len(mapped), cache_row["fresh_cache_s"]["median"],
+                                                              cache_row["shared_cache_s"]["median"], cache_row["speedup"],
+                                                              t_sum_all))
+        return {"rows": rows, "cache": cache_row}
+    finally:
+        for c in children:
+            c.kill()
+            c.wait()
+        shutil.rmtree(cdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------- output
+
+def fmt(m, digits=2):
+    if not m:
+        return "-"
+    return "%.*f [%.*f-%.*f]" % (digits, m["median"], digits, m["min"], digits, m["max"])
+
+
+def markdown(results, others):
+    lines = ["# ckpt.criu benchmarks", "",
+             "Generated by `benchmarks/run.py` (see [benchmarks/README.md](../../benchmarks/README.md)); "
+             "do not edit by hand. Newest run: label **%s**, %s, %s profile, collection at `%s`%s." % (
+                 results["label"], results["finished"], results["profile"], results["git"]["commit"][:12],
+                 " (uncommitted changes in %s)" % ", ".join(results["git"]["dirty_collection_files"])
+                 if results["git"]["dirty_collection_files"] else ""),
+             "", "Medians with [min-max] over the repeats; every ratio is against the raw baseline measured in "
+             "the same run, interleaved (raw, collection, raw, collection ...). Machine: %s CPUs, kernel %s, %s, "
+             "%s; load average at start %s (a shared machine: numbers are noisy)." % (
+                 results["machine"]["cpus"], results["machine"]["kernel"], results["machine"]["criu"],
+                 results["machine"]["ansible"], " ".join(results["machine"]["loadavg_at_start"])), ""]
+    dt = results.get("downtime")
+    if dt:
+        lines += ["## Downtime of a migration (heartbeat gap, seconds)", "",
+                  "A counter holding R MiB of touched memory appends a timestamped tick every %d ms; downtime is "
+                  "the largest gap between two ticks across the migration node1 -> node2. *raw*: "
+                  "`benchmarks/raw_rsync.sh` / `raw_pageserver.sh` (plain `criu dump`, rsync or page server, "
+                  "`criu restore -d`, ssh masters opened before the freeze). *collection*: `playbooks/migrate.yml` "
+                  "with `ckpt_migrate_transfer` = the mode. *role frozen_s*: what the role itself reports." % (TICK * 1000),
+                  "", "| R (MiB) | mode | raw | collection | ratio | extra s | role frozen_s | failed runs |",
+                  "|---:|---|---|---|---:|---:|---|---:|"]
+        for r in dt["summary"]:
+            lines.append("| %d | %s | %s | %s | %s | %s | %s | %d |" % (
+                r["mib"], r["mode"], fmt(r["raw"]), fmt(r["collection"]),
+                "%.2fx" % r["ratio"] if r["ratio"] else "-", "%+.2f" % r["extra_s"] if r["extra_s"] is not None else "-",
+                fmt(r["role_frozen_s"]), r["failed"]))
+        lines += ["", "![downtime](downtime-%s.png)" % results["label"], "",
+                  "### Where the time goes (medians, seconds inside the heartbeat gap)", "",
+                  "Collection stages come from the task start/end timestamps of `benchmarks/callback_plugins/"
+                  "bench_timing.py` (same clock as the heartbeat) and the modules' own `timings`; raw stages from the "
+                  "script's timestamps around each ssh command.", ""]
+        for r in dt["summary"]:
+            lines.append("**%d MiB, %s** (raw %s s, collection %s s):" % (
+                r["mib"], r["mode"], r["raw"]["median"] if r["raw"] else "-",
+                r["collection"]["median"] if r["collection"] else "-"))
+            lines.append("")
+            lines.append("| stage | seconds |")
+            lines.append("|---|---:|")
+            for k in ("raw", "collection"):
+                for name, v in (r.get("breakdown_" + k) or {}).items():
+                    lines.append("| %s: %s | %.3f |" % (k, name, v))
+            lines.append("")
+        lines += ["![where the time goes](breakdown-%s.png)" % results["label"], ""]
+    sc = results.get("scaling")
+    if sc:
+        lines += ["## Fleet scaling: checkpoint wall time (seconds)", "",
+                  "`playbooks/checkpoint.yml` (snapshot, processes selected by command line, forks >= hosts) "
+                  "against `benchmarks/raw_checkpoint.sh` (one ssh per host, hosts in parallel, `criu dump "
+                  "--leave-running` of each process one after another). Overhead per process = (collection - raw) "
+                  "/ processes per host; relative to criu's own dump time of one process.", "",
+                  "| hosts | procs/host | raw wall | collection wall | ratio | criu dump/process (raw) | "
+                  "criu dump/process (collection) | dump task/process | overhead/process s | overhead / criu dump |",
+                  "|---:|---:|---|---|---:|---|---|---|---:|---:|"]
+        for r in sc["summary"]:
+            lines.append("| %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                r["hosts"], r["procs"], fmt(r["raw_wall"]), fmt(r["collection_wall"]),
+                "%.1fx" % r["ratio"] if r.get("ratio") else "-", fmt(r["criu_dump_raw"], 3),
+                fmt(r["criu_dump_collection"], 3), fmt(r["dump_task"], 2),
+                r.get("overhead_per_process_s", "-"), "%sx" % r["overhead_vs_criu_dump"] if r.get("overhead_vs_criu_dump") else "-"))
+        lines += ["", "![scaling](scaling-%s.png)" % results["label"], ""]
+    ck = results.get("checksum")
+    if ck:
+        lines += ["## Checksum throughput: `binary_checksum` against `sha256sum`", "",
+                  "Same files, page cache warm. *module sha256*: `_checksum.sha256_file` (streamed hashlib); "
+                  "*module record*: `_checksum.file_record` (sha256 + ELF build-id, what `binary_checksum`, `dump` "
+                  "and `restore` compute per file).", "",
+                  "| files | MiB | sha256sum s | module sha256 s | module record s | sha256sum MiB/s | module MiB/s | "
+                  "module / sha256sum |", "|---|---:|---|---|---|---:|---:|---:|"]
+        for r in ck["rows"]:
+            lines.append("| %s | %.1f | %s | %s | %s | %.0f | %.0f | %.2fx |" % (
+                r["set"], r["bytes"] / 1048576.0, fmt(r["sha256sum_s"], 3), fmt(r["module_sha256_s"], 3),
+                fmt(r["module_record_s"], 3), r["sha256sum_mib_s"], r["module_record_mib_s"],
+                r["ratio_module_vs_sha256sum"]))
+        c = ck["cache"]
+        lines += ["", "Cache across processes sharing libraries: %d python3 processes x %d mapped files. "
+                  "`process_files` with a fresh cache per process (one module run per process, as `binary_checksum`, "
+                  "`dump` and `restore` run today) %s s; with one cache shared by all (one module run covering the "
+                  "processes) %s s: x%.1f. `sha256sum` of the same %d files: %.3f s. Cache after the shared run: %s." % (
+                      c["processes"], c["files_per_process"], fmt(c["fresh_cache_s"], 3), fmt(c["shared_cache_s"], 3),
+                      c["speedup"], c["processes"] * c["files_per_process"], c["sha256sum_all_s"],
+                      json.dumps(c["cache_stats"])), ""]
+    if others:
+        lines += ["## Every labelled run in docs/benchmarks/", "",
+                  "Downtime medians (s) per label; re-run with `--label after` and compare here.", "",
+                  "| label | finished | " + " | ".join("%d MiB %s raw / coll" % (s, m) for s, m in _keys(others)) + " |",
+                  "|---|---|" + "---|" * len(_keys(others))]
+        for res in others:
+            cells = []
+            for s, m in _keys(others):
+                row = [r for r in (res.get("downtime") or {}).get("summary", []) if r["mib"] == s and r["mode"] == m]
+                if row and row[0]["raw"] and row[0]["collection"]:
+                    cells.append("%.2f / %.2f" % (row[0]["raw"]["median"], row[0]["collection"]["median"]))
+                else:
+                    cells.append("-")
+            lines.append("| %s | %s | %s |" % (res["label"], res["finished"], " | ".join(cells)))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _keys(results_list):
+    keys = []
+    for res in results_list:
+        for r in (res.get("downtime") or {}).get("summary", []):
+            if (r["mib"], r["mode"]) not in keys:
+                keys.append((r["mib"], r["mode"]))
+    return sorted(keys)
+
+
+def plots(results):
+    # pylint: disable-next=import-outside-toplevel
+    import matplotlib
+    matplotlib.use("Agg")
+    # pylint: disable-next=import-outside-toplevel
+    import matplotlib.pyplot as plt
+    label = results["label"]
+    written = []
+    dt = results.get("downtime")
+    if dt and dt["summary"]:
+        rows = dt["summary"]
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        xs = list(range(len(rows)))
+        for off, kind, color in ((-0.2, "raw", "#4c72b0"), (0.2, "collection", "#dd8452")):
+            meds = [r[kind]["median"] if r[kind] else 0 for r in rows]
+            lo = [r[kind]["median"] - r[kind]["min"] if r[kind] else 0 for r in rows]
+            hi = [r[kind]["max"] - r[kind]["median"] if r[kind] else 0 for r in rows]
+            ax.bar([x + off for x in xs], meds, 0.4, yerr=[lo, hi], capsize=3, label=kind, color=color)
+        for x, r in zip(xs, rows):
+            if r["ratio"]:
+                top = max(r["collection"]["max"], r["raw"]["max"])
+                ax.text(x, top * 1.02, "%.2fx" % r["ratio"], ha="center", fontsize=8)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(["%d MiB\n%s" % (r["mib"], r["mode"]) for r in rows], fontsize=8)
+        ax.set_ylabel("downtime (s), median, min-max")
+        ax.set_title("Migration downtime node1 -> node2: raw criu vs migrate playbook (%s)" % label)
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(OUT_DIR, "downtime-%s.png" % label)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+        # Stacked breakdown of the collection's gap.
+        names = []
+        for r in rows:
+            for n in (r.get("breakdown_collection") or {}):
+                if n not in names:
+                    names.append(n)
+        if names:
+            fig, ax = plt.subplots(figsize=(10, 5))
+            bottoms = [0.0] * len(rows)
+            cmap = plt.get_cmap("tab20")
+            for i, n in enumerate(names):
+                vals = [max(0.0, (r.get("breakdown_collection") or {}).get(n, 0.0)) for r in rows]
+                ax.bar(xs, vals, 0.5, bottom=bottoms, label=n, color=cmap(i))
+                bottoms = [b + v for b, v in zip(bottoms, vals)]
+            ax.plot(xs, [r["raw"]["median"] if r["raw"] else 0 for r in rows], "k_", markersize=30, mew=2,
+                    label="raw pipeline (median)")
+            ax.set_xticks(xs)
+            ax.set_xticklabels(["%d MiB\n%s" % (r["mib"], r["mode"]) for r in rows], fontsize=8)
+            ax.set_ylabel("seconds inside the heartbeat gap (medians)")
+            ax.set_title("Where the collection's downtime goes (%s)" % label)
+            ax.legend(fontsize=7, loc="upper left")
+            fig.tight_layout()
+            path = os.path.join(OUT_DIR, "breakdown-%s.png" % label)
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    sc = results.get("scaling")
+    if sc and sc["summary"]:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for npr in sorted({r["procs"] for r in sc["summary"]}):
+            sel = [r for r in sc["summary"] if r["procs"] == npr]
+            for kind, style in (("raw_wall", "--o"), ("collection_wall", "-s")):
+                pts = [(r["hosts"], r[kind]["median"]) for r in sel if r[kind]]
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], style,
+                            label="%s, %d proc/host" % (kind.replace("_wall", ""), npr))
+        ax.set_xlabel("hosts")
+        ax.set_ylabel("checkpoint wall time (s), median")
+        ax.set_title("Checkpoint wall time vs fleet size (%s)" % label)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = os.path.join(OUT_DIR, "scaling-%s.png" % label)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def print_summary(results):
+    print("")
+    print("=" * 100)
+    print("SUMMARY (label %s, %s profile)" % (results["label"], results["profile"]))
+    dt = results.get("downtime")
+    if dt:
+        print("\nDowntime (s): median [min-max]")
+        print("%8s %-12s %-24s %-24s %7s %7s" % ("MiB", "mode", "raw", "collection", "ratio", "extra"))
+        for r in dt["summary"]:
+            print("%8d %-12s %-24s %-24s %7s %7s" % (r["mib"], r["mode"], fmt(r["raw"]), fmt(r["collection"]),
+                                                    "%.2fx" % r["ratio"] if r["ratio"] else "-",
+                                                    "%+.2f" % r["extra_s"] if r["extra_s"] is not None else "-"))
+    sc = results.get("scaling")
+    if sc:
+        print("\nScaling: checkpoint wall time (s)")
+        print("%6s %6s %-22s %-22s %10s %10s" % ("hosts", "procs", "raw", "collection", "ovh/proc", "vs criu"))
+        for r in sc["summary"]:
+            print("%6d %6d %-22s %-22s %10s %10s" % (r["hosts"], r["procs"], fmt(r["raw_wall"]), fmt(r["collection_wall"]),
+                                                     r.get("overhead_per_process_s", "-"),
+                                                     r.get("overhead_vs_criu_dump", "-")))
+    ck = results.get("checksum")
+    if ck:
+        print("\nChecksum: MiB/s (sha256sum vs module record), ratio of times")
+        for r in ck["rows"]:
+            print("  %-42s %8.0f %8.0f %6.2fx" % (r["set"], r["sha256sum_mib_s"], r["module_record_mib_s"],
+                                                  r["ratio_module_vs_sha256sum"]))
+        print("  cache across %d processes: x%.1f" % (ck["cache"]["processes"], ck["cache"]["speedup"]))
+    print("=" * 100)
+
+
+def load_all_results():
+    out = []
+    for path in sorted(glob.glob(os.path.join(OUT_DIR, "results-*.json"))):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                out.append(json.load(fh))
+        except (OSError, ValueError):
+            continue
+    return sorted(out, key=lambda r: r.get("finished", ""))
+
+
+# --------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description="ckpt.criu benchmarks (see benchmarks/README.md)")
+    ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats: a smoke run")
+    ap.add_argument("--label", default=None, help="name of this run: docs/benchmarks/results-LABEL.json")
+    ap.add_argument("--only", choices=["downtime", "scaling", "checksum"], action="append",
+                    help="run only this part (repeatable)")
+    ap.add_argument("--keep-fleet", action="store_true", help="do not tear the benchmark fleet down (debugging)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="regenerate docs/benchmarks/README.md and plots from the saved results, run nothing")
+    args = ap.parse_args(argv)
+    if args.label is None:
+        args.label = "quick" if args.quick else time.strftime("%Y%m%d-%H%M%S")
+    if not LABEL_RE.match(args.label):
+        ap.error("--label must be 1-40 characters of letters, digits, '.', '_' or '-'")
+    return args
+
+
+def write_outputs(results, have_plots):
+    os.makedirs(OUT_DIR, exist_ok=True)
+    path = os.path.join(OUT_DIR, "results-%s.json" % results["label"])
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+    written = [path]
+    if have_plots:
+        written += plots(results)
+    readme = os.path.join(OUT_DIR, "README.md")
+    with open(readme, "w", encoding="utf-8") as fh:
+        fh.write(markdown(results, load_all_results()))
+    written.append(readme)
+    return written
+
+
+def main(argv=None):
+    ensure_venv()
+    args = parse_args(argv)
+    if args.report_only:
+        results = [r for r in load_all_results() if r["label"] == args.label]
+        if not results:
+            sys.exit("no docs/benchmarks/results-%s.json" % args.label)
+        for p in write_outputs(results[0], ensure_matplotlib()):
+            log("wrote %s" % p)
+        print_summary(results[0])
+        return 0
+    if os.geteuid() != 0:
+        sys.exit("run as root: the benchmarks start a test fleet (namespaces) and run criu")
+    parts = args.only or ["downtime", "scaling", "checksum"]
+    prof = PROFILES["quick" if args.quick else "full"]
+    have_plots = ensure_matplotlib()
+    results = {"schema": 1, "label": args.label, "profile": "quick" if args.quick else "full",
+               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "parts": parts, "settings": prof,
+               "git": git_info(), "machine": machine_info(), "tick_s": TICK}
+    os.makedirs(WORK_ROOT, mode=0o755, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="run-", dir=WORK_ROOT)
+    os.chmod(work, 0o755)
+    fleet = None
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        if "downtime" in parts or "scaling" in parts:
+            fleetmod = load_fleet_module()
+            nhosts = max(prof["scale_hosts"]) if "scaling" in parts else 2
+            fleet = fleetmod.Fleet(state_dir=FLEET_STATE, name=FLEET_NAME, subnet=FLEET_SUBNET)
+            log("starting the benchmark fleet: %d hosts in %s" % (nhosts, FLEET_STATE))
+            fleet.up(hosts=max(2, nhosts), timeout=60)
+        if "downtime" in parts:
+            results["downtime"] = bench_downtime(fleet, prof, work)
+        if "scaling" in parts:
+            results["scaling"] = bench_scaling(fleet, prof, work)
+        if "checksum" in parts:
+            results["checksum"] = bench_checksum(prof, work)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        if fleet is not None and not args.keep_fleet:
+            log("tearing the benchmark fleet down")
+            try:
+                fleet.down()
+            except Exception as exc:  # pylint: disable=broad-except
+                log("fleet down failed: %s" % exc)
+        shutil.rmtree(work, ignore_errors=True)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for p in write_outputs(results, have_plots):
+        log("wrote %s" % p)
+    print_summary(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -83,6 +83,14 @@ def _read_text(path):
     return _read_bytes(path).decode("utf-8", "surrogateescape")
 
 
+def _read_proc(pid, proc_root, name, binary=False):
+    """Content of /proc/PID/NAME (text, or bytes with ``binary``); an OSError becomes a ProcfsError."""
+    try:
+        return (_read_bytes if binary else _read_text)(_path(proc_root, pid, name))
+    except OSError as exc:
+        raise _fail(exc, pid, "/proc/%s/%s" % (pid, name))
+
+
 def _fail(exc, pid, what):
     """Turn an OSError while reading ``what`` of ``pid`` into a ProcfsError."""
     if isinstance(exc, PermissionError) or getattr(exc, "errno", None) in (errno.EACCES, errno.EPERM):
@@ -134,20 +142,12 @@ def parse_stat(text):
 
 
 def read_stat(pid, proc_root=PROC):
-    try:
-        text = _read_text(_path(proc_root, pid, "stat"))
-    except OSError as exc:
-        raise _fail(exc, pid, "/proc/%s/stat" % pid)
-    return parse_stat(text)
+    return parse_stat(_read_proc(pid, proc_root, "stat"))
 
 
 def read_status(pid, proc_root=PROC):
     """/proc/PID/status as {key: value string} (e.g. {'Uid': '0\\t0\\t0\\t0', 'State': 'S (sleeping)'})."""
-    try:
-        text = _read_text(_path(proc_root, pid, "status"))
-    except OSError as exc:
-        raise _fail(exc, pid, "/proc/%s/status" % pid)
-    return parse_status(text)
+    return parse_status(_read_proc(pid, proc_root, "status"))
 
 
 def parse_status(text):
@@ -161,11 +161,7 @@ def parse_status(text):
 
 def read_cmdline(pid, proc_root=PROC):
     """argv as a list of str ([] for a kernel thread or a zombie)."""
-    try:
-        raw = _read_bytes(_path(proc_root, pid, "cmdline"))
-    except OSError as exc:
-        raise _fail(exc, pid, "/proc/%s/cmdline" % pid)
-    return parse_cmdline(raw)
+    return parse_cmdline(_read_proc(pid, proc_root, "cmdline", binary=True))
 
 
 def parse_cmdline(raw):
@@ -372,11 +368,7 @@ def parse_maps(text, file_backed_only=True):
 
 
 def read_maps(pid, proc_root=PROC, file_backed_only=True):
-    try:
-        text = _read_text(_path(proc_root, pid, "maps"))
-    except OSError as exc:
-        raise _fail(exc, pid, "/proc/%s/maps" % pid)
-    return parse_maps(text, file_backed_only)
+    return parse_maps(_read_proc(pid, proc_root, "maps"), file_backed_only)
 
 
 def _unescape_mount(s):
@@ -413,11 +405,7 @@ def parse_mountinfo(text):
 
 def read_mountinfo(pid, proc_root=PROC):
     """Mounts visible in the mount namespace of ``pid``."""
-    try:
-        text = _read_text(_path(proc_root, pid, "mountinfo"))
-    except OSError as exc:
-        raise _fail(exc, pid, "/proc/%s/mountinfo" % pid)
-    return parse_mountinfo(text)
+    return parse_mountinfo(_read_proc(pid, proc_root, "mountinfo"))
 
 
 # ----------------------------------------------------------------------- fds

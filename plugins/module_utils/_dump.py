@@ -44,6 +44,7 @@ from ansible.module_utils.common.text.formatters import human_to_bytes
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 
 # _procfs and _stdio are the collection-wide readers of /proc and the stdio
@@ -782,6 +783,11 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         for key in ("tls_cacert", "tls_cert", "tls_key"):
             if ps.get(key) and not os.path.isfile(ps[key]):
                 raise DumpError("page_server.%s %s does not exist on this host" % (key, ps[key]))
+    transfer = params.get("transfer")  # validated here, used after the dump
+    if transfer:
+        problems = _transfer.validate(transfer)
+        if problems:
+            raise DumpError(problems[0])
     force = bool(params.get("force"))
     result = {"changed": False, "images_dir": images_dir, "manifest_path": _manifest.manifest_path(images_dir),
               "pid": pid}
@@ -909,6 +915,9 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
             else:
                 pre_dir = PRE_DUMP_DIR
         args = build_dump_args(pid, images_dir, work_dir, opts, pre_dir)
+        # Wall clock of the freeze: with the destination restore's resumed_at,
+        # the downtime of a migration.
+        frozen_at = time.time()
         res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None)
         stats = _criu.read_stats(work_dir, "dump")
         if os.path.exists(os.path.join(work_dir, "stats-dump")):
@@ -960,6 +969,17 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     except OSError:
         pass
     _manifest.write_manifest(images_dir, manifest)
+    timings = _stats_timings(stats, duration, time.monotonic() - started)
+    timings["frozen_at"] = round(frozen_at, 6)
+    transfer = params.get("transfer")
+    if transfer:
+        # The process stays frozen (leave_stopped) or gone; a failure here is
+        # the caller's to roll back, with the complete checkpoint still here.
+        try:
+            timings["transfer"] = _transfer.push(images_dir, transfer, timeout=params.get("timeout") or None)
+        except _transfer.TransferError as exc:
+            raise DumpError("dumped PID %d into %s, but sending it to %s failed: %s" % (
+                pid, images_dir, transfer.get("destination"), exc.msg), rc=exc.rc)
     result.update({
         "changed": True,
         "msg": "dumped PID %d into %s" % (pid, images_dir),
@@ -968,7 +988,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         "criu_cmd": res.argv,
         "image_bytes": manifest["images_total_bytes"],
         "pre_dump": pre,
-        "timings": _stats_timings(stats, duration, time.monotonic() - started),
+        "timings": timings,
     })
     if notes:
         result["warnings_after_dump"] = notes

@@ -132,6 +132,28 @@ def load_manifest(images_dir):
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
+def wait_for_manifest(images_dir, timeout, interval=0.01):
+    """Wait up to ``timeout`` seconds for a checkpoint to arrive in images_dir.
+
+    A migration starts the destination's restore before the source is frozen,
+    so that the restore begins the instant the source's dump has sent the
+    manifest (sent last, renamed into place atomically). Returns the seconds
+    waited. Raises RestoreError if the directory disappears (the migration was
+    rolled back) or nothing arrives in time.
+    """
+    t0 = time.monotonic()
+    path = os.path.join(images_dir, MANIFEST_NAME)
+    while not os.path.exists(path):
+        if not os.path.isdir(images_dir):
+            raise RestoreError("no checkpoint arrived: %s was removed while this restore waited for it "
+                               "(the migration was rolled back)" % images_dir)
+        if time.monotonic() - t0 >= timeout:
+            raise RestoreError("no checkpoint arrived in %s within %.0f s (wait_for_manifest); the dump on "
+                               "the source failed or never started" % (images_dir, timeout))
+        time.sleep(interval)
+    return time.monotonic() - t0
+
+
 def read_record(images_dir):
     """The restore record in images_dir, or None."""
     try:
@@ -427,6 +449,10 @@ def restore(params, check_mode=False, proc_root=_identity.PROC):
     if os.geteuid() != 0:
         raise RestoreError("restoring a checkpoint needs root, this runs as uid %d; use become: true"
                            % os.geteuid())
+    waited = None
+    if params.get("wait_for_manifest") and not check_mode:
+        waited = wait_for_manifest(images_dir, params["wait_for_manifest"])
+        t0 = time.monotonic()
     manifest, manifest_sha = load_manifest(images_dir)
     pid = manifest["process"]["pid"]
     log_path = os.path.join(images_dir, LOG_NAME)
@@ -471,6 +497,9 @@ def restore(params, check_mode=False, proc_root=_identity.PROC):
         pidfile = os.path.join(work_dir, "restore.pid")
         args = restore_args(images_dir, work_dir, pidfile, opts)
         result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"))
+        # Wall clock of the moment the process runs again (criu restore -d has
+        # returned): with the dump's frozen_at, the downtime of a migration.
+        resumed_at = time.time()
         result.raise_for_failure("criu restore of %s failed" % images_dir)
         # criu writes stats-restore into its work directory (-W), not the images.
         stats = _criu.read_stats(work_dir, "restore")
@@ -483,7 +512,8 @@ def restore(params, check_mode=False, proc_root=_identity.PROC):
     verify_duration = time.monotonic() - tv
     timings = {"criu_duration": round(result.duration, 4), "stats": stats,
                "verify": round(verify_duration, 4), "checks": round(checks_duration, 4),
-               "total": round(time.monotonic() - t0, 4)}
+               "total": round(time.monotonic() - t0, 4), "resumed_at": round(resumed_at, 6),
+               "waited_for_manifest": None if waited is None else round(waited, 4)}
     if problem:
         raise RestoreError(problem, rc=result.rc, log_path=log_path, log_errors=result.log_errors,
                            argv=result.argv,

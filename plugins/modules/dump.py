@@ -150,6 +150,34 @@ options:
       tls_key:
         description: Key of the client certificate (C(--tls-key)).
         type: path
+  transfer:
+    description:
+      - After a successful dump, send the checkpoint to another host with C(rsync) over C(ssh), inside
+        this task. Every image goes first, then the manifest alone, each renamed into place by rsync.
+      - This keeps a migration's frozen path in one task. Start the destination's restore first, as an
+        C(async) task with O(ckpt.criu.restore#module:wait_for_manifest); it begins the moment the
+        manifest arrives.
+      - A failed transfer fails the task; the complete checkpoint stays in O(images_dir) and the
+        process stays as the dump left it (stopped with O(leave_stopped)), for the caller to roll back.
+      - Only a dump that ran sends anything; an existing checkpoint (RV(changed=false)) is not sent.
+    type: dict
+    suboptions:
+      destination:
+        description: V(HOST) or V(USER@HOST) to send to.
+        type: str
+        required: true
+      path:
+        description: Absolute directory on the destination (created by rsync when missing; its parent must exist).
+        type: str
+        required: true
+      rsh:
+        description:
+          - The remote shell command as a list of single words (rsync's C(--rsh)), for example
+            V(["ssh", "-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/.ckpt-ssh-%C"]) to reuse a
+            connection warmed before the freeze.
+        type: list
+        elements: str
+        default: [ssh]
   pre_dump:
     description:
       - Whether to pre-dump memory while the process runs, to shorten the frozen time.
@@ -242,10 +270,13 @@ timings:
   description:
     - Seconds. C(freezing_time), C(frozen_time), C(memdump_time), C(memwrite_time) are criu's own
       (from C(stats-dump)); C(criu_duration) is the wall time of C(criu dump); C(total) the module's.
+    - C(frozen_at) is the wall-clock time (seconds since the epoch) just before C(criu dump) started,
+      the start of the downtime; C(transfer) holds the seconds O(transfer) took (C(images), C(manifest),
+      C(total)) and its C(destination).
   returned: when a checkpoint exists
   type: dict
   sample: {"freezing_time": 0.0003, "frozen_time": 0.041, "memdump_time": 0.01, "memwrite_time": 0.02,
-           "criu_duration": 0.3, "total": 0.9}
+           "criu_duration": 0.3, "total": 0.9, "frozen_at": 1795749000.012345}
 pre_dump:
   description: Whether a pre-dump ran (C(used)) and why (C(reason)).
   returned: always
@@ -296,6 +327,11 @@ def main():
                 tls_cacert=dict(type="path"),
                 tls_cert=dict(type="path"),
                 tls_key=dict(type="path"),
+            )),
+            transfer=dict(type="dict", options=dict(
+                destination=dict(type="str", required=True),
+                path=dict(type="str", required=True),
+                rsh=dict(type="list", elements="str", default=["ssh"]),
             )),
             pre_dump=dict(type="str", default="auto", choices=["auto", "never", "always"]),
             force=dict(type="bool", default=False),

@@ -72,6 +72,16 @@ options:
       - Seconds to wait for a zombie or exiting process that still holds the checkpoint's PID.
     type: float
     default: 5.0
+  wait_for_manifest:
+    description:
+      - Seconds to wait for the checkpoint to arrive in O(images_dir) before restoring; V(0) does not wait.
+      - A migration starts the destination's restore (as an C(async) task) before it freezes the source,
+        so the restore starts the moment the source's M(ckpt.criu.dump) has sent its manifest with
+        O(ckpt.criu.dump#module:transfer); no task boundary lies between the freeze and the restore.
+      - The wait ends with a clear error when O(images_dir) is removed (the migration was rolled back)
+        or nothing arrives in time. Check mode does not wait.
+    type: float
+    default: 0
   verify_images:
     description:
       - Verify the size and sha256 of every image file against the manifest before restoring.
@@ -185,6 +195,19 @@ timings:
       type: float
       returned: always
       sample: 1.72
+    resumed_at:
+      description:
+        - Wall-clock time (seconds since the epoch) at which C(criu restore -d) returned, that is when
+          the process runs again. With the dump's RV(ckpt.criu.dump#module:timings.frozen_at) it gives
+          the downtime of a migration (both hosts' clocks assumed in sync).
+      type: float
+      returned: when criu ran
+      sample: 1795749000.123456
+    waited_for_manifest:
+      description: Seconds spent waiting for the checkpoint to arrive (O(wait_for_manifest)); null when not waiting.
+      type: float
+      returned: when criu ran
+      sample: 0.84
     stats:
       description: criu's own statistics from C(stats-restore) (microseconds and pages).
       type: dict
@@ -228,6 +251,7 @@ def main():
             leave_stopped=dict(type="bool", default=False),
             settle=dict(type="float", default=1.5),
             pid_wait=dict(type="float", default=5.0),
+            wait_for_manifest=dict(type="float", default=0.0),
             verify_images=dict(type="bool", default=True),
             verify_binaries=dict(type="bool", default=True),
             shell_job=dict(type="bool"),
@@ -240,8 +264,8 @@ def main():
         ),
         supports_check_mode=True,
     )
-    if module.params["settle"] < 0 or module.params["pid_wait"] < 0:
-        module.fail_json(msg="settle and pid_wait must not be negative")
+    if module.params["settle"] < 0 or module.params["pid_wait"] < 0 or module.params["wait_for_manifest"] < 0:
+        module.fail_json(msg="settle, pid_wait and wait_for_manifest must not be negative")
     try:
         result = restore(module.params, check_mode=module.check_mode)
     except CriuError as exc:

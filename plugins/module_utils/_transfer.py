@@ -1,0 +1,88 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Send a finished checkpoint to another host, manifest last.
+
+Used by ckpt.criu.dump's ``transfer`` option so that a migration's frozen path
+is one task: freeze and dump, send the images, send the manifest. The
+destination's restore (started before the freeze with ``wait_for_manifest``)
+begins the moment the manifest is renamed into place by rsync.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+
+MANIFEST_NAME = "ckpt-manifest.json"
+# An ssh argv element must be one word: rsync splits --rsh on whitespace.
+_WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./~-]+$")
+_DEST = re.compile(r"^(?:[A-Za-z0-9_.-]+@)?[A-Za-z0-9_.:-]+$")
+
+
+class TransferError(Exception):
+    def __init__(self, msg, rc=None, stderr=None, argv=None):
+        super(TransferError, self).__init__(msg)
+        self.msg = msg
+        self.rc = rc
+        self.stderr = stderr
+        self.argv = argv
+
+
+def validate(spec):
+    """Check a transfer spec {destination, path, rsh}; return the list of problems."""
+    problems = []
+    dest = spec.get("destination") or ""
+    if not _DEST.match(dest) or dest.startswith("-"):
+        problems.append("transfer.destination %r must be HOST or USER@HOST (no spaces, no leading '-')" % dest)
+    path = spec.get("path") or ""
+    if not os.path.isabs(path) or "/../" in path + "/" or not _WORD.match(path):
+        problems.append("transfer.path %r must be an absolute path without '..', spaces or quotes" % path)
+    rsh = spec.get("rsh") or ["ssh"]
+    for word in rsh:
+        if not _WORD.match(word):
+            problems.append("transfer.rsh element %r must be a single word without spaces or quotes "
+                            "(rsync splits the remote shell command on whitespace)" % word)
+    return problems
+
+
+def _rsync(argv, timeout):
+    try:
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=timeout, check=False,
+                           universal_newlines=True)
+    except subprocess.TimeoutExpired:
+        raise TransferError("sending the checkpoint did not finish within %s s" % timeout, argv=argv)
+    except OSError as exc:
+        raise TransferError("cannot run rsync (%s); install rsync on the source host" % exc, argv=argv)
+    if p.returncode != 0:
+        last = (p.stderr or p.stdout or "").strip().splitlines()
+        raise TransferError("rsync to %s failed (rc=%d): %s" % (argv[-1], p.returncode,
+                                                                 last[-1] if last else "no output"),
+                            rc=p.returncode, stderr=p.stderr, argv=argv)
+
+
+def push(images_dir, spec, timeout=None):
+    """rsync images_dir/ to DEST:PATH/, then the manifest alone; return timings.
+
+    rsync writes each file under a temporary name and renames it into place,
+    so the destination sees the manifest only once it is complete, and only
+    after every image.
+    """
+    problems = validate(spec)
+    if problems:
+        raise TransferError(problems[0])
+    rsh = " ".join(spec.get("rsh") or ["ssh"])
+    target = "%s:%s/" % (spec["destination"], spec["path"].rstrip("/"))
+    src = images_dir.rstrip("/") + "/"
+    base = ["rsync", "--archive", "--rsh=%s" % rsh]
+    t0 = time.monotonic()
+    _rsync(base + ["--exclude=/%s" % MANIFEST_NAME, "--exclude=/.ckpt-*", src, target], timeout)
+    t1 = time.monotonic()
+    _rsync(base + [os.path.join(images_dir, MANIFEST_NAME), target], timeout)
+    t2 = time.monotonic()
+    return {"images": round(t1 - t0, 4), "manifest": round(t2 - t1, 4), "total": round(t2 - t0, 4),
+            "destination": target}

@@ -1,0 +1,104 @@
+"""The pieces that keep a migration's frozen path inside one task, against
+real CRIU: a restore that waits for its checkpoint to arrive
+(wait_for_manifest), and the wall-clock stamps that measure downtime."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.criu
+
+
+def _send(src, dst):
+    """Copy a checkpoint the way rsync delivers it: images first, manifest last, renamed into place."""
+    for name in sorted(os.listdir(src)):
+        if name == "ckpt-manifest.json" or name.startswith(".ckpt-"):
+            continue
+        shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+    shutil.copy2(os.path.join(src, "ckpt-manifest.json"), os.path.join(dst, ".manifest.tmp"))
+    os.rename(os.path.join(dst, ".manifest.tmp"), os.path.join(dst, "ckpt-manifest.json"))
+
+
+def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, workload):
+    w = workload("devnull")
+    w.wait_ticks(3)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    out = {}
+
+    def restore():
+        out["r"] = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 60,
+                                          "settle": 0.5})
+
+    t = threading.Thread(target=restore)
+    t.start()
+    time.sleep(2.0)  # the restore is now waiting
+    d = run_module("dump", {"pid": w.pid, "images_dir": str(src)})
+    assert d.status == "ok" and d["changed"], d
+    assert d["timings"]["frozen_at"] <= time.time()
+    _send(str(src), str(dst))
+    t.join(120)
+    r = out["r"]
+    assert r.status == "ok" and r["changed"], r
+    assert r["pid"] == w.pid and w.alive()
+    assert r["timings"]["waited_for_manifest"] > 1.0
+    # Downtime from the two wall-clock stamps: positive and bounded by the test.
+    downtime = r["timings"]["resumed_at"] - d["timings"]["frozen_at"]
+    assert 0 < downtime < 60
+    ok, gap = w.continuity()
+    assert ok, "ticks repeated or skipped"
+    before = len(w.read_ticks())
+    w.wait_ticks(3)
+    assert len(w.read_ticks()) > before
+
+
+def test_waiting_restore_ends_when_the_migration_is_rolled_back(tmp_path, run_module):
+    dst = tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    out = {}
+
+    def restore():
+        t0 = time.monotonic()
+        out["r"] = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 120})
+        out["t"] = time.monotonic() - t0
+
+    t = threading.Thread(target=restore)
+    t.start()
+    time.sleep(2.0)
+    shutil.rmtree(dst)
+    t.join(60)
+    r = out["r"]
+    assert r.failed and "rolled back" in r["msg"], r
+    assert out["t"] < 30
+    assert "Traceback" not in r.output
+
+
+def test_waiting_restore_times_out_clearly(tmp_path, run_module):
+    dst = tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    r = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 1})
+    assert r.failed and "within 1 s" in r["msg"], r
+    assert os.listdir(dst) == []
+
+
+def test_check_mode_does_not_wait(tmp_path, run_module):
+    dst = tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    t0 = time.monotonic()
+    r = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 60}, check=True)
+    assert time.monotonic() - t0 < 30
+    assert r.failed and "no complete checkpoint" in r["msg"]
+
+
+def test_dump_refuses_a_bad_transfer_spec_before_freezing(tmp_path, run_module, workload):
+    w = workload("devnull")
+    r = run_module("dump", {"pid": w.pid, "images_dir": str(tmp_path / "img"),
+                            "transfer": {"destination": "node2", "path": "/var/lib/ckpt/x",
+                                         "rsh": ["ssh", "-o", "ProxyCommand=sh -c id"]}})
+    assert r.failed and "single word" in r["msg"], r
+    assert not (tmp_path / "img").exists()
+    w.wait_ticks(3)

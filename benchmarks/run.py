@@ -42,7 +42,10 @@ SPAWN = os.path.join(WORKLOADS, "spawn.py")
 CRIU = "/opt/ckpt-criu/bin/criu"
 CRIU_ELF = "/opt/ckpt-criu/root/usr/sbin/criu"    # the wrapper above execs this one
 HOST_PYTHON = "/usr/bin/python3"
-COLLECTIONS = os.path.join(REPO, ".build", "collections")
+WORKTREE_COLLECTIONS = os.path.join(REPO, ".build", "collections")
+SNAPSHOT_ROOT = "/var/tmp/ckb-bench-collection"
+# Set by use_revision(): the collections path and the playbooks benchmarked.
+COLLECTION = {"path": WORKTREE_COLLECTIONS, "playbooks": os.path.join(REPO, "playbooks"), "rev": "worktree"}
 
 FLEET_STATE = os.environ.get("CKPT_BENCH_FLEET_STATE", "/run/ckpt-bench-fleet")
 FLEET_NAME = "ckb"
@@ -55,7 +58,7 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 PROFILES = {
     "full": {"sizes": [16, 256, 1024], "repeats": {16: 5, 256: 5, 1024: 3},
-             "scale_hosts": [1, 3, 6], "scale_procs": [1, 10], "scale_repeats": 3,
+             "scale_hosts": [1, 3, 6], "scale_procs": [1, 10], "scale_repeats": 2,
              "checksum_mib": 256, "checksum_repeats": 5, "checksum_procs": 10},
     "quick": {"sizes": [16, 256], "repeats": {16: 2, 256: 2},
               "scale_hosts": [1, 3], "scale_procs": [1, 10], "scale_repeats": 1,
@@ -118,11 +121,41 @@ def load_fleet_module():
     return mod
 
 
+def use_revision(rev):
+    """Benchmark the collection as committed at `rev` (a snapshot exported with
+    git archive), so that others' uncommitted edits in the working tree do not
+    leak into a labelled run; `worktree` uses the working tree as it is."""
+    if rev == "worktree":
+        return {"rev": "worktree"}
+    res = run(["git", "-C", REPO, "rev-parse", "--verify", rev + "^{commit}"], stdout=subprocess.PIPE,
+              stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        sys.exit("--rev %s: not a commit of %s" % (rev, REPO))
+    commit = res.stdout.strip()
+    dest = os.path.join(SNAPSHOT_ROOT, commit[:12], "ansible_collections", "ckpt", "criu")
+    if not os.path.isdir(os.path.join(dest, "plugins")):
+        tmp = dest + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        arch = subprocess.Popen(["git", "-C", REPO, "archive", "--format=tar", commit, "plugins", "roles",
+                                 "playbooks", "meta", "galaxy.yml"], stdout=subprocess.PIPE)
+        run(["tar", "-x", "-C", tmp], stdin=arch.stdout, check=True)
+        arch.stdout.close()
+        if arch.wait() != 0:
+            sys.exit("git archive %s failed" % commit)
+        os.replace(tmp, dest)
+    COLLECTION.update({"path": os.path.join(SNAPSHOT_ROOT, commit[:12]), "playbooks": os.path.join(dest, "playbooks"),
+                       "rev": commit})
+    return {"rev": rev, "commit": commit, "snapshot": dest}
+
+
 def git_info():
     def out(argv):
         res = run(["git", "-C", REPO] + argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         return res.stdout.strip()
-    dirty = [line[3:] for line in out(["status", "--porcelain", "--", "plugins", "roles", "playbooks"]).splitlines()]
+    dirty = []
+    if COLLECTION["rev"] == "worktree":
+        dirty = [line[3:] for line in out(["status", "--porcelain", "--", "plugins", "roles", "playbooks"]).splitlines()]
     return {"commit": out(["rev-parse", "HEAD"]), "subject": out(["log", "-1", "--format=%s"]),
             "dirty_collection_files": dirty}
 
@@ -210,6 +243,7 @@ def ansible_env(timing_file, forks=None):
     env = dict(os.environ)
     env.update({
         "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
+        "ANSIBLE_COLLECTIONS_PATH": COLLECTION["path"],
         "ANSIBLE_CALLBACK_PLUGINS": os.path.join(HERE, "callback_plugins"),
         "ANSIBLE_CALLBACKS_ENABLED": "bench_timing",
         "CKPT_BENCH_TIMING_FILE": timing_file,
@@ -242,8 +276,9 @@ def playbook(name, inventory, extra, work, tag, forks=None, timeout=900):
                  ckpt_report_name=tag, ckpt_report_formats="json")
     with open(evfile, "w", encoding="ascii") as fh:
         json.dump(extra, fh)
+    _unlink(timing)
     argv = [os.path.join(VENV, "bin", "ansible-playbook"), "-i", inventory,
-            os.path.join(REPO, "playbooks", name), "-e", "@" + evfile]
+            os.path.join(COLLECTION["playbooks"], name), "-e", "@" + evfile]
     t0 = time.time()
     res = run(argv, cwd=REPO, env=ansible_env(timing, forks), stdout=subprocess.PIPE,
               stderr=subprocess.STDOUT, text=True, timeout=timeout)
@@ -417,6 +452,9 @@ def _unlink(path):
 
 def bench_downtime(fleet, prof, work):
     inventory = write_inventory(fleet, os.path.join(work, "inv-migrate.ini"), ["node1"], dest="node2")
+    # The role's free-space preflight runs df on the images root or its parent: make the parent exist.
+    for h in ("node1", "node2"):
+        fleet.exec(h, ["mkdir", "-p", "-m", "0700", "/var/lib/ckpt/bench"], check=True)
     runs = []
     for size in prof["sizes"]:
         for rep in range(1, prof["repeats"][size] + 1):
@@ -583,8 +621,8 @@ def summarize_scaling(runs):
 # --------------------------------------------------------------- checksum
 
 def load_checksum_module():
-    if COLLECTIONS not in sys.path:
-        sys.path.insert(0, COLLECTIONS)
+    if COLLECTION["path"] not in sys.path:
+        sys.path.insert(0, COLLECTION["path"])
     # pylint: disable-next=import-outside-toplevel
     from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
     return _checksum
@@ -596,7 +634,7 @@ def bench_checksum(prof, work):
     os.makedirs(cdir, exist_ok=True)
     big = os.path.join(cdir, "random-%dmib.bin" % prof["checksum_mib"])
     with open(big, "wb") as fh:
-        for _ in range(prof["checksum_mib"]):
+        for _mib in range(prof["checksum_mib"]):
             fh.write(os.urandom(1 << 20))
     children = []
     try:
@@ -617,7 +655,7 @@ def bench_checksum(prof, work):
             nbytes = sum(os.path.getsize(f) for f in files)
             run(["cat"] + files, stdout=subprocess.DEVNULL)          # warm the page cache for both
             t_sum, t_mod, t_rec = [], [], []
-            for _ in range(prof["checksum_repeats"]):
+            for _rep in range(prof["checksum_repeats"]):
                 t0 = time.perf_counter()
                 run(["sha256sum"] + files, stdout=subprocess.DEVNULL, check=True)
                 t_sum.append(time.perf_counter() - t0)
@@ -644,7 +682,7 @@ def bench_checksum(prof, work):
         # The cache across processes sharing libraries.
         fresh, shared = [], []
         hits = {}
-        for _ in range(prof["checksum_repeats"]):
+        for _rep in range(prof["checksum_repeats"]):
             t0 = time.perf_counter()
             for p in pids:
                 cks.process_files(p, cache=cks.ChecksumCache())
@@ -663,9 +701,9 @@ def bench_checksum(prof, work):
                      "sha256sum_all_s": round(t_sum_all, 4)}
         cache_row["speedup"] = round(cache_row["fresh_cache_s"]["median"] / cache_row["shared_cache_s"]["median"], 1)
         log("checksum cache: %d processes x %d mapped files: fresh cache per process %.3f s, one shared cache %.3f s "
-            "(x%.1f); sha256sum of the same files %.3f s" % (len(pids), len(mapped), cache_row["fresh_cache_s"]["median"],
-                                                              cache_row["shared_cache_s"]["median"], cache_row["speedup"],
-                                                              t_sum_all))
+            "(x%.1f); sha256sum of the same files %.3f s"
+            % (len(pids), len(mapped), cache_row["fresh_cache_s"]["median"], cache_row["shared_cache_s"]["median"],
+               cache_row["speedup"], t_sum_all))
         return {"rows": rows, "cache": cache_row}
     finally:
         for c in children:
@@ -686,7 +724,9 @@ def markdown(results, others):
     lines = ["# ckpt.criu benchmarks", "",
              "Generated by `benchmarks/run.py` (see [benchmarks/README.md](../../benchmarks/README.md)); "
              "do not edit by hand. Newest run: label **%s**, %s, %s profile, collection at `%s`%s." % (
-                 results["label"], results["finished"], results["profile"], results["git"]["commit"][:12],
+                 results["label"], results["finished"], results["profile"],
+                 results.get("collection", {}).get("commit", results["git"]["commit"])[:12] + (
+                     "" if results.get("collection", {}).get("commit") else " + working tree"),
                  " (uncommitted changes in %s)" % ", ".join(results["git"]["dirty_collection_files"])
                  if results["git"]["dirty_collection_files"] else ""),
              "", "Medians with [min-max] over the repeats; every ratio is against the raw baseline measured in "
@@ -880,9 +920,9 @@ def print_summary(results):
         print("\nDowntime (s): median [min-max]")
         print("%8s %-12s %-24s %-24s %7s %7s" % ("MiB", "mode", "raw", "collection", "ratio", "extra"))
         for r in dt["summary"]:
-            print("%8d %-12s %-24s %-24s %7s %7s" % (r["mib"], r["mode"], fmt(r["raw"]), fmt(r["collection"]),
-                                                    "%.2fx" % r["ratio"] if r["ratio"] else "-",
-                                                    "%+.2f" % r["extra_s"] if r["extra_s"] is not None else "-"))
+            print("%8d %-12s %-24s %-24s %7s %7s" % (
+                r["mib"], r["mode"], fmt(r["raw"]), fmt(r["collection"]), "%.2fx" % r["ratio"] if r["ratio"] else "-",
+                "%+.2f" % r["extra_s"] if r["extra_s"] is not None else "-"))
     sc = results.get("scaling")
     if sc:
         print("\nScaling: checkpoint wall time (s)")
@@ -920,6 +960,9 @@ def parse_args(argv=None):
     ap.add_argument("--label", default=None, help="name of this run: docs/benchmarks/results-LABEL.json")
     ap.add_argument("--only", choices=["downtime", "scaling", "checksum"], action="append",
                     help="run only this part (repeatable)")
+    ap.add_argument("--rev", default="HEAD",
+                    help="git revision of the collection to benchmark (exported snapshot; default HEAD); "
+                         "'worktree' uses the working tree with its uncommitted changes")
     ap.add_argument("--keep-fleet", action="store_true", help="do not tear the benchmark fleet down (debugging)")
     ap.add_argument("--report-only", action="store_true",
                     help="regenerate docs/benchmarks/README.md and plots from the saved results, run nothing")
@@ -964,9 +1007,10 @@ def main(argv=None):
     parts = args.only or ["downtime", "scaling", "checksum"]
     prof = PROFILES["quick" if args.quick else "full"]
     have_plots = ensure_matplotlib()
+    collection = use_revision(args.rev)
     results = {"schema": 1, "label": args.label, "profile": "quick" if args.quick else "full",
                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "parts": parts, "settings": prof,
-               "git": git_info(), "machine": machine_info(), "tick_s": TICK}
+               "git": git_info(), "collection": collection, "machine": machine_info(), "tick_s": TICK}
     os.makedirs(WORK_ROOT, mode=0o755, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=WORK_ROOT)
     os.chmod(work, 0o755)

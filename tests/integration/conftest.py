@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,16 +16,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-WORKLOADS = REPO / "tests" / "workloads"
-VENV_BIN = REPO / ".venv" / "bin"
-
-
-def criu_binary():
-    for c in (os.environ.get("CKPT_CRIU"), "/opt/ckpt-criu/bin/criu", "/usr/sbin/criu"):
-        if c and os.access(c, os.X_OK):
-            return c
-    return None
+from ckpt_testlib import REPO, VENV_BIN, WORKLOADS, Workload, criu_binary, wait_gone
 
 
 @pytest.fixture(scope="session")
@@ -94,71 +84,6 @@ def run_module(ansible_env, tmp_path):
         return res
 
     return _run
-
-
-class Workload:
-    def __init__(self, pid, pidfile, ticks, aux):
-        self.pid = pid
-        self.pidfile = pidfile
-        self.ticks = ticks
-        self.aux = aux
-
-    def alive(self, pid=None):
-        pid = pid or self.pid
-        try:
-            with open("/proc/%d/stat" % pid) as fh:
-                state = fh.read().rsplit(")", 1)[1].split()[0]
-            return state not in ("Z", "X")
-        except OSError:
-            return False
-
-    def read_ticks(self):
-        out = []
-        try:
-            text = Path(self.ticks).read_text()
-        except OSError:
-            return out
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                out.append((int(parts[0]), int(parts[1])))
-        return out
-
-    def wait_ticks(self, n=3, timeout=10.0):
-        """Wait until at least n more ticks have been written; return the ticks."""
-        start = len(self.read_ticks())
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            t = self.read_ticks()
-            if len(t) >= start + n:
-                return t
-            time.sleep(0.02)
-        raise AssertionError("workload %d wrote no new ticks in %.1fs" % (self.pid, timeout))
-
-    def continuity(self):
-        """(ok, max_gap_seconds): ok when the sequence never repeats or skips."""
-        t = self.read_ticks()
-        seqs = [tick[0] for tick in t]
-        ok = seqs == list(range(1, len(seqs) + 1))
-        gaps = [(later[1] - earlier[1]) / 1e9 for earlier, later in zip(t, t[1:])]
-        return ok, max(gaps) if gaps else 0.0
-
-    def kill(self):
-        for p in [self.pid] + self.aux:
-            try:
-                os.kill(p, signal.SIGKILL)
-            except OSError:
-                pass
-
-
-def wait_gone(pid, timeout=10.0):
-    """Wait until /proc/PID no longer exists (PID 1 reaps orphans slowly)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not os.path.exists("/proc/%d" % pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 from ckpt_helpers import (REPO, Tmpfs, find_criu, mode, read_manifest, sha256, start_plain_child,
                           state, ticks_after, wait_state)
-from conftest import wait_gone
+from ckpt_testlib import wait_gone
 
 pytestmark = pytest.mark.criu
 

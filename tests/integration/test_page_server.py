@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_helpers import state, wait_state
-from conftest import wait_gone
+from ckpt_testlib import wait_gone
 
 pytestmark = pytest.mark.criu
 

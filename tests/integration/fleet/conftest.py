@@ -1,104 +1,36 @@
 """Fixtures for the playbook tests on the SSH test fleet (tests/fleet/fleet.py).
 
 One fleet for the whole directory, torn down at the end even when a test
-fails. Playbooks run with real ansible-playbook over real SSH; every extra var
-is passed as a string, as an AWX survey passes it.
+fails. The helpers the tests share live in fleet_testlib.py.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests" / "fleet"))
-import fleet as fleet_mod  # noqa: E402  pylint: disable=wrong-import-position
-
-WORKLOADS = REPO / "tests" / "workloads"
-PLAYBOOKS = REPO / "playbooks"
-STATE_DIR = os.environ.get("CKPT_ROLES_FLEET_STATE_DIR", "/run/ckpt-fleet-roles-it")
-HOSTS = 6
+from fleet_testlib import (HOSTS, PLAYBOOKS, REPO, STATE_DIR, WORKLOADS, FleetWorkload, PlaybookRun,
+                           Fleet, FleetError, fresh)
 
 
 @pytest.fixture(scope="session")
 def fleet():
     if os.geteuid() != 0:
         pytest.skip("the test fleet needs root")
-    f = fleet_mod.Fleet(state_dir=STATE_DIR, name="ckrit", subnet="10.216.0.0/24")
+    f = Fleet(state_dir=STATE_DIR, name="ckrit", subnet="10.216.0.0/24")
     try:
         f.down()            # leftovers of an interrupted run
-    except fleet_mod.FleetError:
+    except FleetError:
         pass
-    f = fleet_mod.Fleet(state_dir=STATE_DIR, name="ckrit", subnet="10.216.0.0/24")
+    f = Fleet(state_dir=STATE_DIR, name="ckrit", subnet="10.216.0.0/24")
     try:
         f.up(hosts=HOSTS)
         yield f
     finally:
         # A fresh object: reboots by fleet.py subprocesses changed the state file.
-        fleet_mod.Fleet(state_dir=STATE_DIR).down()
-
-
-def fresh(fleet):
-    """Reload the fleet's state: a reboot by a fleet.py subprocess changed it."""
-    fleet.state = fleet._load()  # pylint: disable=protected-access
-    return fleet
-
-
-def read_ticks(path):
-    out = []
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            out.append((int(parts[0]), int(parts[1])))
-    return out
-
-
-class FleetWorkload:
-    """A counter started over SSH on a fleet host (as a daemon would be)."""
-
-    def __init__(self, fleet, host, pid, pidfile, ticks):
-        self.fleet, self.host, self.pid, self.pidfile, self.ticks = fleet, host, pid, pidfile, ticks
-
-    def state(self, host=None):
-        """Process state letter of self.pid on host, or None when it is gone."""
-        p = fresh(self.fleet).exec(host or self.host, ["cat", "/proc/%d/stat" % self.pid],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        if p.returncode != 0:
-            return None
-        st = p.stdout.rsplit(")", 1)[1].split()[0]
-        return None if st in ("Z", "X") else st
-
-    def running_on(self, host):
-        return self.state(host) in ("R", "S", "D")
-
-    def read_ticks(self):
-        return read_ticks(self.ticks)
-
-    def wait_ticks(self, n=5, timeout=10.0):
-        start = len(self.read_ticks())
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if len(self.read_ticks()) >= start + n:
-                return True
-            time.sleep(0.05)
-        return False
-
-    def continuity(self):
-        t = self.read_ticks()
-        seqs = [a for a, _ in t]
-        gaps = [(b[1] - a[1]) / 1e9 for a, b in zip(t, t[1:])]
-        return seqs == list(range(1, len(seqs) + 1)), (max(gaps) if gaps else 0.0)
+        Fleet(state_dir=STATE_DIR).down()
 
 
 @pytest.fixture
@@ -137,46 +69,6 @@ def clean_hosts(fleet):
     _clean()
 
 
-def write_inventory(fleet, path, sources, others=(), hostvars=None, unreachable=()):
-    """sources: {src: dest}; others: hosts in group spares; hostvars: {host: {k: v}}."""
-    hostvars = hostvars or {}
-
-    def line(h):
-        addr = "10.216.0.254" if h in unreachable else fleet.address(h)
-        hv = dict(hostvars.get(h, {}))
-        if h in sources:
-            hv["ckpt_migrate_destination"] = sources[h]
-        return " ".join(["%s ansible_host=%s" % (h, addr)] + ["%s=%s" % (k, v) for k, v in hv.items()])
-
-    text = ["[ckpt_sources]"] + [line(h) for h in sources]
-    spares = [h for h in list(others) + sorted(set(sources.values())) if h not in sources]
-    text += ["", "[spares]"] + [line(h) for h in dict.fromkeys(spares)]
-    text += ["", "[all:vars]", "ansible_user=root",
-             "ansible_ssh_private_key_file=%s" % fleet.key_path,
-             "ansible_ssh_common_args='-F %s -o ConnectTimeout=3'" % fleet.ssh_config_path,
-             "ansible_python_interpreter=/usr/bin/python3", ""]
-    Path(path).write_text("\n".join(text))
-    return str(path)
-
-
-class PlaybookRun:
-    def __init__(self, proc, report_path):
-        self.rc = proc.returncode
-        self.output = proc.stdout
-        self.report = None
-        if report_path and Path(report_path).exists():
-            self.report = json.loads(Path(report_path).read_text())
-
-    def changed(self, host):
-        m = re.search(r"^%s\s*:\s*ok=\d+\s+changed=(\d+)" % re.escape(host), self.output, re.M)
-        assert m, "no recap for %s in:\n%s" % (host, self.output[-3000:])
-        return int(m.group(1))
-
-    def rows(self, **match):
-        return [r for r in (self.report or {}).get("processes", [])
-                if all(r.get(k) == v for k, v in match.items())]
-
-
 @pytest.fixture
 def playbook(tmp_path):
     """playbook(name, inventory, extra_vars, check=False) -> PlaybookRun.
@@ -213,20 +105,3 @@ def playbook(tmp_path):
         return run
 
     return _run
-
-
-def listdir(fleet, host, path):
-    p = fresh(fleet).exec(host, ["ls", "-A", path], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    return p.stdout.split() if p.returncode == 0 else None
-
-
-def copy_python(fleet, host, alter=False):
-    """Put a copy of the python binary at /srv/bin/python3 on host (altered: one byte more)."""
-    real = os.path.realpath("/usr/bin/python3")
-    dst = Path(fleet.host_path(host, "/srv/bin/python3"))
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(real, dst)
-    if alter:
-        with open(dst, "ab") as fh:
-            fh.write(b"\0")
-    return "/srv/bin/python3"

@@ -35,7 +35,9 @@ import stat
 import struct
 import time
 
-PROC = "/proc"
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+
+PROC = _procfs.PROC
 CHUNK_SIZE = 1024 * 1024
 MANIFEST_NAME = "ckpt-manifest.json"
 DELETED_SUFFIX = " (deleted)"
@@ -44,7 +46,6 @@ DELETED_SUFFIX = " (deleted)"
 PT_NOTE = 4
 SHT_NOTE = 7
 NT_GNU_BUILD_ID = 3
-PF_KTHREAD = 0x00200000
 # A note bigger than this is not a build-id note worth reading.
 _MAX_NOTE_BYTES = 1024 * 1024
 _MAX_HEADERS = 4096
@@ -328,86 +329,34 @@ def file_record(path, cache=None):
 
 # ----------------------------------------------------------------- processes
 
-def _read_text(path):
-    with open(path, "rb") as fh:
-        return fh.read().decode("utf-8", "surrogateescape")
-
-
-def _stat_fields(pid, proc_root):
-    text = _read_text(os.path.join(proc_root, str(pid), "stat"))
-    right = text.rsplit(")", 1)[1].split()
-    # right[0] is field 3 (state); flags is field 9 -> right[6].
-    return right[0], int(right[6])
+def _from_procfs(exc, path=None):
+    """The ChecksumError for a ProcfsError (same sentence), for callers that expect ChecksumError."""
+    return ChecksumError(str(exc), path)
 
 
 def check_pid(pid, proc_root=PROC):
-    """Refuse what binary_checksum cannot (or must not) examine; return the int PID.
+    """Refuse what binary_checksum cannot examine; return the int PID.
 
-    Minimal local checks: _procfs.validate_target_pid is the collection-wide
-    version (to be consolidated).
+    :func:`_procfs.check_live_pid` (garbage, absent, PID 1, kernel thread,
+    zombie) with its ProcfsError turned into a ChecksumError.
     """
     try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        raise ChecksumError("the PID %r is not a number; give the numeric process ID" % (pid,))
-    if pid <= 0:
-        raise ChecksumError("the PID %d is not valid; give the ID of a running process" % pid)
-    if pid == 1:
-        raise ChecksumError("PID 1 is the init process of this PID namespace and cannot be checkpointed; "
-                            "give the PID of the workload instead")
-    try:
-        state, flags = _stat_fields(pid, proc_root)
-    except FileNotFoundError:
-        raise ChecksumError("no process with PID %d exists; check the PID (or the pidfile) is current" % pid)
-    except (OSError, ValueError, IndexError) as exc:
-        raise ChecksumError("cannot read /proc/%d/stat (%s); check the PID and run as root" % (pid, exc))
-    if flags & PF_KTHREAD:
-        raise ChecksumError("PID %d is a kernel thread, which has no binary and cannot be checkpointed; "
-                            "give the PID of a user process" % pid)
-    if state in ("Z", "X", "x"):
-        raise ChecksumError("PID %d is a zombie (it has exited and waits for its parent to reap it), so it "
-                            "has no binary to check; give the PID of a running process" % pid)
-    return pid
+        return _procfs.check_live_pid(pid, proc_root)["pid"]
+    except _procfs.ProcfsError as exc:
+        raise _from_procfs(exc)
 
 
 def read_pidfile(path):
-    """The PID written in ``path`` (first token), with one-sentence errors."""
+    """The PID written in ``path``: :func:`_procfs.read_pidfile`, raising ChecksumError."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(4096)
-    except FileNotFoundError:
-        raise ChecksumError("the pidfile %s does not exist; check the path, or that the workload is running"
-                            % path, path)
-    except IsADirectoryError:
-        raise ChecksumError("the pidfile %s is a directory; give the path of the file holding the PID" % path, path)
-    except PermissionError:
-        raise ChecksumError("the pidfile %s cannot be read (permission denied); run as root (become: true)"
-                            % path, path)
-    except OSError as exc:
-        raise ChecksumError("the pidfile %s cannot be read: %s" % (path, exc.strerror or exc), path)
-    token = raw.split(None, 1)[0] if raw.split() else b""
-    if not token.isdigit():
-        raise ChecksumError("the pidfile %s does not hold a PID (found %r); point pidfile at a file holding "
-                            "only the process ID" % (path, raw[:40].decode("utf-8", "replace")), path)
-    return int(token)
+        return _procfs.read_pidfile(path)
+    except _procfs.ProcfsError as exc:
+        raise _from_procfs(exc, path)
 
 
-def parse_maps(text):
-    """Parse /proc/PID/maps text into dicts {start, end, perms, offset, dev, inode, path}.
-
-    Minimal local parser: _procfs.read_maps is the collection-wide version (to
-    be consolidated).  ``path`` is '' for anonymous mappings.
-    """
-    out = []
-    for line in text.splitlines():
-        parts = line.split(None, 5)
-        if len(parts) < 5:
-            continue
-        start, end = parts[0].split("-", 1)
-        out.append({"start": start, "end": end, "perms": parts[1], "offset": parts[2],
-                    "dev": parts[3], "inode": int(parts[4]),
-                    "path": parts[5] if len(parts) == 6 else ""})
-    return out
+def _map_files_name(mapping):
+    """The /proc/PID/map_files entry of a mapping: 'start-end' in hex without the padding maps uses."""
+    return "%x-%x" % (mapping["start"], mapping["end"])
 
 
 def _skip_reason(path, inode):
@@ -521,25 +470,22 @@ def process_files(pid, exe_only=False, cache=None, proc_root=PROC):
         return {"exe": exe, "files": files}
 
     try:
-        maps = parse_maps(_read_text(os.path.join(base, "maps")))
-    except OSError as exc:
-        raise ChecksumError("cannot read /proc/%d/maps (%s); check the process still runs and run as root"
-                            % (pid, exc.strerror or exc))
+        maps = _procfs.read_maps(pid, proc_root, file_backed_only=False)
+    except _procfs.ProcfsError as exc:
+        raise _from_procfs(exc)
     seen_paths = {exe_path}
     # A file mapped shared and writable is data the process changes (a database,
     # an sqlite -shm file): criu maps it again as it is, so it is not a binary.
-    data_paths = set(m["path"] for m in maps if "w" in m["perms"] and "s" in m["perms"])
+    # (path, deleted): the path as the kernel printed it, " (deleted)" and all.
+    data_paths = set((m["path"], m["deleted"]) for m in maps if "w" in m["perms"] and "s" in m["perms"])
     for m in maps:
-        path = m["path"]
-        if _skip_reason(path, m["inode"]) or path in data_paths:
+        path, mdeleted = m["path"], m["deleted"]
+        if _skip_reason(path, m["inode"]) or (path, mdeleted) in data_paths:
             continue
-        mdeleted = path.endswith(DELETED_SUFFIX)
-        if mdeleted:
-            path = path[:-len(DELETED_SUFFIX)]
         if path in seen_paths:
             continue
         seen_paths.add(path)
-        proc_link = os.path.join(base, "map_files", "%s-%s" % (m["start"], m["end"]))
+        proc_link = os.path.join(base, "map_files", _map_files_name(m))
         try:
             rec = _process_record(pid, proc_link, path, mdeleted, cache, proc_root)
         except ChecksumError:

@@ -183,10 +183,13 @@ def read_exe(pid, proc_root=PROC):
 
 
 def process_identity(pid, proc_root=PROC):
-    """{boot_id, pid, start_time, ppid, uid, comm, state, cmdline, exe, cwd}; fields the kernel hides are None."""
+    """{boot_id, pid, start_time, ppid, sid, uid, comm, state, cmdline, exe, cwd}; fields the kernel hides are None.
+
+    ``sid`` is the session id (stat field 6).
+    """
     st = read_stat(pid, proc_root)
     ident = {"boot_id": read_boot_id(proc_root), "pid": st["pid"], "start_time": st["start_time"],
-             "ppid": st["ppid"], "uid": None, "comm": st["comm"], "state": st["state"],
+             "ppid": st["ppid"], "sid": st["session"], "uid": None, "comm": st["comm"], "state": st["state"],
              "cmdline": [], "exe": None, "cwd": None}
     try:
         uid = read_status(pid, proc_root).get("Uid", "")
@@ -232,12 +235,12 @@ def ancestors(pid, proc_root=PROC):
     return out
 
 
-def validate_target_pid(pid, proc_root=PROC, self_pid=None):
-    """Refuse a PID that cannot or must not be checkpointed; return its identity.
+def check_live_pid(pid, proc_root=PROC):
+    """Refuse a PID that is not a live user process; return its parsed stat.
 
-    Refused: not a positive number, absent, PID 1, a kernel thread, a zombie,
-    the caller itself or one of its ancestors (dumping Ansible itself).
-    ``self_pid`` defaults to os.getpid().
+    Refused: not a positive number, absent, PID 1, a kernel thread, a zombie.
+    What every reader of a target process needs (binary_checksum too);
+    :func:`validate_target_pid` adds the checkpoint-only refusals.
     """
     try:
         pid = int(pid)
@@ -257,6 +260,18 @@ def validate_target_pid(pid, proc_root=PROC, self_pid=None):
         raise ProcfsError("PID %d (%s) is a zombie: it has exited and waits for its parent to reap it, so "
                           "there is nothing to checkpoint; give the PID of a running process"
                           % (pid, st["comm"]), pid, "zombie")
+    return st
+
+
+def validate_target_pid(pid, proc_root=PROC, self_pid=None):
+    """Refuse a PID that cannot or must not be checkpointed; return its identity.
+
+    Refused: what :func:`check_live_pid` refuses, and the caller itself or one
+    of its ancestors (dumping Ansible itself).  ``self_pid`` defaults to
+    os.getpid().
+    """
+    st = check_live_pid(pid, proc_root)
+    pid = int(pid)
     me = os.getpid() if self_pid is None else int(self_pid)
     if pid == me:
         raise ProcfsError("PID %d is the Ansible module process itself; give the PID of the workload" % pid,
@@ -287,13 +302,13 @@ def read_pidfile(path):
                           % (path, exc.strerror or exc), None, "pidfile")
     tokens = raw.split()
     if not tokens:
-        raise ProcfsError("the pidfile %s is empty; the workload may still be starting or has exited, "
-                          "so check it runs and wrote its PID" % path, None, "pidfile")
+        raise ProcfsError("the pidfile %s is empty, so it does not hold a PID; the workload may still be "
+                          "starting or has exited, so check it runs and wrote its PID" % path, None, "pidfile")
     token = tokens[0]
     shown = token[:40].decode("utf-8", "replace")
     if token.startswith(b"-") and token[1:].isdigit():
-        raise ProcfsError("the pidfile %s holds a negative number (%s), not a PID; point pidfile at a file "
-                          "holding the process ID" % (path, shown), None, "pidfile")
+        raise ProcfsError("the pidfile %s does not hold a PID but a negative number (%s); point pidfile at a "
+                          "file holding the process ID" % (path, shown), None, "pidfile")
     if not token.isdigit() or int(token) == 0:
         raise ProcfsError("the pidfile %s does not hold a PID (found %r); point pidfile at a file holding "
                           "only the process ID" % (path, shown), None, "pidfile")

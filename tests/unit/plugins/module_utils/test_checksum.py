@@ -13,6 +13,7 @@ import subprocess
 import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum as c
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
 MiB = 1024 * 1024
 
@@ -301,10 +302,10 @@ def test_check_pid_kernel_thread():
     for name in os.listdir("/proc"):
         if name.isdigit() and name != "1":
             try:
-                state, flags = c._stat_fields(int(name), "/proc")
-            except (OSError, ValueError, IndexError):
+                flags = _procfs.read_stat(int(name), "/proc")["flags"]
+            except _procfs.ProcfsError:
                 continue
-            if flags & c.PF_KTHREAD:
+            if flags & _procfs.PF_KTHREAD:
                 kthreads.append(int(name))
     if not kthreads:
         pytest.skip("no kernel thread visible in this PID namespace")
@@ -318,7 +319,7 @@ def test_check_pid_zombie():
         os._exit(0)
     try:
         for dummy in range(200):
-            if c._stat_fields(pid, "/proc")[0] == "Z":
+            if _procfs.read_stat(pid, "/proc")["state"] == "Z":
                 break
             import time
             time.sleep(0.01)
@@ -358,11 +359,17 @@ def test_parse_maps():
             "7ffc-7ffd r-xp 00000000 00:00 0 [vdso]\n"
             "7f03-7f04 rw-s 00000000 00:01 7 /memfd:buf (deleted)\n"
             "7f05-7f06 r--p 00000000 08:01 5 /path with spaces/lib.so\n")
-    maps = c.parse_maps(text)
-    assert [m["path"] for m in maps] == ["/usr/bin/prog", "", "/tmp/x (deleted)", "[vdso]",
-                                         "/memfd:buf (deleted)", "/path with spaces/lib.so"]
+    maps = _procfs.parse_maps(text, file_backed_only=False)
+    assert [m["path"] + (c.DELETED_SUFFIX if m["deleted"] else "") for m in maps] == [
+        "/usr/bin/prog", "", "/tmp/x (deleted)", "[vdso]", "/memfd:buf (deleted)", "/path with spaces/lib.so"]
     assert [c._skip_reason(m["path"], m["inode"]) for m in maps] == [
         None, "anonymous", None, "special", "memfd", None]
+
+
+def test_map_files_name_drops_the_padding_of_maps():
+    """maps prints addresses as %08lx, map_files names its entries %lx-%lx."""
+    m = _procfs.parse_maps("00400000-00401000 r-xp 00000000 08:01 5 /opt/app\n")[0]
+    assert c._map_files_name(m) == "400000-401000"
 
 
 def test_process_files_of_self():

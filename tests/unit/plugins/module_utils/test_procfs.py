@@ -71,7 +71,9 @@ def test_identity_from_recording(pipe_tree):
     assert ident["boot_id"] == (FIX / "pipe_tree/sys/kernel/random/boot_id").read_text().strip()
     assert ident["start_time"] == int((FIX / "pipe_tree/8183/stat").read_text().rsplit(")", 1)[1].split()[19])
     assert ident["uid"] == 0 and ident["cmdline"][-1].endswith("tree.py")
-    assert set(ident) == {"boot_id", "pid", "start_time", "ppid", "uid", "comm", "state", "cmdline", "exe", "cwd"}
+    assert set(ident) == {"boot_id", "pid", "start_time", "ppid", "sid", "uid", "comm", "state", "cmdline", "exe",
+                          "cwd"}
+    assert ident["sid"] == 8183
 
 
 def test_status_and_cmdline(pipe_tree):

@@ -398,9 +398,10 @@ def coll_migration(fleet, work, inventory, mode, size, rep):
         _unlink(ticks)
 
 
-def _find(tasks, prefix):
+def _find(tasks, marker):
+    # Task names carry the role prefix ("ckpt.criu.migrate : FROZEN 1/3: ...").
     for t in tasks:
-        if t["task"].startswith(prefix) and t["status"] == "ok":
+        if marker in t["task"] and t["status"] == "ok":
             return t
     return None
 
@@ -749,6 +750,16 @@ def markdown(results, others):
                 r["mib"], r["mode"], fmt(r["raw"]), fmt(r["collection"]),
                 "%.2fx" % r["ratio"] if r["ratio"] else "-", "%+.2f" % r["extra_s"] if r["extra_s"] is not None else "-",
                 fmt(r["role_frozen_s"]), r["failed"]))
+        causes = {}
+        for r in dt["runs"]:
+            if not r.get("ok"):
+                cause = re.sub(r"pid-[0-9]+|PID [0-9]+", "pid-N", (r.get("error") or "?").split(" | ")[-1]).replace("\n", " ")[:400]
+                causes.setdefault((r["mib"], r["mode"], r["kind"], cause), 0)
+                causes[(r["mib"], r["mode"], r["kind"], cause)] += 1
+        if causes:
+            lines += ["", "Failed runs (no downtime recorded for them):", ""]
+            for (mib, mode, kind, cause), n in sorted(causes.items()):
+                lines.append("- %d MiB %s %s, %d run(s): %s" % (mib, mode, kind, n, cause))
         lines += ["", "![downtime](downtime-%s.png)" % results["label"], "",
                   "### Where the time goes (medians, seconds inside the heartbeat gap)", "",
                   "Collection stages come from the task start/end timestamps of `benchmarks/callback_plugins/"
@@ -870,7 +881,7 @@ def plots(results):
                 if n not in names:
                     names.append(n)
         if names:
-            fig, ax = plt.subplots(figsize=(10, 5))
+            fig, ax = plt.subplots(figsize=(12, 5))
             bottoms = [0.0] * len(rows)
             cmap = plt.get_cmap("tab20")
             for i, n in enumerate(names):
@@ -883,7 +894,8 @@ def plots(results):
             ax.set_xticklabels(["%d MiB\n%s" % (r["mib"], r["mode"]) for r in rows], fontsize=8)
             ax.set_ylabel("seconds inside the heartbeat gap (medians)")
             ax.set_title("Where the collection's downtime goes (%s)" % label)
-            ax.legend(fontsize=7, loc="upper left")
+            ax.set_ylim(0, max(bottoms + [0.1]) * 1.08)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
             fig.tight_layout()
             path = os.path.join(OUT_DIR, "breakdown-%s.png" % label)
             fig.savefig(path, dpi=110)
@@ -974,7 +986,20 @@ def parse_args(argv=None):
     return args
 
 
+def recompute(results):
+    """Breakdowns and summaries again from the stored per-run data (after a
+    change of the attribution code: --report-only)."""
+    dt = results.get("downtime")
+    if not dt:
+        return
+    for r in dt["runs"]:
+        if r.get("kind") == "collection" and r.get("ok") and r.get("tasks") and r.get("freeze_tick"):
+            r["breakdown"] = coll_breakdown(r["tasks"], r["freeze_tick"], r["resume_tick"])
+    dt["summary"] = summarize_downtime(dt["runs"])
+
+
 def write_outputs(results, have_plots):
+    recompute(results)
     os.makedirs(OUT_DIR, exist_ok=True)
     path = os.path.join(OUT_DIR, "results-%s.json" % results["label"])
     with open(path + ".tmp", "w", encoding="utf-8") as fh:

@@ -28,14 +28,10 @@ PROC = _procfs.PROC
 # /proc/PID/stat state letters, grouped the way callers care about.
 STOPPED_STATES = ("T",)
 TRACED_STATES = ("t",)
-DEAD_STATES = ("Z", "X", "x")
+DEAD_STATES = _procfs.DEAD_STATES
 
 # Fields of an identity that must agree for two records to be the same process.
 IDENTITY_KEYS = ("boot_id", "pid", "start_time")
-
-
-def read_boot_id(proc_root=PROC):
-    return _procfs.read_boot_id(proc_root)
 
 
 def read_stat(pid, proc_root=PROC):
@@ -67,7 +63,7 @@ def state_word(letter):
 def read_identity(pid, proc_root=PROC):
     """The identity of the process holding PID now, or None when there is none.
 
-    {boot_id, pid, start_time, ppid, uid, comm, state, cmdline, exe, cwd}
+    {boot_id, pid, start_time, ppid, sid, uid, comm, state, cmdline, exe, cwd}
     (``_procfs.process_identity``); a field the kernel hides (a zombie has no
     exe) is None.
     """

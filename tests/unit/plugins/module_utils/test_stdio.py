@@ -3,42 +3,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-from pathlib import Path
 
 import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
+from ansible_collections.ckpt.criu.tests.unit.plugins.module_utils import procfs_tree
 
-FIX = Path(__file__).parent / "fixtures" / "procfs"
+FIX = procfs_tree.FIX
 OLD_KERNEL = "6.1.0-28-amd64"
 
 
-def _materialize(name, dest):
-    """Copy the recorded tree fixtures/procfs/NAME to DEST and re-create its symbolic links (fd/*, exe,
-    cwd) from links.json there: a collection may not hold links that point outside it, so they are
-    stored as data. Every PID directory gets an fd/ directory, as record.py creates one."""
-    src = FIX / name
-    shutil.copytree(str(src), str(dest), ignore=shutil.ignore_patterns("links.json"))
-    for pid_dir in dest.iterdir():
-        if pid_dir.name.isdigit():
-            (pid_dir / "fd").mkdir(exist_ok=True)
-    for rel, target in json.loads((src / "links.json").read_text()).items():
-        (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(target, str(dest / rel))
-    return str(dest)
-
-
-@pytest.fixture
-def pipe_tree(tmp_path):
-    """8183 -> child 8202; 8181 reads their stdout pipe."""
-    return _materialize("pipe_tree", tmp_path / "pipe_tree")
-
-
-@pytest.fixture
-def unix_tree(tmp_path):
-    """8587 (sleep) stdout on a unix socket to listener 8585."""
-    return _materialize("unix_tree", tmp_path / "unix_tree")
+pipe_tree = procfs_tree.pipe_tree
+unix_tree = procfs_tree.unix_tree
 
 
 def _by(result, pid, fd):

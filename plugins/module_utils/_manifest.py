@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime
 import errno
+import fnmatch
 import hashlib
 import json
 import os
@@ -209,8 +210,13 @@ def verify_images(manifest, images_dir, check_remote=False, extra=True):
             problems.append("image %s has no recorded sha256" % name)
         elif sha256_file(path) != img["sha256"]:
             problems.append("image %s does not match its recorded sha256 (corrupted or altered)" % name)
+    # A page server names its pages file itself (pages-<N>.img): the manifest
+    # records only the pattern.
+    remote_pattern = (manifest.get("remote_pages") or {}).get("pattern") if check_remote else None
     if extra and os.path.isdir(images_dir):
         for name in list_images(images_dir):
+            if remote_pattern and fnmatch.fnmatch(name, remote_pattern):
+                continue
             if name.endswith(".img") and name not in listed:
                 problems.append("image %s is not listed in the manifest (left over from another dump?)"
                                 % name)

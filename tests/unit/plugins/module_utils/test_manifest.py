@@ -143,6 +143,21 @@ def test_verify_missing_size_extra_and_remote(tmp_path):
                                                                                  check_remote=True))
 
 
+def test_pages_named_by_the_page_server_are_accepted_on_the_receiving_host(tmp_path):
+    _images(tmp_path)
+    m = _manifest_for(tmp_path)
+    m["remote_pages"] = {"address": "10.0.0.2", "port": 27000, "files": ["pagemap-10.img"],
+                         "pattern": "pages-*.img"}
+    (tmp_path / "pages-65537.img").write_bytes(b"pages")
+    assert _manifest.verify_images(m, str(tmp_path), check_remote=True) == []
+    # On a host that did not receive them, a stray pages file is still refused.
+    assert any("pages-65537.img is not listed" in p for p in _manifest.verify_images(m, str(tmp_path)))
+    # Only the pattern is excused, nothing else.
+    (tmp_path / "core-99.img").write_bytes(b"x")
+    assert any("core-99.img is not listed" in p
+               for p in _manifest.verify_images(m, str(tmp_path), check_remote=True))
+
+
 def test_verify_refuses_path_escape(tmp_path):
     m = {"images": [{"name": "../etc/passwd", "size": 1, "sha256": "x"}]}
     assert "invalid image name" in _manifest.verify_images(m, str(tmp_path))[0]

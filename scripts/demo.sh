@@ -56,7 +56,7 @@ gaps = [(b[1] - a[1]) / 1e9 for a, b in zip(ticks, ticks[1:])]
 row = json.load(open(sys.argv[2]))["processes"][0]
 print("   %d ticks, sequence %s, longest gap between two ticks %.3f s"
       % (len(seqs), "unbroken" if seqs == list(range(1, len(seqs) + 1)) else "BROKEN", max(gaps)))
-print("   report: %s, frozen %s s (controller clock, upper bound), criu frozen %s s, images %.1f MiB"
+print("   report: %s, frozen %s s (freeze on the source to resume on the destination), criu freezing %s s, images %.1f MiB"
       % (row["result"], row["frozen_s"], row.get("criu_frozen_s"), (row["image_bytes"] or 0) / 1048576.0))
 sys.exit(0 if seqs == list(range(1, len(seqs) + 1)) and row["result"] == "migrated" else 1)
 PY

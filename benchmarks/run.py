@@ -616,6 +616,21 @@ def summarize_scaling(runs):
                     row["overhead_vs_criu_dump"] = round(per / criu["median"], 1)
                 row["ratio"] = round(coll["median"] / raw["median"], 2)
             rows.append(row)
+    # Marginal cost of one more process on a host: slope between the smallest and
+    # largest process count (the fixed cost of a playbook run cancels out).
+    for nh in sorted({r["hosts"] for r in rows}):
+        sel = sorted([r for r in rows if r["hosts"] == nh and r["raw_wall"] and r["collection_wall"]],
+                     key=lambda r: r["procs"])
+        if len(sel) >= 2 and sel[-1]["procs"] > sel[0]["procs"]:
+            lo, hi = sel[0], sel[-1]
+            dn = hi["procs"] - lo["procs"]
+            coll = (hi["collection_wall"]["median"] - lo["collection_wall"]["median"]) / dn
+            raw = (hi["raw_wall"]["median"] - lo["raw_wall"]["median"]) / dn
+            hi["marginal_collection_s"] = round(coll, 3)
+            hi["marginal_raw_s"] = round(raw, 3)
+            hi["fixed_collection_s"] = round(lo["collection_wall"]["median"] - coll * lo["procs"], 2)
+            if hi["criu_dump_raw"]:
+                hi["marginal_vs_criu_dump"] = round(coll / hi["criu_dump_raw"]["median"], 1)
     return rows
 
 
@@ -793,6 +808,15 @@ def markdown(results, others):
                 "%.1fx" % r["ratio"] if r.get("ratio") else "-", fmt(r["criu_dump_raw"], 3),
                 fmt(r["criu_dump_collection"], 3), fmt(r["dump_task"], 2),
                 r.get("overhead_per_process_s", "-"), "%sx" % r["overhead_vs_criu_dump"] if r.get("overhead_vs_criu_dump") else "-"))
+        for r in sc["summary"]:
+            if "marginal_collection_s" in r:
+                lines.append("")
+                lines.append("%d host(s): each extra process per host costs the collection %.2f s of wall time "
+                             "(raw: %.3f s; %.0fx criu's own dump time of %.3f s); a run's fixed cost "
+                             "(playbook start, window guard, preflight, report) is about %.1f s." % (
+                                 r["hosts"], r["marginal_collection_s"], r["marginal_raw_s"],
+                                 r.get("marginal_vs_criu_dump") or 0, r["criu_dump_raw"]["median"],
+                                 r["fixed_collection_s"]))
         lines += ["", "![scaling](scaling-%s.png)" % results["label"], ""]
     ck = results.get("checksum")
     if ck:
@@ -989,13 +1013,14 @@ def parse_args(argv=None):
 def recompute(results):
     """Breakdowns and summaries again from the stored per-run data (after a
     change of the attribution code: --report-only)."""
-    dt = results.get("downtime")
-    if not dt:
-        return
+    dt = results.get("downtime") or {"runs": []}
     for r in dt["runs"]:
         if r.get("kind") == "collection" and r.get("ok") and r.get("tasks") and r.get("freeze_tick"):
             r["breakdown"] = coll_breakdown(r["tasks"], r["freeze_tick"], r["resume_tick"])
-    dt["summary"] = summarize_downtime(dt["runs"])
+    if results.get("downtime"):
+        dt["summary"] = summarize_downtime(dt["runs"])
+    if results.get("scaling"):
+        results["scaling"]["summary"] = summarize_scaling(results["scaling"]["runs"])
 
 
 def write_outputs(results, have_plots):

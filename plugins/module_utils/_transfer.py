@@ -59,9 +59,9 @@ def _rsync(argv, timeout):
     except OSError as exc:
         raise TransferError("cannot run rsync (%s); install rsync on the source host" % exc, argv=argv)
     if p.returncode != 0:
-        last = (p.stderr or p.stdout or "").strip().splitlines()
-        raise TransferError("rsync to %s failed (rc=%d): %s" % (argv[-1], p.returncode,
-                                                                 last[-1] if last else "no output"),
+        lines = (p.stderr or p.stdout or "").strip().splitlines()
+        last = lines[-1] if lines else "no output"
+        raise TransferError("rsync to %s failed (rc=%d): %s" % (argv[-1], p.returncode, last),
                             rc=p.returncode, stderr=p.stderr, argv=argv)
 
 

@@ -159,7 +159,7 @@ options:
         manifest arrives.
       - A failed transfer fails the task; the complete checkpoint stays in O(images_dir) and the
         process stays as the dump left it (stopped with O(leave_stopped)), for the caller to roll back.
-      - Only a dump that ran sends anything; an existing checkpoint (RV(changed=false)) is not sent.
+      - Only a dump that ran sends anything; a checkpoint that already existed (the task reports no change) is not sent.
     type: dict
     suboptions:
       destination:

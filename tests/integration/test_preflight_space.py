@@ -1,0 +1,48 @@
+"""The preflight role's free-space check, with real ansible-playbook on this
+host: an images root that does not exist yet is measured on its nearest
+existing parent, and too little space is refused with the numbers."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from ckpt_testlib import REPO, VENV_BIN
+
+PLAY = """
+- name: Space check
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Check the space under {root}
+      ansible.builtin.include_tasks: {tasks}
+      vars:
+        ckpt_preflight_space_host: localhost
+        ckpt_preflight_space_root: {root}
+        ckpt_preflight_present_pids: [1]
+        ckpt_preflight_rss: {{1: {rss}}}
+        ckpt_preflight_space_factor: 1.5
+"""
+
+
+def _run(tmp_path, ansible_env, root, rss):
+    play = tmp_path / "space.yml"
+    play.write_text(PLAY.format(root=root, rss=rss,
+                                tasks=REPO / "roles" / "preflight" / "tasks" / "space.yml"))
+    env = dict(ansible_env)
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), str(play)], env=env, cwd=str(REPO),
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300, check=False)
+
+
+@pytest.mark.parametrize("root", ["/var/tmp/ckpt-space-test-missing/a/b", "/"])
+def test_missing_images_root_is_measured_on_its_parent(tmp_path, ansible_env, root):
+    p = _run(tmp_path, ansible_env, root, 1000)
+    assert p.returncode == 0, p.stdout[-3000:]
+
+
+def test_too_little_space_is_refused_with_the_numbers(tmp_path, ansible_env):
+    p = _run(tmp_path, ansible_env, str(tmp_path / "images"), 10 ** 18)
+    assert p.returncode != 0
+    assert "Not enough space for the images" in p.stdout and "needed" in p.stdout

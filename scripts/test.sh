@@ -23,9 +23,6 @@ ansible-lint --offline -q || failed+=(ansible-lint)
 step "antsibull-docs lint (module documentation)"
 antsibull-docs lint-collection-docs --plugin-docs "$copy" || failed+=(docs-lint)
 
-step "antsibull-changelog lint (changelog fragments)"
-antsibull-changelog lint || failed+=(changelog-lint)
-
 step "pytest: unit and integration (real CRIU, real processes, real SSH)"
 rc=0
 python -m pytest -p no:cacheprovider ${CKPT_PYTEST_ARGS:-} tests/unit tests/integration || rc=$?

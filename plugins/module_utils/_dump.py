@@ -32,7 +32,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import re
 import shutil
 import signal
 import socket
@@ -43,22 +42,12 @@ from ansible.module_utils.common.text.formatters import human_to_bytes
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
-from ansible_collections.ckpt.criu.plugins.module_utils import _identity
-from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
+from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
 
-# _procfs and _stdio are the collection-wide readers of /proc and the stdio
-# verdicts; until they are available, _dump uses the small local versions below.
-try:
-    from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
-except ImportError:  # pragma: no cover
-    _procfs = None
-try:
-    from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
-except ImportError:  # pragma: no cover
-    _stdio = None
-
-PROC = "/proc"
+PROC = _procfs.PROC
 FORBIDDEN_DIRS = ("/", "/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/bin", "/sbin",
                   "/lib", "/lib64", "/usr", "/var", "/tmp", "/root", "/home")
 FORBIDDEN_TREES = ("/proc", "/sys", "/dev")
@@ -144,108 +133,56 @@ def resolve_pid(pid=None, pidfile=None):
         if isinstance(pid, bool) or int(pid) <= 0:
             raise DumpError("pid must be a positive integer, got %r" % (pid,))
         return int(pid)
-    if _procfs is not None:
-        try:
-            return int(_procfs.read_pidfile(pidfile))
-        except _procfs.ProcfsError as exc:
-            raise DumpError(str(exc))
     try:
-        return int(_checksum.read_pidfile(pidfile))
-    except _checksum.ChecksumError as exc:
+        return int(_procfs.read_pidfile(pidfile))
+    except _procfs.ProcfsError as exc:
         raise DumpError(str(exc))
+
+
+def _stat_field(pid, key, proc_root):
+    """Field ``key`` of the parsed /proc/PID/stat, or None when PID is gone or unreadable."""
+    try:
+        return _procfs.read_stat(pid, proc_root)[key]
+    except _procfs.ProcfsError:
+        return None
 
 
 def read_sid(pid, proc_root=PROC):
     """The session id of PID (field 6 of /proc/PID/stat), or None."""
-    try:
-        with open(os.path.join(proc_root, str(pid), "stat")) as fh:
-            text = fh.read()
-        return int(text.rsplit(")", 1)[1].split()[3])
-    except (IOError, OSError, ValueError, IndexError):
-        return None
+    return _stat_field(pid, "session", proc_root)
 
 
 def read_state(pid, proc_root=PROC):
-    try:
-        with open(os.path.join(proc_root, str(pid), "stat")) as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (IOError, OSError, IndexError):
-        return None
+    """The state letter of PID (field 3 of /proc/PID/stat), or None when it is gone."""
+    return _stat_field(pid, "state", proc_root)
 
 
 def current_identity(pid, proc_root=PROC):
     """Identity of the live process at PID, or None when there is none (or a zombie)."""
-    if _procfs is not None:
-        try:
-            ident = _procfs.process_identity(pid, proc_root=proc_root)
-        except _procfs.ProcfsError:
-            return None
-    else:
-        ident = _identity.read_identity(pid, proc_root=proc_root)
-    if not ident or ident.get("state") in ("Z", "X", "x"):
+    try:
+        ident = _procfs.process_identity(pid, proc_root=proc_root)
+    except _procfs.ProcfsError:
+        return None
+    if ident.get("state") in _procfs.DEAD_STATES:
         return None
     return ident
 
 
 def validate_target(pid, proc_root=PROC):
     """Refuse PIDs that must not be dumped (none, 1, kernel thread, zombie, ourselves or an ancestor)."""
-    if _procfs is not None:
-        try:
-            _procfs.validate_target_pid(pid, proc_root=proc_root)
-        except _procfs.ProcfsError as exc:
-            raise DumpError(str(exc))
-        return
     try:
-        _checksum.check_pid(pid, proc_root)
-    except _checksum.ChecksumError as exc:
+        _procfs.validate_target_pid(pid, proc_root=proc_root)
+    except _procfs.ProcfsError as exc:
         raise DumpError(str(exc))
-    ancestor = os.getpid()
-    while ancestor > 1:
-        if ancestor == pid:
-            raise DumpError("PID %d is this module itself or one of its ancestors (Ansible, its shell, ...); "
-                            "dumping it would freeze the task doing the dump; give the PID of the workload" % pid)
-        st = _identity.read_stat(ancestor, proc_root)
-        if not st:
-            break
-        ancestor = st["ppid"]
-
-
-def children_of(pid, proc_root=PROC):
-    out = []
-    task_dir = os.path.join(proc_root, str(pid), "task")
-    try:
-        tids = os.listdir(task_dir)
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(os.path.join(task_dir, tid, "children")) as fh:
-                out.extend(int(c) for c in fh.read().split())
-        except (IOError, OSError, ValueError):
-            pass
-    return sorted(set(out))
 
 
 def process_tree(pid, proc_root=PROC):
     """[{pid, start_time, comm, exe, cmdline}] of the tree rooted at PID, root first."""
-    if _procfs is not None:
-        out = []
-        for p in _procfs.process_tree(pid, proc_root):
-            ident = current_identity(p, proc_root)
-            if ident is not None:
-                out.append(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe", "cmdline")))
-        return out
-    out, todo, seen = [], [pid], set()
-    while todo:
-        p = todo.pop(0)
-        if p in seen:
-            continue
-        seen.add(p)
-        ident = _identity.read_identity(p, proc_root)
-        if ident is None:
-            continue
-        out.append(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe", "cmdline")))
-        todo.extend(children_of(p, proc_root))
+    out = []
+    for p in _procfs.process_tree(pid, proc_root):
+        ident = current_identity(p, proc_root)
+        if ident is not None:
+            out.append(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe", "cmdline")))
     return out
 
 
@@ -397,218 +334,26 @@ def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
 
     Returns (report, plan): report = {fds: {pid: [entries]}, stdio: {fd: verdict},
     stdio_files: [{pid, fd, path, size, ...}]}; plan = {criu_args: [extra dump argv],
-    blockers: [sentences], warnings: [sentences]}.  Uses _stdio (the collection's
-    classifier) when present, else the local classification below.
+    blockers: [sentences], warnings: [sentences]}.  The verdicts are _stdio's, which
+    walks the tree of PID itself (``tree_pids`` is not read).
     """
-    if _stdio is not None:
-        try:
-            cls = _stdio.classify(pid, proc_root=proc_root, criu_version=criu_version)
-        except _procfs.ProcfsError as exc:
-            raise DumpError("cannot inspect the file descriptors of PID %d: %s" % (pid, exc))
-        sp = _stdio.plan(cls["items"], {"shell_job": opts.get("shell_job"),
-                                        "tcp_established": opts.get("tcp_established"),
-                                        "ext_unix_sk": opts.get("ext_unix_sk"),
-                                        "ghost_limit": opts.get("ghost_limit")})
-        report = {"fds": dict((str(p), [_stdio.public_item(i) for i in items]) for p, items in cls["by_pid"].items()),
-                  "stdio": dict((str(i["fd"]), i["verdict"]) for i in cls["stdio"]),
-                  # Only files the restore needs at the same size (opened without O_APPEND).
-                  "stdio_files": [f for f in sp["files_on_destination"] if f.get("same_size")]}
-        plan = {"criu_args": list(sp["dump_options"]), "blockers": sp["blockers"], "warnings": sp["warnings"]}
-    else:
-        report = classify_tree(tree_pids, proc_root)
-        plan = plan_stdio(report, opts)
-        plan["criu_args"] = []
-        for ext in plan.get("external") or []:
-            plan["criu_args"].extend(["--external", ext])
+    try:
+        cls = _stdio.classify(pid, proc_root=proc_root, criu_version=criu_version)
+    except _procfs.ProcfsError as exc:
+        raise DumpError("cannot inspect the file descriptors of PID %d: %s" % (pid, exc))
+    sp = _stdio.plan(cls["items"], {"shell_job": opts.get("shell_job"),
+                                    "tcp_established": opts.get("tcp_established"),
+                                    "ext_unix_sk": opts.get("ext_unix_sk"),
+                                    "ghost_limit": opts.get("ghost_limit")})
+    report = {"fds": dict((str(p), [_stdio.public_item(i) for i in items]) for p, items in cls["by_pid"].items()),
+              "stdio": dict((str(i["fd"]), i["verdict"]) for i in cls["stdio"]),
+              # Only files the restore needs at the same size (opened without O_APPEND).
+              "stdio_files": [f for f in sp["files_on_destination"] if f.get("same_size")]}
+    plan = {"criu_args": list(sp["dump_options"]), "blockers": sp["blockers"], "warnings": sp["warnings"]}
     if plan["blockers"]:
         raise DumpError("the process cannot be dumped safely as asked: %s Nothing was frozen."
                         % " ".join(plan["blockers"]), blockers=plan["blockers"])
     return report, plan
-
-
-# Local fd classification, used until _stdio provides the collection-wide one.
-O_ACCMODE = 0o3
-O_APPEND = 0o2000
-_SOCKET = re.compile(r"^socket:\[(\d+)\]$")
-_PIPE = re.compile(r"^pipe:\[(\d+)\]$")
-
-
-def _fd_links(pid, proc_root=PROC):
-    base = os.path.join(proc_root, str(pid), "fd")
-    out = {}
-    try:
-        names = os.listdir(base)
-    except OSError:
-        return out
-    for name in names:
-        try:
-            out[int(name)] = os.readlink(os.path.join(base, name))
-        except (OSError, ValueError):
-            pass
-    return out
-
-
-def _fdinfo_flags(pid, fd, proc_root=PROC):
-    try:
-        with open(os.path.join(proc_root, str(pid), "fdinfo", str(fd))) as fh:
-            for line in fh:
-                if line.startswith("flags:"):
-                    return int(line.split()[1], 8)
-    except (IOError, OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _holders(inode_link, exclude, proc_root=PROC):
-    """PIDs outside ``exclude`` holding an fd with this link text (pipe:[N], socket:[N])."""
-    out = []
-    for name in os.listdir(proc_root):
-        if not name.isdigit() or int(name) in exclude:
-            continue
-        if inode_link in _fd_links(int(name), proc_root).values():
-            out.append(int(name))
-    return out
-
-
-def _net_states(proc_root=PROC):
-    """{socket inode: (proto, state)} for tcp/tcp6/udp/udp6, and {inode: flags} for unix."""
-    inet = {}
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        try:
-            with open(os.path.join(proc_root, "net", proto)) as fh:
-                next(fh)
-                for line in fh:
-                    f = line.split()
-                    inet[int(f[9])] = (proto, f[3])
-        except (IOError, OSError, StopIteration, ValueError, IndexError):
-            pass
-    unix = {}
-    try:
-        with open(os.path.join(proc_root, "net", "unix")) as fh:
-            next(fh)
-            for line in fh:
-                f = line.split()
-                unix[int(f[6])] = (int(f[3], 16), int(f[4], 16))
-    except (IOError, OSError, StopIteration, ValueError, IndexError):
-        pass
-    return inet, unix
-
-
-def _unix_peers():
-    """{inode: peer inode} of unix sockets, from ``ss -xanH`` (sock_diag); {} without ss."""
-    ss = shutil.which("ss") or ("/usr/bin/ss" if os.path.exists("/usr/bin/ss") else None)
-    if not ss:
-        return {}
-    import subprocess
-    try:
-        out = subprocess.run([ss, "-xanH"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, universal_newlines=True, timeout=20, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    peers = {}
-    for line in out.splitlines():
-        f = line.split()
-        try:
-            peers[int(f[-3])] = int(f[-1])
-        except (ValueError, IndexError):
-            pass
-    return peers
-
-
-def classify_tree(tree_pids, proc_root=PROC):
-    """{fds: {pid: [entries]}, stdio: {fd: verdict}, stdio_files: [...]} for the tree."""
-    tree = set(tree_pids)
-    inet, unix = _net_states(proc_root)
-    peers = None
-    report = {"fds": {}, "stdio": {}, "stdio_files": []}
-    for pid in tree_pids:
-        entries = []
-        for fd, link in sorted(_fd_links(pid, proc_root).items()):
-            e = {"fd": fd, "target": link, "kind": "other", "verdict": "ok"}
-            flags = _fdinfo_flags(pid, fd, proc_root)
-            m_pipe, m_sock = _PIPE.match(link), _SOCKET.match(link)
-            if link == "/dev/null":
-                e["kind"] = "devnull"
-            elif m_pipe:
-                e["kind"] = "pipe"
-                outside = _holders(link, tree, proc_root)
-                if outside:
-                    e.update(verdict="refuse", peer_pids=outside[:5], reason=(
-                        "fd %d of PID %d is a pipe to PID %s outside the dumped tree: after a restore that end is "
-                        "gone and the process dies on its next write; point the output at a file or /dev/null, "
-                        "or dump the other process too." % (fd, pid, ", ".join(str(p) for p in outside[:3]))))
-            elif m_sock:
-                ino = int(m_sock.group(1))
-                if ino in unix:
-                    e["kind"] = "unix"
-                    uflags, utype = unix[ino]
-                    if not uflags & 0x10000:  # not a listening socket
-                        if peers is None:
-                            peers = _unix_peers()
-                        peer = peers.get(ino)
-                        holders = _holders("socket:[%d]" % peer, set(), proc_root) if peer else []
-                        if peer and holders and all(h in tree for h in holders):
-                            pass
-                        else:
-                            if utype != 2:  # stream/seqpacket: criu needs it named as external
-                                e["external"] = "unix[%d]" % ino
-                            e.update(verdict="needs_option", option="ext_unix_sk", reason=(
-                                "fd %d of PID %d is a unix socket whose peer is outside the dumped tree "
-                                "(journald-style output); set ext_unix_sk: true (the peer must then exist on "
-                                "restore) or point the output elsewhere." % (fd, pid)))
-                elif ino in inet:
-                    proto, st = inet[ino]
-                    e["kind"] = proto
-                    if proto.startswith("tcp") and st not in ("0A", "07"):
-                        e.update(verdict="needs_option", option="tcp_established", reason=(
-                            "fd %d of PID %d is an established TCP connection; set tcp_established: true."
-                            % (fd, pid)))
-                else:
-                    e["kind"] = "socket"
-            elif link.startswith("/dev/pts/") or re.match(r"^/dev/(tty|console)", link):
-                e.update(kind="tty", verdict="needs_option", option="shell_job", reason=(
-                    "fd %d of PID %d is the terminal %s; set shell_job: true (and restore with it), or run the "
-                    "workload without a terminal." % (fd, pid, link)))
-            elif link.startswith("/"):
-                deleted = link.endswith(" (deleted)")
-                e["kind"] = "deleted" if deleted else "file"
-                e["flags"] = flags
-                path = link[:-len(" (deleted)")] if deleted else link
-                if not deleted and os.path.isfile(path) and flags & O_ACCMODE and not flags & O_APPEND:
-                    e["verdict"] = "needs_file_on_destination"
-                    e["reason"] = ("fd %d of PID %d writes %s without O_APPEND: the restore needs that file at "
-                                   "the same size" % (fd, pid, path))
-                    try:
-                        size = os.path.getsize(path)
-                    except OSError:
-                        size = None
-                    report["stdio_files"].append({"pid": pid, "fd": fd, "path": path, "size": size})
-            elif link.startswith("anon_inode:"):
-                e["kind"] = "anon_inode"
-            entries.append(e)
-        report["fds"][str(pid)] = entries
-        if pid == tree_pids[0]:
-            by_fd = dict((e["fd"], e) for e in entries)
-            for fd in (0, 1, 2):
-                report["stdio"][str(fd)] = by_fd[fd]["verdict"] if fd in by_fd else "closed"
-    return report
-
-
-def plan_stdio(report, opts):
-    """{options: {needed option: True}, blockers: [sentences]} given the options set."""
-    plan = {"options": {}, "blockers": []}
-    for entries in report["fds"].values():
-        for e in entries:
-            if e["verdict"] == "refuse":
-                plan["blockers"].append(e["reason"])
-            elif e["verdict"] == "needs_option":
-                plan["options"][e["option"]] = True
-                if not opts.get(e["option"]):
-                    plan["blockers"].append(e["reason"])
-                elif e.get("external"):
-                    # criu dumps half of a stream unix connection only when named as external.
-                    plan.setdefault("external", []).append(e["external"])
-    return plan
 
 
 # -------------------------------------------------------------- locking

@@ -508,6 +508,17 @@ def _free_partial(images_dir, before):
     return removed
 
 
+def _look(images_dir, pid, force, proc_root):
+    """(live identity of PID, images_dir's state, decide()'s action and note), read now."""
+    live = current_identity(pid, proc_root)
+    info = _manifest.inspect_dir(images_dir)
+    problems = None
+    if info["state"] == "complete":
+        problems = _manifest.verify_images(info["manifest"], images_dir)
+    action, note = decide(info, pid, live, force, problems)
+    return live, info, action, note
+
+
 def dump(params, check_mode=False, warn=None, proc_root=PROC):
     """Run the dump as the module's params say; returns the module result dict."""
     started = time.monotonic()
@@ -539,12 +550,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
 
     # 2. What is in images_dir already? (A dump in progress there owns it.)
     DirLock(images_dir).probe()
-    live = current_identity(pid, proc_root)
-    info = _manifest.inspect_dir(images_dir)
-    problems = None
-    if info["state"] == "complete":
-        problems = _manifest.verify_images(info["manifest"], images_dir)
-    action, note = decide(info, pid, live, force, problems)
+    live, info, action, note = _look(images_dir, pid, force, proc_root)
     if action == "unchanged":
         m = info["manifest"]
         result.update({"manifest": m, "msg": note, "log_path": os.path.join(images_dir, m["criu"].get("log") or
@@ -605,12 +611,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
 def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan, result, force,
                  started, proc_root):
     # Re-read under the lock: a concurrent dump may have finished meanwhile.
-    live = current_identity(pid, proc_root)
-    info = _manifest.inspect_dir(images_dir)
-    problems = None
-    if info["state"] == "complete":
-        problems = _manifest.verify_images(info["manifest"], images_dir)
-    action, note = decide(info, pid, live, force, problems)
+    live, info, action, note = _look(images_dir, pid, force, proc_root)
     if action == "unchanged":
         result.update({"manifest": info["manifest"], "msg": note})
         return result

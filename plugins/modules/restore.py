@@ -198,7 +198,7 @@ timings:
     resumed_at:
       description:
         - Wall-clock time (seconds since the epoch) at which C(criu restore -d) returned, that is when
-          the process runs again. With the dump's RV(ckpt.criu.dump#module:timings.frozen_at) it gives
+          the process runs again. With the C(timings.frozen_at) of M(ckpt.criu.dump) it gives
           the downtime of a migration (both hosts' clocks assumed in sync).
       type: float
       returned: when criu ran

@@ -407,7 +407,101 @@ def _find(tasks, marker):
 
 
 def coll_breakdown(tasks, t_a, t_b):
-    """Split the heartbeat gap [t_a, t_b] of a collection run into stages, from
+    """Split the heartbeat gap [t_a, t_b] of a collection run into stages.
+
+    Since the frozen path is one task (the destination's restore waits for the
+    manifest, the dump sends it last), the stages come from the modules' own
+    wall-clock timings: see coll_breakdown_one_task. Older revisions ran three
+    tasks (dump, transfer, restore): their split uses the callback's task
+    timestamps (coll_breakdown_three_tasks)."""
+    one = coll_breakdown_one_task(tasks, t_a, t_b)
+    if one is not None:
+        return one
+    return coll_breakdown_three_tasks(tasks, t_a, t_b)
+
+
+def _timed(tasks, key):
+    """The last successful task whose result's timings carry `key`."""
+    found = None
+    for t in tasks:
+        tm = (t.get("result") or {}).get("timings")
+        if t.get("status") == "ok" and isinstance(tm, dict) and tm.get(key) is not None:
+            found = t
+    return found
+
+
+# Stage names of the one-task frozen path, in the order they happen.
+ONE_TASK_STAGES = (
+    "before criu dump",
+    "dump: criu dump",
+    "dump: after criu (wait stopped, image sha256, manifest)",
+    "transfer: images (rsync)",
+    "transfer: manifest (rsync)",
+    "restore: manifest seen -> checks (poll, load)",
+    "restore: checks (verify images + binaries)",
+    "restore: criu restore",
+    "resumed -> first tick",
+)
+
+
+def one_task_points(tasks):
+    """Wall-clock points (epoch s) of the one-task frozen path, from the dump's
+    and the waiting restore's own timings; None for an older revision.
+
+    frozen_at (dump, just before criu dump starts) + criu_duration = criu's end;
+    resumed_at (restore, criu restore -d returned) - criu_duration = criu
+    restore's start, minus checks = the checks' start. The moment the restore
+    saw the manifest is resumed_at + verify - total (its `total` is counted
+    from that moment to its return, `verify` is the settle check after the
+    resume; a few ms of bookkeeping are ignored). The manifest is the last
+    thing the dump sends, so its transfer ends there (up to the restore's 10 ms
+    poll interval earlier); the transfer started `transfer.total` before."""
+    dump = _timed(tasks, "frozen_at")
+    rest = _timed(tasks, "resumed_at")
+    if not (dump and rest):
+        return None
+    dt = dump["result"]["timings"]
+    rt = rest["result"]["timings"]
+    xfer = dt.get("transfer") or {}
+    pts = {"frozen_at": dt["frozen_at"], "criu_dump_end": dt["frozen_at"] + (dt.get("criu_duration") or 0.0),
+           "resumed_at": rt["resumed_at"], "image_bytes": (dump.get("result") or {}).get("image_bytes"),
+           "criu_frozen_time": dt.get("frozen_time"), "waited_for_manifest": rt.get("waited_for_manifest"),
+           "dump_total": dt.get("total"), "dump_criu": dt.get("criu_duration"), "checks": rt.get("checks"),
+           "restore_criu": rt.get("criu_duration"), "transfer_images": xfer.get("images"),
+           "transfer_manifest": xfer.get("manifest"), "transfer_total": xfer.get("total")}
+    pts["restore_criu_start"] = rt["resumed_at"] - (rt.get("criu_duration") or 0.0)
+    pts["checks_start"] = pts["restore_criu_start"] - (rt.get("checks") or 0.0)
+    if rt.get("total") is not None and rt.get("verify") is not None:
+        seen = rt["resumed_at"] + rt["verify"] - rt["total"]
+    else:
+        seen = dump["end"]       # fallback: the dump task's return (a little late)
+    pts["manifest_seen"] = min(seen, pts["checks_start"])
+    pts["transfer_end"] = pts["manifest_seen"]
+    pts["transfer_start"] = pts["transfer_end"] - (xfer.get("total") or 0.0)
+    pts["transfer_images_end"] = pts["transfer_start"] + (xfer.get("images") or 0.0)
+    return pts
+
+
+def coll_breakdown_one_task(tasks, t_a, t_b):
+    """The heartbeat gap of the one-task frozen path, split at the points of
+    one_task_points (each stage clipped to the gap); None for an older run."""
+    p = one_task_points(tasks)
+    if p is None:
+        return None
+    edges = [t_a, p["frozen_at"], p["criu_dump_end"], p["transfer_start"], p["transfer_images_end"],
+             p["transfer_end"], p["checks_start"], p["restore_criu_start"], p["resumed_at"], t_b]
+    out = {}
+    for name, s, e in zip(ONE_TASK_STAGES, edges, edges[1:]):
+        out[name] = round(_overlap(s, e, t_a, t_b), 4)
+    # Negative when two estimated points cross (e.g. hashing shorter than the
+    # transfer's estimate allows): the residue stays visible, not hidden.
+    out["unattributed"] = round((t_b - t_a) - sum(out.values()), 4)
+    return out
+
+
+def coll_breakdown_three_tasks(tasks, t_a, t_b):
+    """Split the heartbeat gap [t_a, t_b] of a three-task frozen path (dump,
+    transfer, restore: revisions before the one-task path) into stages, from
     the callback's task timestamps and the modules' own timings."""
     out = {}
     dump = _find(tasks, "FROZEN 1/3")
@@ -503,8 +597,100 @@ def summarize_downtime(runs):
                             keys.append(name)
                 row["breakdown_" + k] = {name: med([(r.get("breakdown") or {}).get(name) for r in sel[k]])["median"]
                                          for name in keys}
+            row["hash_rates"] = hash_rates(sel["collection"])
             rows.append(row)
     return rows
+
+
+def hash_rates(runs):
+    """Median MiB/s of the image hashing inside the frozen window (one-task
+    path): the dump's work after criu (mostly the sha256 of every local image)
+    and the restore's checks (the same images verified again), over the
+    bytes of the local images (the role's image_bytes; a page server's pages
+    are not hashed). Runs with less than 20 ms of either are left out."""
+    out = {}
+    for key, stage in (("dump_after_criu", ONE_TASK_STAGES[2]), ("restore_checks", ONE_TASK_STAGES[6])):
+        vals = []
+        for r in runs:
+            nbytes = (r.get("role_report") or {}).get("image_bytes")
+            sec = (r.get("breakdown") or {}).get(stage)
+            if nbytes and sec and sec >= 0.02:
+                vals.append(nbytes / 1048576.0 / sec)
+        m = med(vals, 1)
+        out[key] = m["median"] if m else None
+    out["image_mib"] = None
+    sizes = [(r.get("role_report") or {}).get("image_bytes") for r in runs]
+    sizes = [x for x in sizes if x]
+    if sizes:
+        out["image_mib"] = round(statistics.median(sizes) / 1048576.0, 1)
+    return out
+
+
+# Targets of the downtime issue, against the raw page-server pipeline: at most
+# 1.25x for 256 MiB and 1 GiB, at most raw + 0.5 s for 16 MiB.
+def target_limit(mib, raw_median):
+    if raw_median is None:
+        return None, None
+    if mib <= 16:
+        return raw_median + 0.5, "<= raw + 0.5 s"
+    return raw_median * 1.25, "<= 1.25x raw"
+
+
+def _row(res, mib, mode):
+    for r in (res.get("downtime") or {}).get("summary", []):
+        if r["mib"] == mib and r["mode"] == mode:
+            return r
+    return None
+
+
+def _m(x):
+    return x["median"] if x else None
+
+
+def before_after_lines(results, others):
+    """The before/after table: the collection's median downtime in the run
+    labelled `before` and in this run, against this run's raw baselines, and
+    whether the issue's targets are met."""
+    if results["label"] == "before":
+        return []
+    base = [o for o in others if o.get("label") == "before" and o.get("downtime")]
+    if not base or not results.get("downtime"):
+        return []
+    base = base[0]
+    lines = ["### Before and after", "",
+             "Collection downtime medians (s): label **before** (collection at `%s`, %s) and this run, label "
+             "**%s** (collection at `%s`, %s). *raw* is this run's baseline of the same mode, *raw ps* this run's "
+             "raw page-server pipeline (the issue's baseline). Targets (the issue): downtime <= 1.25x the raw "
+             "page-server pipeline for 256 MiB and 1 GiB, <= raw + 0.5 s for 16 MiB; checked against the raw "
+             "page-server pipeline and against the raw pipeline of the same mode, on medians." % (
+                 (base.get("collection") or {}).get("commit", "?")[:12], base.get("finished"), results["label"],
+                 (results.get("collection") or {}).get("commit", "worktree")[:12], results.get("finished")), "",
+             "| R (MiB) | mode | raw (before run) | raw | raw ps | collection before | collection after "
+             "| after / raw | after - raw s | after / raw ps | after - raw ps s | target vs raw ps | "
+             "target vs own raw |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    for r in results["downtime"]["summary"]:
+        b = _row(base, r["mib"], r["mode"])
+        ps = _row(results, r["mib"], "page_server")
+        raw, coll, rawps = _m(r["raw"]), _m(r["collection"]), _m(ps["raw"]) if ps else None
+        cells = []
+        for ref in (rawps, raw):
+            lim, rule = target_limit(r["mib"], ref)
+            if lim is None or coll is None:
+                cells.append("-")
+            else:
+                cells.append("%s (%s: %.2f s)" % ("**met**" if coll <= lim else "not met", rule, lim))
+
+        def num(x, f="%.2f"):
+            return f % x if x is not None else "-"
+        lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["mib"], r["mode"], num(_m(b["raw"]) if b else None), num(raw), num(rawps),
+            num(_m(b["collection"]) if b else None), num(coll),
+            num(coll / raw if coll and raw else None, "%.2fx"), num(coll - raw if coll and raw else None, "%+.2f"),
+            num(coll / rawps if coll and rawps else None, "%.2fx"),
+            num(coll - rawps if coll and rawps else None, "%+.2f"), cells[0], cells[1]))
+    lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------- scaling
@@ -775,11 +961,24 @@ def markdown(results, others):
             lines += ["", "Failed runs (no downtime recorded for them):", ""]
             for (mib, mode, kind, cause), n in sorted(causes.items()):
                 lines.append("- %d MiB %s %s, %d run(s): %s" % (mib, mode, kind, n, cause))
-        lines += ["", "![downtime](downtime-%s.png)" % results["label"], "",
-                  "### Where the time goes (medians, seconds inside the heartbeat gap)", "",
-                  "Collection stages come from the task start/end timestamps of `benchmarks/callback_plugins/"
-                  "bench_timing.py` (same clock as the heartbeat) and the modules' own `timings`; raw stages from the "
-                  "script's timestamps around each ssh command.", ""]
+        lines += ["", "![downtime](downtime-%s.png)" % results["label"], ""]
+        lines += before_after_lines(results, others)
+        notes = os.path.join(OUT_DIR, "notes-%s.md" % results["label"])
+        if os.path.exists(notes):
+            with open(notes, encoding="utf-8") as fh:
+                lines += [fh.read().rstrip("\n"), ""]
+        lines += ["### Where the time goes (medians, seconds inside the heartbeat gap)", "",
+                  "One-task frozen path (the destination's restore waits for the manifest the dump sends last): "
+                  "the stages are cut at wall-clock points the modules report (same clock as the heartbeat): the "
+                  "dump's `frozen_at` (+ `criu_duration` = criu's end), the restore's `resumed_at` (- "
+                  "`criu_duration` = criu restore's start, - `checks` = the checks' start), the moment the "
+                  "restore saw the manifest (`resumed_at` + `verify` - `total`) = the end of the transfer, which "
+                  "started `transfer.total` before. *dump: after criu* is then the dump's work between criu's "
+                  "end and the transfer (waiting for the stopped state, the sha256 of every local image, the "
+                  "manifest); the restore's poll for the manifest (10 ms interval) lands in *transfer: "
+                  "manifest*. Runs of the older three-task path (dump, transfer, restore tasks) are split by "
+                  "the task start/end timestamps of `benchmarks/callback_plugins/bench_timing.py` and the "
+                  "modules' `timings`. Raw stages come from the script's timestamps around each ssh command.", ""]
         for r in dt["summary"]:
             lines.append("**%d MiB, %s** (raw %s s, collection %s s):" % (
                 r["mib"], r["mode"], r["raw"]["median"] if r["raw"] else "-",
@@ -791,6 +990,12 @@ def markdown(results, others):
                 for name, v in (r.get("breakdown_" + k) or {}).items():
                     lines.append("| %s: %s | %.3f |" % (k, name, v))
             lines.append("")
+            hr = r.get("hash_rates") or {}
+            if (hr.get("image_mib") or 0) >= 8 and (hr.get("dump_after_criu") or hr.get("restore_checks")):
+                lines.append("Image hashing inside the frozen window: %s MiB of local images; dump after criu %s "
+                             "MiB/s, restore checks %s MiB/s (medians per run)." % (
+                                 hr.get("image_mib"), hr.get("dump_after_criu") or "-", hr.get("restore_checks") or "-"))
+                lines.append("")
         lines += ["![where the time goes](breakdown-%s.png)" % results["label"], ""]
     sc = results.get("scaling")
     if sc:

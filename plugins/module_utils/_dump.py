@@ -804,14 +804,6 @@ def pick_free_port(address):
         s.close()
 
 
-def _read_cmdline(pid, proc_root=PROC):
-    try:
-        with open(os.path.join(proc_root, str(pid), "cmdline"), "rb") as fh:
-            return [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
-    except (IOError, OSError):
-        return None
-
-
 def page_server_running(record, proc_root=PROC):
     """True when the process the record names still runs and is that page server."""
     if not record or not record.get("pid"):
@@ -819,7 +811,7 @@ def page_server_running(record, proc_root=PROC):
     live = current_identity(record["pid"], proc_root)
     if not live or not _manifest.same_process(record, live):
         return False
-    cmdline = _read_cmdline(record["pid"], proc_root) or []
+    cmdline = live.get("cmdline") or []
     return "page-server" in cmdline and record.get("images_dir") in cmdline
 
 

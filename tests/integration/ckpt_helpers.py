@@ -2,7 +2,6 @@
 running criu, mount a tiny tmpfs, start a child that is not a session leader."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -30,14 +29,6 @@ def wait_state(pid, letters, timeout=5.0):
             return s
         time.sleep(0.02)
     return state(pid)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def mode(path):

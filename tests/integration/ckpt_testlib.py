@@ -5,6 +5,7 @@ fixtures that use them live in conftest.py.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -20,6 +21,36 @@ def criu_binary():
         if c and os.access(c, os.X_OK):
             return c
     return None
+
+
+def sha256(path):
+    """sha256 of a file, computed here independently of the collection's code."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_ticks(path):
+    """[(seq, time_ns)] from a counter's ticks file; [] if it is missing."""
+    out = []
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+def continuity(ticks):
+    """(ok, max_gap_seconds): ok when the sequence never repeats or skips."""
+    seqs = [tick[0] for tick in ticks]
+    gaps = [(later[1] - earlier[1]) / 1e9 for earlier, later in zip(ticks, ticks[1:])]
+    return seqs == list(range(1, len(seqs) + 1)), (max(gaps) if gaps else 0.0)
 
 
 class Workload:
@@ -39,16 +70,7 @@ class Workload:
             return False
 
     def read_ticks(self):
-        out = []
-        try:
-            text = Path(self.ticks).read_text()
-        except OSError:
-            return out
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) == 2:
-                out.append((int(parts[0]), int(parts[1])))
-        return out
+        return read_ticks(self.ticks)
 
     def wait_ticks(self, n=3, timeout=10.0):
         """Wait until at least n more ticks have been written; return the ticks."""
@@ -63,11 +85,7 @@ class Workload:
 
     def continuity(self):
         """(ok, max_gap_seconds): ok when the sequence never repeats or skips."""
-        t = self.read_ticks()
-        seqs = [tick[0] for tick in t]
-        ok = seqs == list(range(1, len(seqs) + 1))
-        gaps = [(later[1] - earlier[1]) / 1e9 for earlier, later in zip(t, t[1:])]
-        return ok, max(gaps) if gaps else 0.0
+        return continuity(self.read_ticks())
 
     def kill(self):
         for p in [self.pid] + self.aux:

@@ -6,7 +6,6 @@ real process, and look at processes.
 here from /proc, following docs/dev/manifest.md."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,20 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import ckpt_testlib
+from ckpt_testlib import sha256  # noqa: F401  (re-exported to the tests)
+
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 
 REPO = Path(__file__).resolve().parents[2]
 WORKLOADS = REPO / "tests" / "workloads"
 DUMP_MODULE = REPO / "plugins" / "modules" / "dump.py"
 O_APPEND = 0o2000
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def boot_id():
@@ -256,19 +250,14 @@ def start_workload(tmp_path, python, stdio="devnull", name="w", interval=0.02, s
 
 
 def read_ticks(ticks):
-    out = []
-    for line in Path(ticks).read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            out.append((int(parts[0]), int(parts[1])))
-    return out
+    """The ticks of the file at ``ticks``, which must exist."""
+    if not os.path.exists(ticks):
+        raise AssertionError("the workload wrote no ticks file %s" % ticks)
+    return ckpt_testlib.read_ticks(ticks)
 
 
 def continuity(ticks):
-    t = read_ticks(ticks)
-    seqs = [s for s, dummy in t]
-    gaps = [(b[1] - a[1]) / 1e9 for a, b in zip(t, t[1:])]
-    return seqs == list(range(1, len(seqs) + 1)), (max(gaps) if gaps else 0.0)
+    return ckpt_testlib.continuity(read_ticks(ticks))
 
 
 def dir_snapshot(path):

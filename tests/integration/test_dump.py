@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import (REPO, Tmpfs, find_criu, mode, read_manifest, sha256, start_plain_child,
-                          state, ticks_after, wait_state)
-from ckpt_testlib import wait_gone
+from ckpt_helpers import (REPO, Tmpfs, find_criu, mode, read_manifest, start_plain_child, state, ticks_after,
+                          wait_state)
+from ckpt_testlib import sha256, wait_gone
 
 pytestmark = pytest.mark.criu
 

@@ -18,6 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "tests" / "fleet"))
 import fleet as fleet_mod  # noqa: E402  pylint: disable=wrong-import-position
+from ckpt_testlib import continuity, read_ticks  # noqa: E402  pylint: disable=wrong-import-position
 
 Fleet = fleet_mod.Fleet
 FleetError = fleet_mod.FleetError
@@ -32,19 +33,6 @@ def fresh(fleet):
     """Reload the fleet's state: a reboot by a fleet.py subprocess changed it."""
     fleet.state = fleet._load()  # pylint: disable=protected-access
     return fleet
-
-
-def read_ticks(path):
-    out = []
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            out.append((int(parts[0]), int(parts[1])))
-    return out
 
 
 class FleetWorkload:
@@ -78,10 +66,7 @@ class FleetWorkload:
         return False
 
     def continuity(self):
-        t = self.read_ticks()
-        seqs = [tick[0] for tick in t]
-        gaps = [(b[1] - a[1]) / 1e9 for a, b in zip(t, t[1:])]
-        return seqs == list(range(1, len(seqs) + 1)), (max(gaps) if gaps else 0.0)
+        return continuity(self.read_ticks())
 
 
 def write_inventory(fleet, path, sources, others=(), hostvars=None, unreachable=()):

@@ -1047,8 +1047,9 @@ def markdown(results, others):
     if others:
         lines += ["## Every labelled run in docs/benchmarks/", "",
                   "Downtime medians (s) per label; re-run with `--label after` and compare here.", "",
-                  "| label | finished | " + " | ".join("%d MiB %s raw / coll" % (s, m) for s, m in _keys(others)) + " |",
-                  "|---|---|" + "---|" * len(_keys(others))]
+                  "| label | finished | " + " | ".join("%d MiB %s raw / coll" % (s, m) for s, m in _keys(others))
+                  + " | plots |",
+                  "|---|---|" + "---|" * len(_keys(others)) + "---|"]
         for res in others:
             cells = []
             for s, m in _keys(others):
@@ -1057,7 +1058,10 @@ def markdown(results, others):
                     cells.append("%.2f / %.2f" % (row[0]["raw"]["median"], row[0]["collection"]["median"]))
                 else:
                     cells.append("-")
-            lines.append("| %s | %s | %s |" % (res["label"], res["finished"], " | ".join(cells)))
+            pngs = ["[%s](%s-%s.png)" % (kind, kind, res["label"]) for kind in ("downtime", "breakdown", "scaling")
+                    if os.path.exists(os.path.join(OUT_DIR, "%s-%s.png" % (kind, res["label"])))]
+            lines.append("| %s | %s | %s | %s |" % (
+                res["label"], res["finished"], " | ".join(cells), ", ".join(pngs) or "-"))
         lines.append("")
     return "\n".join(lines)
 
@@ -1204,6 +1208,10 @@ def parse_args(argv=None):
     ap.add_argument("--rev", default="HEAD",
                     help="git revision of the collection to benchmark (exported snapshot; default HEAD); "
                          "'worktree' uses the working tree with its uncommitted changes")
+    ap.add_argument("--sizes", default=None,
+                    help="downtime: comma-separated sizes in MiB instead of the profile's (e.g. 1024)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="downtime: repeats per size instead of the profile's (at least 1)")
     ap.add_argument("--keep-fleet", action="store_true", help="do not tear the benchmark fleet down (debugging)")
     ap.add_argument("--report-only", action="store_true",
                     help="regenerate docs/benchmarks/README.md and plots from the saved results, run nothing")
@@ -1260,7 +1268,11 @@ def main(argv=None):
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmarks start a test fleet (namespaces) and run criu")
     parts = args.only or ["downtime", "scaling", "checksum"]
-    prof = PROFILES["quick" if args.quick else "full"]
+    prof = dict(PROFILES["quick" if args.quick else "full"])
+    if args.sizes:
+        prof["sizes"] = [int(x) for x in args.sizes.split(",") if x.strip()]
+    if args.sizes or args.repeats:
+        prof["repeats"] = {size: max(1, args.repeats or prof["repeats"].get(size, 3)) for size in prof["sizes"]}
     have_plots = ensure_matplotlib()
     collection = use_revision(args.rev)
     results = {"schema": 1, "label": args.label, "profile": "quick" if args.quick else "full",

@@ -350,8 +350,41 @@ def _exe_sha256(pid, proc_root=_identity.PROC):
         return None
 
 
+def _fd_kind(target):
+    """What an fd points at, comparable across a restore: the path of a file
+    (kept), or only the kind of a pipe/socket/anon inode (their inode numbers
+    are new after a restore); None for a closed fd."""
+    if not target:
+        return None
+    if target.startswith("/"):
+        return target
+    return target.split(":", 1)[0]
+
+
+def stdio_problems(manifest, pid, proc_root=_identity.PROC):
+    """Sentences for fds 0-2 of the restored PID that differ from the checkpoint's."""
+    root = str(manifest["process"]["pid"])
+    entries = [e for e in (manifest.get("fds") or {}).get(root) or []
+               if isinstance(e, dict) and e.get("fd") in (0, 1, 2)]
+    if not entries:
+        return []  # the manifest recorded no stdio (nothing to compare)
+    recorded = dict((e["fd"], e.get("target")) for e in entries)
+    names = {0: "stdin", 1: "stdout", 2: "stderr"}
+    problems = []
+    for fd in (0, 1, 2):
+        try:
+            have = os.readlink(os.path.join(proc_root, str(pid), "fd", str(fd)))
+        except OSError:
+            have = None
+        want = recorded.get(fd)
+        if _fd_kind(have) != _fd_kind(want):
+            problems.append("fd %d (%s) of restored process %d is %s, the checkpoint recorded %s"
+                            % (fd, names[fd], pid, have or "closed", want or "closed"))
+    return problems
+
+
 def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05):
-    """Watch the restored PID for ``settle`` seconds, then check exe and cmdline.
+    """Watch the restored PID for ``settle`` seconds, then check exe, cmdline and stdio.
 
     Returns (verified dict, identity, problem sentence or None).
     """
@@ -361,7 +394,7 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     deadline = start + max(0.0, settle)
     first = _identity.read_identity(pid, proc_root)
     verified = {"settle": settle, "alive": False, "state": None, "exe_sha256": None,
-                "exe_matches": False, "cmdline_matches": False}
+                "exe_matches": False, "cmdline_matches": False, "stdio_matches": False}
     if first is None or first["state"] in _identity.DEAD_STATES:
         return verified, first, ("criu restore exited 0 but process %d died within %.2f s of the restore (dead at the "
                                  "first look); %s" % (pid, time.monotonic() - start, explain_death(manifest)))
@@ -393,6 +426,10 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     if not verified["cmdline_matches"]:
         return verified, ident, ("restored process %d has the command line %r, the checkpoint recorded %r"
                                  % (pid, ident.get("cmdline"), manifest["process"].get("cmdline")))
+    problems = stdio_problems(manifest, pid, proc_root)
+    verified["stdio_matches"] = not problems
+    if problems:
+        return verified, ident, "; ".join(problems)
     return verified, ident, None
 
 

@@ -165,11 +165,13 @@ restore_record:
   type: dict
   sample: {"schema": 1, "manifest_sha256": "9a1f...", "process": {"pid": 4242, "start_time": 1289474}}
 verified:
-  description: What the post-restore verification observed.
+  description:
+    - What the post-restore verification observed. C(stdio_matches) says fds 0-2 point at what the
+      checkpoint recorded (the same file, or the same kind of pipe or socket, or closed).
   returned: always
   type: dict
   sample: {"settle": 1.5, "alive": true, "state": "running", "exe_sha256": "0b7c...",
-           "exe_matches": true, "cmdline_matches": true}
+           "exe_matches": true, "cmdline_matches": true, "stdio_matches": true}
 timings:
   description: Where the time went.
   returned: always

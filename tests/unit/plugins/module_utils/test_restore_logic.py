@@ -412,3 +412,38 @@ def test_process_state_refuses_another_process_on_the_pid(tmp_path, proc, exe):
     assert "different process" in msg and "start time 1000" in msg and "start time 1001" in msg
     assert "nothing was signalled" in msg
     assert ei.value.to_fail_kwargs()["differences"] == ["start_time"]
+
+
+def _fd_tree(tmp_path, pid, links):
+    d = tmp_path / "fdproc" / str(pid) / "fd"
+    d.mkdir(parents=True)
+    for fd, target in links.items():
+        os.symlink(target, str(d / str(fd)))
+    return str(tmp_path / "fdproc")
+
+
+def _stdio_manifest(pid, targets):
+    return {"process": {"pid": pid},
+            "fds": {str(pid): [{"fd": fd, "target": t} for fd, t in targets.items()]}}
+
+
+def test_stdio_after_restore_matches_paths_and_kinds(tmp_path):
+    m = _stdio_manifest(42, {0: "/dev/null", 1: "pipe:[1111]", 2: "/var/log/app.log"})
+    root = _fd_tree(tmp_path, 42, {0: "/dev/null", 1: "pipe:[2222]", 2: "/var/log/app.log"})
+    assert _restore.stdio_problems(m, 42, root) == []
+
+
+def test_stdio_after_restore_differs(tmp_path):
+    m = _stdio_manifest(42, {0: "/dev/null", 1: "/var/log/app.log", 2: None})
+    root = _fd_tree(tmp_path, 42, {0: "/dev/null", 1: "/dev/null", 2: "socket:[9]"})
+    problems = _restore.stdio_problems(m, 42, root)
+    assert len(problems) == 2
+    assert "fd 1 (stdout) of restored process 42 is /dev/null, the checkpoint recorded /var/log/app.log" in problems
+    assert "fd 2 (stderr) of restored process 42 is socket:[9], the checkpoint recorded closed" in problems
+
+
+def test_stdio_closed_stays_closed_and_old_manifests_are_not_judged(tmp_path):
+    m = _stdio_manifest(42, {0: None, 1: "/dev/null", 2: "/dev/null"})
+    root = _fd_tree(tmp_path, 42, {1: "/dev/null", 2: "/dev/null"})
+    assert _restore.stdio_problems(m, 42, root) == []
+    assert _restore.stdio_problems({"process": {"pid": 42}}, 42, root) == []

@@ -26,6 +26,8 @@ import signal
 import subprocess
 import time
 
+from ansible.module_utils.common.text.formatters import human_to_bytes
+
 # Where scripts/install-criu.sh puts Debian 13's criu on Debian 12.
 PRIVATE_PREFIX_CRIU = "/opt/ckpt-criu/bin/criu"
 SEARCH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -219,6 +221,24 @@ def explain_failure(result):
         return "criu exited %s and wrote no log%s" % (
             result.rc, (": " + detail[-1]) if detail else "")
     return "criu exited %s; see the log for details" % result.rc
+
+
+def parse_size(value, what="ghost_limit"):
+    """Bytes from an int or a human size (``1M``, ``512K``, ``2MiB``, ``1048576``) for a
+    criu size option; CriuError naming ``what`` on garbage or a negative size."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        text = str(value).strip().replace("iB", "").replace("ib", "").replace(" ", "")
+        try:
+            n = human_to_bytes(text)
+        except (ValueError, TypeError):
+            raise CriuError("%s must be a size in bytes or like 512K, 1M, 2G; got %r" % (what, value))
+    if n < 0:
+        raise CriuError("%s must not be negative, got %r" % (what, value))
+    return int(n)
 
 
 # ---------------------------------------------------------------- discovery

@@ -38,8 +38,6 @@ import socket
 import tempfile
 import time
 
-from ansible.module_utils.common.text.formatters import human_to_bytes
-
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
@@ -112,19 +110,10 @@ def validate_images_dir(path):
 
 def parse_size(value, what="ghost_limit"):
     """Bytes from an int or a human size (``1M``, ``512K``, ``2G``, ``1048576``)."""
-    if value is None:
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        n = value
-    else:
-        text = str(value).strip().replace("iB", "").replace("ib", "").replace(" ", "")
-        try:
-            n = human_to_bytes(text)
-        except (ValueError, TypeError):
-            raise DumpError("%s must be a size in bytes or like 512K, 1M, 2G; got %r" % (what, value))
-    if n < 0:
-        raise DumpError("%s must not be negative, got %r" % (what, value))
-    return int(n)
+    try:
+        return _criu.parse_size(value, what)
+    except _criu.CriuError as exc:
+        raise DumpError(exc.msg)
 
 
 def resolve_pid(pid=None, pidfile=None):

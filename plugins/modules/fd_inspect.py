@@ -87,9 +87,9 @@ options:
     default: false
   ghost_limit:
     description:
-      - The C(--ghost-limit) (bytes) the dump will use. Deleted files larger than this are refused;
-        CRIU's default is 1 MiB.
-    type: int
+      - The C(--ghost-limit) the dump will use, in bytes or as a size such as V(1M) or V(512K) (as for
+        M(ckpt.criu.dump)). Deleted files larger than this are refused; CRIU's default is 1 MiB.
+    type: str
 attributes:
   platform:
     platforms: posix
@@ -295,7 +295,7 @@ criu_version:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu
+from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu, parse_size
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
 
 LIFT_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "inherit_fd", "ghost_limit")
@@ -345,15 +345,17 @@ def main():
             tcp_established=dict(type="bool", default=False),
             ext_unix_sk=dict(type="bool", default=False),
             inherit_fd=dict(type="bool", default=False),
-            ghost_limit=dict(type="int"),
+            ghost_limit=dict(type="str"),
             criu_path=dict(type="path"),
         ),
         mutually_exclusive=[("pid", "pidfile")],
         required_one_of=[("pid", "pidfile")],
         supports_check_mode=True,
     )
-    if module.params["ghost_limit"] is not None and module.params["ghost_limit"] < 0:
-        module.fail_json(msg="ghost_limit must be a size in bytes (0 or more), not %d" % module.params["ghost_limit"])
+    try:
+        module.params["ghost_limit"] = parse_size(module.params["ghost_limit"])
+    except CriuError as exc:
+        module.fail_json(msg=exc.msg)
     try:
         result = run(module)
     except (ProcfsError, CriuError) as exc:

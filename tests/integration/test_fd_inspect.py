@@ -222,6 +222,11 @@ def test_big_deleted_file_needs_ghost_limit(workload, run_module):
     lifted = run_module("fd_inspect", {"pid": w.pid, "ghost_limit": 4 * 1024 * 1024})
     assert lifted["restorable"] is True
     assert lifted["dump_options"] == ["--ghost-limit=4194304"]
+    # The same size as ckpt.criu.dump takes it.
+    human = run_module("fd_inspect", {"pid": w.pid, "ghost_limit": "4M"})
+    assert human["restorable"] is True and human["dump_options"] == ["--ghost-limit=4194304"]
+    bad = run_module("fd_inspect", {"pid": w.pid, "ghost_limit": "lots"})
+    assert bad.failed and "ghost_limit must be a size" in bad["msg"]
 
 
 def _free_port():

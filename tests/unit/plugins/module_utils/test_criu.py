@@ -139,3 +139,15 @@ def test_find_criu_option_must_exist(tmp_path):
 def test_run_criu_never_passes_stdio_fds(tmp_path):
     with pytest.raises(_criu.CriuError, match="above 2"):
         _criu.run_criu("/bin/true", "check", [], str(tmp_path / "x.log"), pass_fds=(1,))
+
+
+@pytest.mark.parametrize("value,expected", [(None, None), (0, 0), (4096, 4096), ("4096", 4096),
+                                            ("4M", 4194304), ("512K", 524288), ("2MiB", 2097152)])
+def test_parse_size(value, expected):
+    assert _criu.parse_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["lots", "-1", -5, "1X"])
+def test_parse_size_refuses_garbage_and_negative(value):
+    with pytest.raises(_criu.CriuError, match="ghost_limit"):
+        _criu.parse_size(value)

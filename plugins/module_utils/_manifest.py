@@ -27,12 +27,13 @@ from __future__ import annotations
 import datetime
 import errno
 import fnmatch
-import hashlib
 import json
 import os
 import socket
 import stat
 import tempfile
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 
 SCHEMA = 1
 MANIFEST_NAME = "ckpt-manifest.json"
@@ -120,17 +121,6 @@ def same_process(a, b):
 
 # ------------------------------------------------------------------ images
 
-def sha256_file(path, chunk=1024 * 1024):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
 def list_images(images_dir):
     """Relative names of every image file under images_dir (sorted).
 
@@ -162,7 +152,7 @@ def image_records(images_dir, remote=None):
     local = list_images(images_dir)
     for name in local:
         path = os.path.join(images_dir, name)
-        records.append({"name": name, "size": os.lstat(path).st_size, "sha256": sha256_file(path)})
+        records.append({"name": name, "size": os.lstat(path).st_size, "sha256": _checksum.sha256_file(path)})
     for name in sorted(set(remote or ()) - set(local)):
         records.append({"name": name, "remote": True})
     return records
@@ -208,7 +198,7 @@ def verify_images(manifest, images_dir, check_remote=False, extra=True):
             continue
         if not img.get("sha256"):
             problems.append("image %s has no recorded sha256" % name)
-        elif sha256_file(path) != img["sha256"]:
+        elif _checksum.sha256_file(path) != img["sha256"]:
             problems.append("image %s does not match its recorded sha256 (corrupted or altered)" % name)
     # A page server names its pages file itself (pages-<N>.img): the manifest
     # records only the pattern.
@@ -291,7 +281,7 @@ def read_manifest(images_dir, validate_schema=True):
 
 
 def manifest_sha256(images_dir):
-    return sha256_file(manifest_path(images_dir))
+    return _checksum.sha256_file(manifest_path(images_dir))
 
 
 def write_json_atomic(path, data, mode=0o600):

@@ -72,19 +72,6 @@ class RestoreError(_criu.CriuError):
 
 # ------------------------------------------------------------------ helpers
 
-def sha256_file(path):
-    return _checksum.sha256_file(path)
-
-
-def host_identity(proc_root=_identity.PROC):
-    return _manifest.host_identity(proc_root=proc_root)
-
-
-def write_json_atomic(path, data, mode=0o600):
-    """Atomic 0600 JSON write (temp file in the same directory, fsync, rename)."""
-    return _manifest.write_json_atomic(path, data, mode)
-
-
 def _first_problem_msg(prefix, problems):
     if len(problems) == 1:
         return "%s: %s" % (prefix, problems[0])
@@ -345,7 +332,7 @@ def explain_death(manifest):
 
 def _exe_sha256(pid, proc_root=_identity.PROC):
     try:
-        return sha256_file(os.path.join(proc_root, str(pid), "exe"))
+        return _checksum.sha256_file(os.path.join(proc_root, str(pid), "exe"))
     except (IOError, OSError):
         return None
 
@@ -465,7 +452,7 @@ def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_ro
     return {
         "schema": SCHEMA,
         "manifest_sha256": manifest_sha256,
-        "host": host_identity(proc_root),
+        "host": _manifest.host_identity(proc_root=proc_root),
         "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "process": {"pid": ident["pid"], "start_time": ident["start_time"], "boot_id": ident["boot_id"],
                     "exe": ident.get("exe"), "cmdline": ident.get("cmdline")},
@@ -557,7 +544,7 @@ def restore(params, check_mode=False, proc_root=_identity.PROC):
                            details={"verified": verified, "pid": pid, "timings": timings,
                                     "process": _public_identity(ident)})
     rec = make_record(manifest_sha, ident, result.argv, result.duration, stats, verified, proc_root)
-    write_json_atomic(os.path.join(images_dir, RECORD_NAME), rec)
+    _manifest.write_json_atomic(os.path.join(images_dir, RECORD_NAME), rec)
     timings["total"] = round(time.monotonic() - t0, 4)
     return {"changed": True, "pid": pid, "process": _public_identity(ident), "restore_record": rec,
             "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,

@@ -11,6 +11,7 @@ import os
 import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _restore
 
 BOOT = "11111111-2222-3333-4444-555555555555"
@@ -338,7 +339,7 @@ def test_record_is_written_atomically_0600(tmp_path, proc, exe):
     ident = {"pid": PID, "start_time": 1, "boot_id": BOOT, "exe": str(exe), "cmdline": ["a"]}
     rec = _restore.make_record("abc", ident, ["criu", "restore"], 0.1, {"x": 1}, {"alive": True}, str(proc.root))
     path = images / _restore.RECORD_NAME
-    _restore.write_json_atomic(str(path), rec)
+    _manifest.write_json_atomic(str(path), rec)
     assert oct(os.stat(str(path)).st_mode & 0o777) == "0o600"
     assert json.loads(path.read_text()) == rec and rec["criu"]["log"] == "restore.log"
     assert [f.name for f in images.iterdir() if f.name.startswith(".")] == []

@@ -60,6 +60,9 @@ KNOWN_CAUSES = (
     (re.compile(r"The root process (\d+) is not a session leader"),
      "process {0} is not a session leader; CRIU needs shell_job (--shell-job) for it, "
      "or start the workload with setsid"),
+    (re.compile(r"A session leader of (\d+)\(\d+\) is outside of its pid namespace"),
+     "process {0} is in a session whose leader is outside its PID namespace; CRIU cannot dump it even "
+     "with shell_job: start the workload with setsid"),
     (re.compile(r"Can't lookup mount=(\d+) for fd=(\d+)"),
      "fd {1} of the process is on a mount (id {0}) that its mount namespace cannot see, usually an fd "
      "leaked from the launcher; close it in the workload or start it without the leaked fd"),

@@ -311,6 +311,11 @@ def decide(dir_info, pid, live, force, verify_problems=None):
 
 def check_session_leader(pid, shell_job, proc_root=PROC):
     sid = read_sid(pid, proc_root)
+    if sid == 0 or _procfs.own_ns_session(pid, proc_root) == 0:
+        raise DumpError("process %d is in a session whose leader is outside its PID namespace (its launcher, "
+                        "e.g. a container's init, never called setsid): CRIU cannot dump it, not even with "
+                        "shell_job. Start the workload with setsid, or under a service manager. Nothing was "
+                        "frozen." % pid)
     if sid is not None and sid != pid and not shell_job:
         raise DumpError("process %d is not a session leader (its session is %d); CRIU refuses such a root "
                         "task: set shell_job: true, or start the workload with setsid. Nothing was frozen."
@@ -412,7 +417,7 @@ def ensure_running(pids, want_stopped=False, wait=1.0, proc_root=PROC):
         while state == "t" and time.monotonic() < deadline:
             time.sleep(0.02)
             state = read_state(pid, proc_root)
-        if state is None or state in ("Z", "X"):
+        if state is None or state in _procfs.DEAD_STATES:
             notes.append("PID %d is gone (state %s) after the failed dump" % (pid, state or "absent"))
             continue
         if state in ("T", "t") and not want_stopped:
@@ -432,7 +437,7 @@ def wait_state(pid, want, timeout=3.0, proc_root=PROC):
     deadline = time.monotonic() + timeout
     while True:
         state = read_state(pid, proc_root)
-        if state in want or (None in want and state in ("Z", "X")):
+        if state in want or (None in want and state in _procfs.DEAD_STATES):
             return state
         if time.monotonic() >= deadline:
             return state
@@ -674,7 +679,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
             notes.append("criu reported success but PID %d is in state %s, not stopped" % (pid, state))
     elif not opts.get("leave_running"):
         state = wait_state(pid, (None,), 3.0, proc_root)
-        if state not in (None, "Z", "X"):
+        if state not in (None,) + _procfs.DEAD_STATES:
             notes.append("criu reported success but PID %d still exists (state %s)" % (pid, state))
     records = _manifest.image_records(images_dir, remote=_remote_names(tree_pids) if opts.get("page_server") else None)
     duration = res.duration
@@ -757,10 +762,10 @@ def _failed(res, pid, tree_pids, images_dir, before, opts, result, started):
             marker = _manifest.write_failed_marker(images_dir, cause, extra)
         except (IOError, OSError):
             marker = None
-    alive = [p for p in tree_pids if read_state(p) not in (None, "Z", "X")]
+    alive = [p for p in tree_pids if read_state(p) not in (None,) + _procfs.DEAD_STATES]
     state = read_state(pid)
     msg = "criu dump of PID %d failed: %s (log: %s)." % (pid, cause, res.log_path)
-    if state in (None, "Z", "X"):
+    if state in (None,) + _procfs.DEAD_STATES:
         msg += " The process is gone."
     else:
         msg += " The process is still running (state %s); no manifest was written." % state
@@ -831,7 +836,7 @@ def _ps_result(record, images_dir, changed, msg):
 def stop_page_server(record, timeout=3.0, proc_root=PROC):
     pid = record["pid"]
     os.kill(pid, signal.SIGTERM)
-    if wait_state(pid, (None,), timeout, proc_root) not in (None, "Z", "X"):
+    if wait_state(pid, (None,), timeout, proc_root) not in (None,) + _procfs.DEAD_STATES:
         os.kill(pid, signal.SIGKILL)
         wait_state(pid, (None,), timeout, proc_root)
 

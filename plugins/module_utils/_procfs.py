@@ -159,6 +159,20 @@ def parse_status(text):
     return out
 
 
+def own_ns_session(pid, proc_root=PROC):
+    """PID's session id as seen inside its own PID namespace (last field of NSsid), or None.
+
+    0 means the session leader is outside the process's PID namespace (a child of a
+    container's init that never called setsid): CRIU cannot dump such a task at all.
+    None when the kernel or the fixture gives no NSsid line, or the process is gone.
+    """
+    try:
+        fields = read_status(pid, proc_root).get("NSsid", "").split()
+        return int(fields[-1]) if fields else None
+    except (ProcfsError, ValueError):
+        return None
+
+
 def read_cmdline(pid, proc_root=PROC):
     """argv as a list of str ([] for a kernel thread or a zombie)."""
     return parse_cmdline(_read_proc(pid, proc_root, "cmdline", binary=True))

@@ -88,7 +88,7 @@ def gather(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=Non
     """
     pid = int(pid)
     pids = _procfs.process_tree(pid, proc_root) if tree else [pid]
-    ctx = {"root": pid, "pids": pids, "fds": {}, "stat": {}, "sockets": {}, "mnt_ids": {},
+    ctx = {"root": pid, "pids": pids, "fds": {}, "stat": {}, "own_sid": {}, "sockets": {}, "mnt_ids": {},
            "diag": None, "holders": None, "proc_root": proc_root, "comms": {},
            "kernel_release": kernel_release if kernel_release is not None else os.uname().release,
            "criu_version": criu_version}
@@ -97,6 +97,7 @@ def gather(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=Non
         try:
             ctx["fds"][p] = _procfs.read_fds(p, proc_root)
             ctx["stat"][p] = _procfs.read_stat(p, proc_root)
+            ctx["own_sid"][p] = _procfs.own_ns_session(p, proc_root)
         except ProcfsError as exc:
             if p == pid or exc.kind == "permission":
                 raise
@@ -462,6 +463,13 @@ def process_checks(ctx):
     for p in ctx["pids"]:
         st = ctx["stat"].get(p)
         if not st:
+            continue
+        if ctx.get("own_sid", {}).get(p) == 0 or st["session"] == 0:
+            out.append(_item(p, None, "session_outside_pidns", "refuse",
+                             "PID %d is in a session whose leader is outside its PID namespace (its launcher, "
+                             "e.g. a container's init, never called setsid): CRIU cannot dump it, not even with "
+                             "--shell-job. Start the workload as its own session leader (setsid, or a service "
+                             "manager)." % p, root=ctx["root"], fd=None))
             continue
         for key, what in (("session", "session"), ("pgrp", "process group")):
             leader = st[key]

@@ -78,15 +78,62 @@ class Tmpfs(object):
         subprocess.run(["umount", "-l", self.path], check=False)
 
 
-def start_plain_child(tmp_path, name="child"):
-    """A counter started as a plain child of pytest: not a session leader, not detached.
+class _Launched(object):
+    """A counter started under a launcher that stays outside the dumped tree.
 
-    Returns (Popen, ticks_path)."""
-    ticks = tmp_path / ("%s.ticks" % name)
-    p = subprocess.Popen([sys.executable, str(WORKLOADS / "counter.py"), "--out", str(ticks),
-                          "--interval", "0.02"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL, close_fds=True, cwd=str(tmp_path))
+    ``pid`` is the counter's PID; kill() and wait() end both the counter and its launcher."""
+
+    def __init__(self, launcher, pid):
+        self.launcher = launcher
+        self.pid = pid
+
+    def kill(self):
+        for pid in (self.pid, self.launcher.pid):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+
+    def wait(self):
+        self.launcher.wait()
+
+
+def _counter_argv(ticks):
+    return [sys.executable, str(WORKLOADS / "counter.py"), "--out", str(ticks), "--interval", "0.02"]
+
+
+def _launch(argv, tmp_path, ticks, new_session):
+    launcher = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, close_fds=True, cwd=str(tmp_path),
+                                start_new_session=new_session)
     deadline = time.time() + 10
-    while time.time() < deadline and not (ticks.exists() and ticks.read_text()):
+    pid = None
+    while time.time() < deadline and not (pid and ticks.exists() and ticks.read_text()):
+        try:
+            kids = Path("/proc/%d/task/%d/children" % (launcher.pid, launcher.pid)).read_text().split()
+            pid = int(kids[0]) if kids else None
+        except OSError:
+            pid = None
         time.sleep(0.02)
-    return p, ticks
+    assert pid, "the counter did not start under %s" % argv[0]
+    return _Launched(launcher, pid)
+
+
+def start_plain_child(tmp_path, name="child"):
+    """A counter that is not a session leader: the child of a shell that is (so its session leader is
+    outside the dumped tree but inside its PID namespace, whatever session pytest runs in).
+
+    Returns (handle with .pid/.kill()/.wait(), ticks_path)."""
+    ticks = tmp_path / ("%s.ticks" % name)
+    argv = ["sh", "-c", "\"$@\" & wait", "sh"] + _counter_argv(ticks)
+    return _launch(argv, tmp_path, ticks, new_session=True), ticks
+
+
+def start_child_in_new_pidns(tmp_path, name="pidns"):
+    """A counter that is PID 1 of a new PID namespace, in a session whose leader is outside it
+    (NSsid ends in 0), as a child of a container's init that never called setsid would be.
+
+    Returns (handle with .pid/.kill()/.wait(), ticks_path)."""
+    ticks = tmp_path / ("%s.ticks" % name)
+    argv = ["unshare", "--pid", "--fork", "--kill-child"] + _counter_argv(ticks)
+    return _launch(argv, tmp_path, ticks, new_session=False), ticks

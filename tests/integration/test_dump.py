@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import (REPO, Tmpfs, find_criu, mode, read_manifest, start_plain_child, state, ticks_after,
+from ckpt_helpers import (REPO, Tmpfs, find_criu, mode, read_manifest, start_child_in_new_pidns,
+                          start_plain_child, state, ticks_after,
                           wait_state)
 from ckpt_testlib import sha256, wait_gone
 
@@ -202,6 +203,32 @@ def test_not_a_session_leader_refused_then_shell_job(run_module, tmp_path):
                                 "shell_job": True})
         assert r.status == "ok", r
         assert "--shell-job" in r["criu_cmd"]
+        n = len(ticks.read_text().splitlines())
+        time.sleep(0.3)
+        assert len(ticks.read_text().splitlines()) > n
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_session_leader_outside_the_pid_namespace_refused_before_any_freeze(run_module, tmp_path):
+    """CRIU cannot dump a task whose session leader it cannot see (sid 0 in its own PID namespace),
+    --shell-job or not; the collection says so before criu runs, and the workload runs on."""
+    child, ticks = start_child_in_new_pidns(tmp_path)
+    try:
+        nssid = Path("/proc/%d/status" % child.pid).read_text().split("NSsid:")[1].split("\n")[0].split()
+        assert nssid[-1] == "0", nssid
+        r = run_module("fd_inspect", {"pid": child.pid})
+        items = [i for i in r["fds"] if i["classification"] == "session_outside_pidns"]
+        assert items and items[0]["verdict"] == "refuse" and r["restorable"] is False, r
+        images = tmp_path / "imgs"
+        for shell_job in (False, True):
+            r = run_module("dump", {"pid": child.pid, "images_dir": str(images), "leave_running": True,
+                                    "shell_job": shell_job})
+            assert r.failed and "outside its PID namespace" in r["msg"] and "setsid" in r["msg"], r
+            assert "Nothing was frozen" in r["msg"]
+            assert not images.exists()
+        assert not find_criu("dump", child.pid)
         n = len(ticks.read_text().splitlines())
         time.sleep(0.3)
         assert len(ticks.read_text().splitlines()) > n

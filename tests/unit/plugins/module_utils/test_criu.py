@@ -74,6 +74,13 @@ def test_known_cause_not_session_leader(tmp_path):
     assert "session leader" in r.cause() and "77" in r.cause()
 
 
+def test_known_cause_session_leader_outside_the_pid_namespace(tmp_path):
+    # The line CRIU 4.1.1 printed when the workload was a child of a container's init (sid 0).
+    r = _result(tmp_path, RLIMIT + "\n(00.034450) Error (criu/cr-dump.c:1664): A session leader of 2(2) is "
+                "outside of its pid namespace\n(00.057055) Error (criu/cr-dump.c:2111): Dumping FAILED.\n", rc=1)
+    assert "process 2" in r.cause() and "setsid" in r.cause() and "even with shell_job" in r.cause()
+
+
 def test_unknown_error_is_quoted(tmp_path):
     r = _result(tmp_path, "(00.05) Error (criu/foo.c:1): frobnication exploded\n")
     assert r.cause() == "criu reported: frobnication exploded"

@@ -172,3 +172,29 @@ def test_stdio_files_are_only_those_without_o_append(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def _fake_task(tmp_path, pid, session, nssid):
+    d = tmp_path / str(pid)
+    d.mkdir(parents=True)
+    fields = ["S", "1", str(pid), str(session), "0", "-1", "0"] + ["0"] * 12 + ["500"] + ["0"] * 30
+    (d / "stat").write_text("%d (app) %s\n" % (pid, " ".join(fields)))
+    (d / "status").write_text("Name:\tapp\nNSsid:\t%s\n" % nssid)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("session,nssid,shell_job,needle", [
+    (300, "300", False, None),                                  # its own session leader
+    (50, "50", True, None),                                     # not a leader, shell_job lifts it
+    (50, "50", False, "not a session leader"),
+    (0, "0", True, "outside its PID namespace"),                # child of a container's init
+    (4711, "4711\t0", True, "outside its PID namespace"),       # nested PID namespace
+])
+def test_check_session_leader(tmp_path, session, nssid, shell_job, needle):
+    root = _fake_task(tmp_path, 300, session, nssid)
+    if needle is None:
+        assert _dump.check_session_leader(300, shell_job, root) == session
+        return
+    with pytest.raises(_dump.DumpError) as exc:
+        _dump.check_session_leader(300, shell_job, root)
+    assert needle in str(exc.value) and "Nothing was frozen" in str(exc.value)

@@ -270,3 +270,22 @@ def test_inode_holders_recorded(pipe_tree):
     holders = _procfs.inode_holders(pipe_tree)
     assert sorted(holders[("pipe", 164503)]) == [(8181, 4), (8183, 1), (8183, 2), (8202, 1), (8202, 2)]
     assert sorted(holders[("pipe", 165879)]) == [(8183, 4), (8202, 0)]
+
+
+# ------------------------------------------------------------ own-namespace session
+
+@pytest.mark.parametrize("line,expected", [
+    ("NSsid:\t8183\n", 8183),
+    ("NSsid:\t4711\t0\n", 0),          # nested PID namespace, its session leader is outside it
+    ("NSsid:\t0\n", 0),                # a child of a container's init that never called setsid
+    ("", None),                        # a kernel without the NS* lines
+])
+def test_own_ns_session(tmp_path, line, expected):
+    d = _fake_proc(tmp_path, 4712)
+    (d / "status").write_text("Name:\tapp\n%sUid:\t0\t0\t0\t0\n" % line)
+    assert _procfs.own_ns_session(4712, str(tmp_path)) == expected
+
+
+def test_own_ns_session_of_a_recorded_tree(pipe_tree):
+    assert _procfs.own_ns_session(8183, pipe_tree) == 8183
+    assert _procfs.own_ns_session(99999, pipe_tree) is None

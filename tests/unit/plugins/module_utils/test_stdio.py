@@ -273,6 +273,20 @@ def test_session_leader_outside_tree():
     assert _stdio.plan(r["items"], {"shell_job": True})["restorable"]
 
 
+@pytest.mark.parametrize("session,own_sid", [(0, 0), (4711, 0)])
+def test_session_leader_outside_the_pid_namespace_is_refused_even_with_shell_job(session, own_sid):
+    ctx = _ctx([_fd(0, "/dev/null", 0o2, ftype="char")])
+    ctx["stat"][100] = {"comm": "app", "session": session, "pgrp": 100}
+    ctx["own_sid"] = {100: own_sid}
+    r = _stdio.classify(100, ctx=ctx)
+    proc = [i for i in r["items"] if i["fd"] is None]
+    assert [i["classification"] for i in proc] == ["session_outside_pidns"]
+    assert proc[0]["verdict"] == "refuse" and proc[0]["lifted_by"] is None
+    assert "setsid" in proc[0]["reason"] and "not even with --shell-job" in proc[0]["reason"]
+    plan = _stdio.plan(r["items"], {"shell_job": True})
+    assert not plan["restorable"] and any("outside its PID namespace" in b for b in plan["blockers"])
+
+
 def test_every_reason_is_one_line(pipe_tree):
     r = _stdio.classify(8183, proc_root=pipe_tree, kernel_release="6.18.0", criu_version="4.1.1")
     for item in r["items"]:

@@ -160,35 +160,6 @@ def git_info():
             "dirty_collection_files": dirty}
 
 
-def warm_memory(mib):
-    """Touch MIB MiB of memory once, in a child that exits, before anything is measured.
-
-    On a virtual machine whose memory the hypervisor backs on first touch, a page the guest
-    never used costs a fault in the hypervisor too. A restore that must get 1 GiB of such
-    pages took 1.7-2.8 s instead of 0.45 s here (measured: criu restore's preadv of the
-    pages). The raw baseline kills its source before restoring, so its restore reuses the
-    source's warm pages; the collection keeps the source frozen until the restore is
-    verified, so its restore got fresh ones. Warming the guest's memory once removes that
-    artifact of the machine from both sides. Returns the seconds it took."""
-    if mib <= 0:
-        return 0.0
-    code = ("import sys\nn = int(sys.argv[1]) << 20\nb = bytearray(n)\n"
-            "b[::4096] = b'\\1' * len(range(0, n, 4096))\n")
-    t0 = time.monotonic()
-    run([sys.executable, "-c", code, str(mib)], check=True)
-    return round(time.monotonic() - t0, 2)
-
-
-def default_warm_mib():
-    """Three quarters of the memory available now, at most 12 GiB."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            avail = [int(line.split()[1]) for line in fh if line.startswith("MemAvailable:")][0] // 1024
-    except (OSError, IndexError, ValueError):
-        return 0
-    return min(12 * 1024, avail * 3 // 4)
-
-
 def machine_info():
     crv = run([CRIU, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout.strip()
     with open("/proc/loadavg", encoding="ascii") as fh:
@@ -1241,9 +1212,6 @@ def parse_args(argv=None):
                     help="downtime: comma-separated sizes in MiB instead of the profile's (e.g. 1024)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="downtime: repeats per size instead of the profile's (at least 1)")
-    ap.add_argument("--warm-mib", type=int, default=None,
-                    help="MiB of memory to touch once before measuring (default: 3/4 of the available memory, "
-                         "at most 12 GiB; 0 to skip); see warm_memory()")
     ap.add_argument("--keep-fleet", action="store_true", help="do not tear the benchmark fleet down (debugging)")
     ap.add_argument("--report-only", action="store_true",
                     help="regenerate docs/benchmarks/README.md and plots from the saved results, run nothing")
@@ -1316,11 +1284,6 @@ def main(argv=None):
     fleet = None
     old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        warm_mib = default_warm_mib() if args.warm_mib is None else args.warm_mib
-        if "downtime" in parts and warm_mib > 0:
-            log("touching %d MiB of memory once (first-touch cost of the virtual machine)" % warm_mib)
-            results["machine"]["memory_warmed"] = {"mib": warm_mib, "seconds": warm_memory(warm_mib)}
-            log("warmed in %.1f s" % results["machine"]["memory_warmed"]["seconds"])
         if "downtime" in parts or "scaling" in parts:
             fleetmod = load_fleet_module()
             nhosts = max(prof["scale_hosts"]) if "scaling" in parts else 2

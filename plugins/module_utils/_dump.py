@@ -681,15 +681,13 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         state = wait_state(pid, (None,), 3.0, proc_root)
         if state not in (None,) + _procfs.DEAD_STATES:
             notes.append("criu reported success but PID %d still exists (state %s)" % (pid, state))
-    records = _manifest.image_records(images_dir, remote=_remote_names(tree_pids) if opts.get("page_server") else None)
-    duration = res.duration
     manifest = {
         "schema": _manifest.SCHEMA,
         "complete": True,
         "created": _manifest.utc_now(),
         "host": host,
         "criu": {"path": criu, "version": version["version"], "argv": res.argv,
-                 "log": _manifest.DUMP_LOG_NAME, "duration": round(duration, 4), "stats": stats},
+                 "log": _manifest.DUMP_LOG_NAME, "duration": round(res.duration, 4), "stats": stats},
         "process": process,
         "tree": tree,
         "options": _options_record(opts, pre),
@@ -697,26 +695,35 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         "stdio": report.get("stdio") or {},
         "stdio_files": report.get("stdio_files") or [],
         "binaries": binaries,
-        "images": records,
-        "images_total_bytes": _manifest.images_total_bytes(records),
     }
     if opts.get("page_server"):
         manifest["remote_pages"] = {"address": opts["page_server"]["address"],
                                     "port": int(opts["page_server"]["port"]),
                                     "files": _remote_names(tree_pids), "pattern": "pages-*.img"}
-    try:
-        os.unlink(_manifest.failed_path(images_dir))
-    except OSError:
-        pass
-    _manifest.write_manifest(images_dir, manifest)
-    timings = _stats_timings(stats, duration, time.monotonic() - started)
-    timings["frozen_at"] = round(frozen_at, 6)
+    # With a transfer, the images leave now, while they are hashed and the manifest is
+    # written here (both only read the images): the hashing is off the critical path of
+    # the frozen window. The manifest itself is sent only after every image arrived.
     transfer = params.get("transfer")
+    pusher = None
     if transfer:
+        try:
+            pusher = _transfer.Push(images_dir, transfer, timeout=params.get("timeout") or None)
+        except _transfer.TransferError as exc:
+            raise DumpError("dumped PID %d into %s, but sending it to %s failed: %s" % (
+                pid, images_dir, transfer.get("destination"), exc.msg), rc=exc.rc)
+    try:
+        _write_manifest(images_dir, manifest, _remote_names(tree_pids) if opts.get("page_server") else None)
+    except BaseException:
+        if pusher is not None:
+            pusher.abort()
+        raise
+    timings = _stats_timings(stats, res.duration, time.monotonic() - started)
+    timings["frozen_at"] = round(frozen_at, 6)
+    if pusher is not None:
         # The process stays frozen (leave_stopped) or gone; a failure here is
         # the caller's to roll back, with the complete checkpoint still here.
         try:
-            timings["transfer"] = _transfer.push(images_dir, transfer, timeout=params.get("timeout") or None)
+            timings["transfer"] = pusher.finish()
         except _transfer.TransferError as exc:
             raise DumpError("dumped PID %d into %s, but sending it to %s failed: %s" % (
                 pid, images_dir, transfer.get("destination"), exc.msg), rc=exc.rc)
@@ -733,6 +740,18 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     if notes:
         result["warnings_after_dump"] = notes
     return result
+
+
+def _write_manifest(images_dir, manifest, remote):
+    """Hash every image into the manifest and write it (atomically, last)."""
+    records = _manifest.image_records(images_dir, remote=remote)
+    manifest["images"] = records
+    manifest["images_total_bytes"] = _manifest.images_total_bytes(records)
+    try:
+        os.unlink(_manifest.failed_path(images_dir))
+    except OSError:
+        pass
+    _manifest.write_manifest(images_dir, manifest)
 
 
 def _failed(res, pid, tree_pids, images_dir, before, opts, result, started):

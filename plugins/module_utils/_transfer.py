@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import time
 
 MANIFEST_NAME = "ckpt-manifest.json"
@@ -65,6 +66,68 @@ def _rsync(argv, timeout):
                             rc=p.returncode, stderr=p.stderr, argv=argv)
 
 
+class Push(object):
+    """Send a checkpoint in two steps so that work can overlap the image transfer.
+
+    ``Push(images_dir, spec)`` starts rsync of every image (not the manifest) at
+    once; the caller may hash the images and write the manifest meanwhile (both
+    only read the images); ``finish()`` waits for the images and then sends the
+    manifest alone, so the destination never sees a manifest before its images.
+    ``abort()`` stops a transfer the caller gives up on.
+    """
+
+    def __init__(self, images_dir, spec, timeout=None):
+        problems = validate(spec)
+        if problems:
+            raise TransferError(problems[0])
+        self.images_dir = images_dir
+        self.timeout = timeout
+        self.target = "%s:%s/" % (spec["destination"], spec["path"].rstrip("/"))
+        self.base = ["rsync", "--archive", "--rsh=%s" % " ".join(spec.get("rsh") or ["ssh"])]
+        self.argv = self.base + ["--exclude=/%s" % MANIFEST_NAME, "--exclude=/.ckpt-*",
+                                 images_dir.rstrip("/") + "/", self.target]
+        self._err = tempfile.TemporaryFile()
+        self.t0 = time.monotonic()
+        try:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._err,
+                                         stderr=self._err)
+        except OSError as exc:
+            self._err.close()
+            raise TransferError("cannot run rsync (%s); install rsync on the source host" % exc, argv=self.argv)
+
+    def abort(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._err.close()
+
+    def _wait_images(self):
+        left = None if self.timeout is None else max(0.0, self.timeout - (time.monotonic() - self.t0))
+        try:
+            rc = self.proc.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            self.abort()
+            raise TransferError("sending the checkpoint did not finish within %s s" % self.timeout,
+                                argv=self.argv)
+        self._err.seek(0)
+        output = self._err.read().decode("utf-8", "replace")
+        self._err.close()
+        if rc != 0:
+            lines = output.strip().splitlines()
+            raise TransferError("rsync to %s failed (rc=%d): %s" % (self.target, rc, lines[-1] if lines
+                                                                   else "no output"),
+                                rc=rc, stderr=output, argv=self.argv)
+
+    def finish(self):
+        """Wait for the images, then send the manifest; return the timings."""
+        self._wait_images()
+        t1 = time.monotonic()
+        _rsync(self.base + [os.path.join(self.images_dir, MANIFEST_NAME), self.target], self.timeout)
+        t2 = time.monotonic()
+        return {"images": round(t1 - self.t0, 4), "manifest": round(t2 - t1, 4), "total": round(t2 - self.t0, 4),
+                "destination": self.target}
+
+
 def push(images_dir, spec, timeout=None):
     """rsync images_dir/ to DEST:PATH/, then the manifest alone; return timings.
 
@@ -72,17 +135,4 @@ def push(images_dir, spec, timeout=None):
     so the destination sees the manifest only once it is complete, and only
     after every image.
     """
-    problems = validate(spec)
-    if problems:
-        raise TransferError(problems[0])
-    rsh = " ".join(spec.get("rsh") or ["ssh"])
-    target = "%s:%s/" % (spec["destination"], spec["path"].rstrip("/"))
-    src = images_dir.rstrip("/") + "/"
-    base = ["rsync", "--archive", "--rsh=%s" % rsh]
-    t0 = time.monotonic()
-    _rsync(base + ["--exclude=/%s" % MANIFEST_NAME, "--exclude=/.ckpt-*", src, target], timeout)
-    t1 = time.monotonic()
-    _rsync(base + [os.path.join(images_dir, MANIFEST_NAME), target], timeout)
-    t2 = time.monotonic()
-    return {"images": round(t1 - t0, 4), "manifest": round(t2 - t1, 4), "total": round(t2 - t0, 4),
-            "destination": target}
+    return Push(images_dir, spec, timeout).finish()

@@ -102,3 +102,65 @@ def test_dump_refuses_a_bad_transfer_spec_before_freezing(tmp_path, run_module, 
     assert r.failed and "single word" in r["msg"], r
     assert not (tmp_path / "img").exists()
     w.wait_ticks(3)
+
+
+def _local_rsh(tmp_path):
+    """A remote shell for rsync that runs the 'remote' side here: real rsync, no ssh."""
+    shim = tmp_path / "local-rsh"
+    shim.write_text("#!/bin/sh\nshift\nexec \"$@\"\n")
+    shim.chmod(0o755)
+    return [str(shim)]
+
+
+def test_push_sends_the_manifest_only_after_every_image(tmp_path):
+    from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "pages-1.img").write_bytes(os.urandom(8 << 20))
+    (src / "core-1.img").write_bytes(b"core")
+    (src / ".ckpt-lock").write_text("")
+    push = _transfer.Push(str(src), {"destination": "here", "path": str(dst), "rsh": _local_rsh(tmp_path)})
+    # Written while the images travel, as the dump does.
+    (src / "ckpt-manifest.json").write_text("{}")
+    push.proc.wait()
+    assert sorted(os.listdir(dst)) == ["core-1.img", "pages-1.img"]
+    timings = push.finish()
+    assert sorted(os.listdir(dst)) == ["ckpt-manifest.json", "core-1.img", "pages-1.img"]
+    assert (dst / "pages-1.img").read_bytes() == (src / "pages-1.img").read_bytes()
+    assert timings["total"] >= timings["images"] > 0
+
+
+def test_push_failure_and_abort(tmp_path):
+    from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "core-1.img").write_bytes(b"core")
+    (src / "ckpt-manifest.json").write_text("{}")
+    push = _transfer.Push(str(src), {"destination": "here", "path": str(tmp_path / "no" / "such" / "dir"),
+                                     "rsh": _local_rsh(tmp_path)})
+    with pytest.raises(_transfer.TransferError) as exc:
+        push.finish()
+    assert "rsync to here:" in exc.value.msg and "failed (rc=" in exc.value.msg, exc.value.msg
+    push = _transfer.Push(str(src), {"destination": "here", "path": str(tmp_path / "dst2"),
+                                     "rsh": ["sleep", "30"]})
+    t0 = time.monotonic()
+    push.abort()
+    assert time.monotonic() - t0 < 5 and push.proc.returncode is not None
+
+
+def test_dump_sends_its_checkpoint_while_hashing(tmp_path, run_module, workload):
+    """dump.transfer: the images arrive with the manifest last, and they verify on arrival."""
+    from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+    w = workload("devnull")
+    w.wait_ticks(3)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    r = run_module("dump", {"pid": w.pid, "images_dir": str(src), "leave_running": True,
+                            "transfer": {"destination": "here", "path": str(dst), "rsh": _local_rsh(tmp_path)}})
+    assert r.status == "ok", r
+    t = r["timings"]["transfer"]
+    assert t["total"] >= t["images"] > 0 and t["destination"] == "here:%s/" % dst
+    manifest = _manifest.read_manifest(str(dst))
+    assert manifest["images"] == r["manifest"]["images"]
+    assert _manifest.verify_images(manifest, str(dst)) == []

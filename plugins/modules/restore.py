@@ -82,6 +82,18 @@ options:
         or nothing arrives in time. Check mode does not wait.
     type: float
     default: 0
+  prefault:
+    description:
+      - With O(wait_for_manifest), touch this much memory (bytes, or a size such as V(1G) or V(512M)) in
+        the background while waiting, and free it just before criu runs, so that criu's restore of the
+        pages reuses memory that is already backed.
+      - On a virtual machine whose balloon reports free pages to the hypervisor, memory that is new to
+        the guest costs a second fault in the hypervisor; a migration keeps its source frozen until the
+        restore is verified, so its restore cannot reuse the source's pages. The C(migrate) role passes
+        the process's RSS here.
+      - At most half of the memory available when the restore starts is touched; the touching stops the
+        moment the checkpoint arrives. Ignored without O(wait_for_manifest) and in check mode.
+    type: raw
   verify_images:
     description:
       - Verify the size and sha256 of every image file against the manifest before restoring.
@@ -210,6 +222,14 @@ timings:
       type: float
       returned: when criu ran
       sample: 0.84
+    prefault:
+      description:
+        - What O(prefault) did, freed just before criu ran; null without it.
+        - C(requested_bytes), C(limit_bytes) (half of the available memory, or less), C(touched_bytes)
+          (less when the checkpoint arrived first) and C(seconds) from the start of the touching to its release.
+      type: dict
+      returned: when criu ran
+      sample: {"requested_bytes": 1090519040, "limit_bytes": 1090519040, "touched_bytes": 1090519040, "seconds": 2.1}
     stats:
       description: criu's own statistics from C(stats-restore) (microseconds and pages).
       type: dict
@@ -242,7 +262,7 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
+from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, parse_size
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import restore
 
 
@@ -254,6 +274,7 @@ def main():
             settle=dict(type="float", default=1.5),
             pid_wait=dict(type="float", default=5.0),
             wait_for_manifest=dict(type="float", default=0.0),
+            prefault=dict(type="raw"),
             verify_images=dict(type="bool", default=True),
             verify_binaries=dict(type="bool", default=True),
             shell_job=dict(type="bool"),
@@ -268,8 +289,10 @@ def main():
     )
     if module.params["settle"] < 0 or module.params["pid_wait"] < 0 or module.params["wait_for_manifest"] < 0:
         module.fail_json(msg="settle, pid_wait and wait_for_manifest must not be negative")
+    params = dict(module.params)
     try:
-        result = restore(module.params, check_mode=module.check_mode)
+        params["prefault"] = parse_size(params["prefault"], "prefault") if params["prefault"] not in (None, "") else None
+        result = restore(params, check_mode=module.check_mode)
     except CriuError as exc:
         module.fail_json(**exc.to_fail_kwargs())
     module.exit_json(**result)

@@ -23,7 +23,8 @@ def _send(src, dst):
     os.rename(os.path.join(dst, ".manifest.tmp"), os.path.join(dst, "ckpt-manifest.json"))
 
 
-def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, workload):
+@pytest.mark.parametrize("prefault", [None, "64M"])
+def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, workload, prefault):
     w = workload("devnull")
     w.wait_ticks(3)
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -32,7 +33,7 @@ def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, wo
 
     def restore():
         out["r"] = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 60,
-                                          "settle": 0.5})
+                                          "settle": 0.5, "prefault": prefault})
 
     t = threading.Thread(target=restore)
     t.start()
@@ -46,6 +47,12 @@ def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, wo
     assert r.status == "ok" and r["changed"], r
     assert r["pid"] == w.pid and w.alive()
     assert r["timings"]["waited_for_manifest"] > 1.0
+    if prefault is None:
+        assert r["timings"]["prefault"] is None
+    else:
+        # Touched in full while the restore waited (2 s), freed before criu ran.
+        pf = r["timings"]["prefault"]
+        assert pf["requested_bytes"] == 64 << 20 and pf["touched_bytes"] == pf["limit_bytes"] == 64 << 20, pf
     # Downtime from the two wall-clock stamps: positive and bounded by the test.
     downtime = r["timings"]["resumed_at"] - d["timings"]["frozen_at"]
     assert 0 < downtime < 60
@@ -164,3 +171,9 @@ def test_dump_sends_its_checkpoint_while_hashing(tmp_path, run_module, workload)
     manifest = _manifest.read_manifest(str(dst))
     assert manifest["images"] == r["manifest"]["images"]
     assert _manifest.verify_images(manifest, str(dst)) == []
+
+
+def test_restore_refuses_a_bad_prefault_size(tmp_path, run_module):
+    r = run_module("restore", {"images_dir": str(tmp_path / "none"), "wait_for_manifest": 5, "prefault": "lots"})
+    assert r.failed and "prefault must be a size" in r["msg"], r
+    assert not (tmp_path / "none").exists()

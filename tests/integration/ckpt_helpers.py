@@ -65,6 +65,13 @@ def ticks_after(workload, seconds):
     return len(workload.read_ticks()) - before
 
 
+def still_ticking(ticks, seconds=0.3):
+    """True when the counter writing TICKS (a path) adds lines within SECONDS."""
+    before = len(ticks.read_text().splitlines())
+    time.sleep(seconds)
+    return len(ticks.read_text().splitlines()) > before
+
+
 class Tmpfs(object):
     """A tiny tmpfs at path (for disk-full tests); unmount() in teardown."""
 

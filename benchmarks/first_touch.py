@@ -101,7 +101,7 @@ def one(fleet, variant, mib, rep):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()

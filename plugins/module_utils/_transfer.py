@@ -114,8 +114,8 @@ class Push(object):
         self._err.close()
         if rc != 0:
             lines = output.strip().splitlines()
-            raise TransferError("rsync to %s failed (rc=%d): %s" % (self.target, rc, lines[-1] if lines
-                                                                   else "no output"),
+            last = lines[-1] if lines else "no output"
+            raise TransferError("rsync to %s failed (rc=%d): %s" % (self.target, rc, last),
                                 rc=rc, stderr=output, argv=self.argv)
 
     def finish(self):

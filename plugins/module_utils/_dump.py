@@ -709,8 +709,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         try:
             pusher = _transfer.Push(images_dir, transfer, timeout=params.get("timeout") or None)
         except _transfer.TransferError as exc:
-            raise DumpError("dumped PID %d into %s, but sending it to %s failed: %s" % (
-                pid, images_dir, transfer.get("destination"), exc.msg), rc=exc.rc)
+            raise _send_failed(pid, images_dir, transfer, exc)
     try:
         _write_manifest(images_dir, manifest, _remote_names(tree_pids) if opts.get("page_server") else None)
     except BaseException:
@@ -725,8 +724,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         try:
             timings["transfer"] = pusher.finish()
         except _transfer.TransferError as exc:
-            raise DumpError("dumped PID %d into %s, but sending it to %s failed: %s" % (
-                pid, images_dir, transfer.get("destination"), exc.msg), rc=exc.rc)
+            raise _send_failed(pid, images_dir, transfer, exc)
     result.update({
         "changed": True,
         "msg": "dumped PID %d into %s" % (pid, images_dir),
@@ -740,6 +738,11 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     if notes:
         result["warnings_after_dump"] = notes
     return result
+
+
+def _send_failed(pid, images_dir, transfer, exc):
+    return DumpError("dumped PID %d into %s, but sending it to %s failed: %s" % (
+        pid, images_dir, transfer.get("destination"), exc.msg), rc=exc.rc)
 
 
 def _write_manifest(images_dir, manifest, remote):

@@ -126,13 +126,3 @@ class Push(object):
         t2 = time.monotonic()
         return {"images": round(t1 - self.t0, 4), "manifest": round(t2 - t1, 4), "total": round(t2 - self.t0, 4),
                 "destination": self.target}
-
-
-def push(images_dir, spec, timeout=None):
-    """rsync images_dir/ to DEST:PATH/, then the manifest alone; return timings.
-
-    rsync writes each file under a temporary name and renames it into place,
-    so the destination sees the manifest only once it is complete, and only
-    after every image.
-    """
-    return Push(images_dir, spec, timeout).finish()

@@ -27,4 +27,4 @@ def test_bad_specs_are_refused(spec, word):
 
 def test_push_refuses_before_running_anything():
     with pytest.raises(_transfer.TransferError, match="destination"):
-        _transfer.push("/nonexistent", {"destination": "a b", "path": "/x"})
+        _transfer.Push("/nonexistent", {"destination": "a b", "path": "/x"})

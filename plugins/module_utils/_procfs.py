@@ -111,6 +111,17 @@ def read_boot_id(proc_root=PROC):
         return None
 
 
+def mem_available(proc_root=PROC):
+    """MemAvailable of /proc/meminfo in bytes (0 when it cannot be read)."""
+    try:
+        for line in _read_text(os.path.join(proc_root, "meminfo")).splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 # ---------------------------------------------------------------------- stat
 
 def parse_stat(text):

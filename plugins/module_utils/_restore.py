@@ -42,6 +42,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
 MANIFEST_NAME = _manifest.MANIFEST_NAME
 RECORD_NAME = _manifest.RESTORE_RECORD_NAME
@@ -464,18 +465,6 @@ def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_ro
 
 # ------------------------------------------------------------------ restore
 
-def mem_available(meminfo="/proc/meminfo"):
-    """MemAvailable in bytes (0 when it cannot be read)."""
-    try:
-        with open(meminfo) as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (IOError, OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 class Prefault(object):
     """Touch memory in a thread while the restore waits for its checkpoint; free it just before criu.
 
@@ -490,9 +479,9 @@ class Prefault(object):
 
     CHUNK = 8 << 20
 
-    def __init__(self, nbytes, meminfo="/proc/meminfo"):
+    def __init__(self, nbytes, proc_root=_identity.PROC):
         self.requested = int(nbytes)
-        self.limit = max(0, min(self.requested, mem_available(meminfo) // 2))
+        self.limit = max(0, min(self.requested, _procfs.mem_available(proc_root) // 2))
         self.touched = 0
         self._chunks = []
         self._stop = threading.Event()

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+
 REPO = Path(__file__).resolve().parents[2]
 WORKLOADS = REPO / "tests" / "workloads"
 
@@ -117,9 +119,9 @@ def _launch(argv, tmp_path, ticks, new_session):
     pid = None
     while time.time() < deadline and not (pid and ticks.exists() and ticks.read_text()):
         try:
-            kids = Path("/proc/%d/task/%d/children" % (launcher.pid, launcher.pid)).read_text().split()
-            pid = int(kids[0]) if kids else None
-        except OSError:
+            kids = _procfs.children(launcher.pid)
+            pid = kids[0] if kids else None
+        except _procfs.ProcfsError:
             pid = None
         time.sleep(0.02)
     assert pid, "the counter did not start under %s" % argv[0]

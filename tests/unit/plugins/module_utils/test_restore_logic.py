@@ -451,13 +451,12 @@ def test_stdio_closed_stays_closed_and_old_manifests_are_not_judged(tmp_path):
 
 
 def _meminfo(tmp_path, avail_kib):
-    path = tmp_path / "meminfo"
-    path.write_text("MemTotal:       24684000 kB\nMemAvailable:   %d kB\n" % avail_kib)
-    return str(path)
+    (tmp_path / "meminfo").write_text("MemTotal:       24684000 kB\nMemAvailable:   %d kB\n" % avail_kib)
+    return str(tmp_path)
 
 
 def test_prefault_touches_at_most_half_of_the_available_memory(tmp_path):
-    pf = _restore.Prefault(64 << 20, meminfo=_meminfo(tmp_path, 32 * 1024))   # 32 MiB available
+    pf = _restore.Prefault(64 << 20, proc_root=_meminfo(tmp_path, 32 * 1024))   # 32 MiB available
     info = pf.release()
     assert info["requested_bytes"] == 64 << 20 and info["limit_bytes"] == 16 << 20
     assert 0 <= info["touched_bytes"] <= 16 << 20
@@ -465,10 +464,10 @@ def test_prefault_touches_at_most_half_of_the_available_memory(tmp_path):
 
 
 def test_prefault_touches_everything_asked_when_given_time(tmp_path):
-    pf = _restore.Prefault(24 << 20, meminfo=_meminfo(tmp_path, 1 << 20))     # 1 GiB available
+    pf = _restore.Prefault(24 << 20, proc_root=_meminfo(tmp_path, 1 << 20))     # 1 GiB available
     pf._thread.join(30)
     assert pf.release()["touched_bytes"] == 24 << 20
 
 
 def test_prefault_without_meminfo_touches_nothing(tmp_path):
-    assert _restore.Prefault(8 << 20, meminfo=str(tmp_path / "missing")).release()["touched_bytes"] == 0
+    assert _restore.Prefault(8 << 20, proc_root=str(tmp_path / "missing")).release()["touched_bytes"] == 0

@@ -346,8 +346,8 @@ def run_criu(criu, action, args, log_path, timeout=None, env=None, umask=0o077,
                         "/dev/null and criu's own pipes" % sorted(pass_fds))
     argv = build_argv(criu, action, args, log_path)
     log_dir = os.path.dirname(log_path)
-    if log_dir and not os.path.isdir(log_dir):
-        os.makedirs(log_dir, 0o700)
+    if log_dir:
+        os.makedirs(log_dir, 0o700, exist_ok=True)
 
     def _child_setup():
         os.umask(umask)

@@ -591,8 +591,8 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         return result
 
     # 5. Create images_dir, lock it.
-    if not os.path.isdir(images_dir):
-        os.makedirs(images_dir, 0o700)
+    # exist_ok: two dumps into one new directory may race here; the lock decides.
+    os.makedirs(images_dir, 0o700, exist_ok=True)
     os.chmod(images_dir, 0o700)
     lock = DirLock(images_dir).acquire()
     try:
@@ -910,8 +910,8 @@ def page_server(params, check_mode=False, proc_root=PROC):
             "criu_cmd": None}
 
     criu = _criu.find_criu(params.get("criu_path"))
-    if not os.path.isdir(images_dir):
-        os.makedirs(images_dir, 0o700)
+    # exist_ok: another task may create the directory at the same moment.
+    os.makedirs(images_dir, 0o700, exist_ok=True)
     os.chmod(images_dir, 0o700)
     moved = None
     if leftovers and info["state"] != "empty":

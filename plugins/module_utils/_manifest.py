@@ -255,11 +255,13 @@ def validate(manifest):
     return problems
 
 
-def read_manifest(images_dir, validate_schema=True):
-    """The manifest of images_dir as a dict, or None when there is none.
+def load_manifest_bytes(images_dir):
+    """(manifest dict, its raw bytes), or None when images_dir has no manifest.
 
-    ManifestError when it exists but cannot be read, is not JSON, or (with
-    ``validate_schema``) is not a complete schema-1 manifest.
+    The caller hashes the same bytes it parsed, so a manifest replaced in
+    between cannot be checked under one content and used under another.
+    ManifestError when it exists but cannot be read or is not JSON; the
+    schema is not checked here.
     """
     path = manifest_path(images_dir)
     try:
@@ -273,15 +275,23 @@ def read_manifest(images_dir, validate_schema=True):
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestError("%s is not valid JSON (%s)" % (path, exc))
-    if validate_schema:
-        problems = validate(data)
-        if problems:
-            raise ManifestError("%s is not a valid checkpoint manifest: %s" % (path, "; ".join(problems)))
-    return data
+    return data, raw
 
 
-def manifest_sha256(images_dir):
-    return _checksum.sha256_file(manifest_path(images_dir))
+def read_manifest(images_dir):
+    """The manifest of images_dir as a dict, or None when there is none.
+
+    ManifestError when it exists but cannot be read, is not JSON, or is not a
+    complete schema-1 manifest.
+    """
+    loaded = load_manifest_bytes(images_dir)
+    if loaded is None:
+        return None
+    problems = validate(loaded[0])
+    if problems:
+        raise ManifestError("%s is not a valid checkpoint manifest: %s"
+                            % (manifest_path(images_dir), "; ".join(problems)))
+    return loaded[0]
 
 
 def write_json_atomic(path, data, mode=0o600):

@@ -102,19 +102,14 @@ def load_manifest(images_dir):
     prefix = "no complete checkpoint in %s" % images_dir
     if not os.path.isdir(images_dir):
         raise RestoreError("%s: the directory does not exist" % prefix)
-    path = os.path.join(images_dir, MANIFEST_NAME)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
+        loaded = _manifest.load_manifest_bytes(images_dir)
+    except _manifest.ManifestError as exc:
+        raise RestoreError("%s: %s" % (prefix, exc))
+    if loaded is None:
         raise RestoreError("%s: %s is missing (the dump did not finish, or this is not a checkpoint "
                            "written by ckpt.criu.dump)" % (prefix, MANIFEST_NAME))
-    except (IOError, OSError) as exc:
-        raise RestoreError("%s: cannot read %s: %s" % (prefix, MANIFEST_NAME, exc.strerror or exc))
-    try:
-        manifest = json.loads(raw.decode("utf-8"))
-    except ValueError as exc:
-        raise RestoreError("%s: %s is not valid JSON (%s)" % (prefix, MANIFEST_NAME, exc))
+    manifest, raw = loaded
     problems = manifest_problems(manifest)
     if problems:
         raise RestoreError(_first_problem_msg(prefix, problems), details={"problems": problems})

@@ -114,6 +114,17 @@ def test_read_manifest_garbage(tmp_path):
     assert _manifest.read_manifest(str(tmp_path / "nope")) is None
 
 
+def test_load_manifest_bytes_returns_what_it_parsed(tmp_path):
+    assert _manifest.load_manifest_bytes(str(tmp_path)) is None
+    raw = b'{"schema": 1, "x": "\xc3\xa9"}'
+    (tmp_path / _manifest.MANIFEST_NAME).write_bytes(raw)
+    data, got = _manifest.load_manifest_bytes(str(tmp_path))
+    assert got == raw and data == {"schema": 1, "x": "\u00e9"}
+    (tmp_path / _manifest.MANIFEST_NAME).write_bytes(b"\xff\xfe")
+    with pytest.raises(_manifest.ManifestError, match="not valid JSON"):
+        _manifest.load_manifest_bytes(str(tmp_path))
+
+
 def test_verify_catches_one_flipped_byte(tmp_path):
     _images(tmp_path)
     m = _manifest_for(tmp_path)

@@ -47,6 +47,10 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 MANIFEST_NAME = _manifest.MANIFEST_NAME
 RECORD_NAME = _manifest.RESTORE_RECORD_NAME
 LOG_NAME = "restore.log"
+# Written into images_dir by a restore that waits for its checkpoint, once its
+# prefault is done: a migration freezes the source only after it appears, so the
+# touching never competes with the dump for the CPU and memory bandwidth.
+READY_NAME = _manifest.PRIVATE_PREFIX + "restore-ready"
 SCHEMA = 1
 
 # Restore-time flags that mirror the dump's options (manifest `options`).
@@ -470,12 +474,14 @@ class Prefault(object):
     the restore is verified, so its restore cannot reuse the source's pages the way a
     kill-then-restore does. Pages touched here and freed right before criu runs are warm
     when criu takes them. At most half of MemAvailable is touched; release() stops at once.
+    ``on_done(self)`` runs in the thread when the touching has finished without release().
     """
 
     CHUNK = 8 << 20
 
-    def __init__(self, nbytes, proc_root=_identity.PROC):
+    def __init__(self, nbytes, proc_root=_identity.PROC, on_done=None):
         self.requested = int(nbytes)
+        self._on_done = on_done
         self.limit = max(0, min(self.requested, _procfs.mem_available(proc_root) // 2))
         self.touched = 0
         self._chunks = []
@@ -493,6 +499,8 @@ class Prefault(object):
             chunk[::4096] = b"\1" * len(range(0, n, 4096))
             self._chunks.append(chunk)
             self.touched += n
+        if self._on_done is not None and not self._stop.is_set():
+            self._on_done(self)
 
     def release(self):
         """Stop touching, free everything touched; return {requested, touched, limit, seconds} (idempotent)."""
@@ -505,19 +513,44 @@ class Prefault(object):
         return self._info
 
 
+def mark_ready(path, touched_bytes):
+    """Write the ready marker (best effort: it only lets a caller freeze its source earlier)."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w") as fh:
+            json.dump({"pid": os.getpid(), "at": round(time.time(), 6), "prefault_bytes": touched_bytes}, fh)
+        os.rename(tmp, path)
+    except OSError:
+        pass
+
+
+def clear_ready(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def restore(params, check_mode=False, proc_root=_identity.PROC):
     """Restore the checkpoint in params['images_dir']; return the module result.
 
     Raises RestoreError / CriuError with a one-sentence cause on any failure.
     """
-    prefault = None
-    if params.get("wait_for_manifest") and params.get("prefault") and not check_mode and os.geteuid() == 0:
-        prefault = Prefault(params["prefault"])
+    prefault = ready = None
+    if params.get("wait_for_manifest") and not check_mode and os.geteuid() == 0:
+        ready = os.path.join(os.path.abspath(params["images_dir"]), READY_NAME)
+        clear_ready(ready)
+        if params.get("prefault"):
+            prefault = Prefault(params["prefault"], on_done=lambda pf: mark_ready(ready, pf.touched))
+        else:
+            mark_ready(ready, 0)
     try:
         return _restore(params, check_mode, proc_root, prefault)
     finally:
         if prefault is not None:
             prefault.release()
+        if ready is not None:
+            clear_ready(ready)
 
 
 def _restore(params, check_mode, proc_root, prefault):

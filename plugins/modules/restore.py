@@ -80,6 +80,10 @@ options:
         O(ckpt.criu.dump#module:transfer); no task boundary lies between the freeze and the restore.
       - The wait ends with a clear error when O(images_dir) is removed (the migration was rolled back)
         or nothing arrives in time. Check mode does not wait.
+      - While it waits, the file C(.ckpt-restore-ready) in O(images_dir) says that the restore is ready.
+        It appears at once, or with O(prefault) when the touching is done, and is removed when the
+        module ends. The C(migrate) role freezes the source only once it appears, so that the touching
+        does not compete with the dump.
     type: float
     default: 0
   prefault:

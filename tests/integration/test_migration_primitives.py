@@ -3,6 +3,7 @@ real CRIU: a restore that waits for its checkpoint to arrive
 (wait_for_manifest), and the wall-clock stamps that measure downtime."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -38,6 +39,10 @@ def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, wo
     t = threading.Thread(target=restore)
     t.start()
     time.sleep(2.0)  # the restore is now waiting
+    # It says it is ready (its prefault done) in a marker that rsync never sends.
+    ready = dst / ".ckpt-restore-ready"
+    marker = json.loads(ready.read_text())
+    assert marker["prefault_bytes"] == (64 << 20 if prefault else 0), marker
     d = run_module("dump", {"pid": w.pid, "images_dir": str(src)})
     assert d.status == "ok" and d["changed"], d
     assert d["timings"]["frozen_at"] <= time.time()
@@ -47,6 +52,7 @@ def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, wo
     assert r.status == "ok" and r["changed"], r
     assert r["pid"] == w.pid and w.alive()
     assert r["timings"]["waited_for_manifest"] > 1.0
+    assert not ready.exists() and not (dst / ".ckpt-restore-ready.tmp").exists()
     if prefault is None:
         assert r["timings"]["prefault"] is None
     else:

@@ -26,6 +26,9 @@ def test_migrate_counter(fleet, clean_hosts, workload, playbook, tmp_path):
 
     run = playbook("migrate.yml", inv, ev)
     assert run.rc == 0, run.output[-4000:]
+    # The freeze waited for the destination's restore to be ready, and never had to check on it.
+    assert run.output.index("Wait until the destination's restore is ready") < run.output.index("FROZEN: freeze")
+    assert "ended before the freeze" not in run.output
     row = run.rows(pid=w.pid)[0]
     assert row["result"] == "migrated" and row["host"] == "node1" and row["destination"] == "node2"
     assert 0 < row["frozen_s"] < 10 and row["image_bytes"] > 0
@@ -113,6 +116,27 @@ def test_destination_restore_fails(fleet, clean_hosts, workload, playbook, tmp_p
     ok = w.continuity()[0]
     assert ok
     assert not w.running_on("node2") and w.state("node2") is None
+    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+
+
+def test_destination_restore_ended_before_the_freeze(fleet, clean_hosts, workload, playbook, tmp_path):
+    """The destination's restore ends before the source is frozen (here: told not to
+    wait for the checkpoint, so it finds none): the process is never frozen."""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
+                          hostvars={"node1": {"ckpt_migrate_wait_for_checkpoint": 0,
+                                              "ckpt_migrate_ready_timeout": 3}})
+    w = workload("node1")
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "rolled back" and row["frozen_s"] is None, row
+    assert "ended before the freeze" in row["cause"] and "nothing was frozen" in row["cause"], row["cause"]
+    assert "ckpt-manifest.json is missing" in row["cause"], row["cause"]
+    assert "Refuse to freeze" in run.output and "FROZEN: freeze" not in run.output
+    assert w.running_on("node1") and not w.running_on("node2")
+    assert w.wait_ticks(5)
+    ok, gap = w.continuity()
+    assert ok and gap < 0.5, "the source was disturbed (largest gap %.2f s)" % gap
     assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
 
 

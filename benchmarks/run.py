@@ -362,7 +362,7 @@ def _overlap(s, e, a, b):
     return max(0.0, min(e, b) - max(s, a))
 
 
-def coll_migration(fleet, work, inventory, mode, size, rep):
+def coll_migration(fleet, work, inventory, mode, size, rep, extra_vars=None):
     tag = "coll-%s-%d-%d" % (mode, size, rep)
     ticks = os.path.join(work, tag + ".ticks")
     w = Workload(fleet, "node1", ticks, size)
@@ -373,6 +373,7 @@ def coll_migration(fleet, work, inventory, mode, size, rep):
                  "ckpt_migrate_pids": str(w.pid), "ckpt_migrate_transfer": mode,
                  "ckpt_migrate_images_root": "/var/lib/ckpt/bench/coll",
                  "ckpt_migrate_page_server_port": str(COLL_PORT)}
+        extra.update(extra_vars or {})
         pb = playbook("migrate.yml", inventory, extra, work, tag)
         ok = pb["rc"] == 0 and w.wait_ticks(10, timeout=30, after_ns=int(pb["end"] * 1e9))
         gap, last, first, cont = heartbeat_gap(read_ticks(ticks), pb["start"])
@@ -559,7 +560,7 @@ def bench_downtime(fleet, prof, work):
                         if kind == "raw":
                             rec = raw_migration(fleet, work, mode, size, rep)
                         else:
-                            rec = coll_migration(fleet, work, inventory, mode, size, rep)
+                            rec = coll_migration(fleet, work, inventory, mode, size, rep, prof.get("extra_vars"))
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         rec = {"kind": kind, "mode": mode, "mib": size, "rep": rep, "ok": False,
                                "downtime": None, "error": str(exc)}
@@ -1212,6 +1213,9 @@ def parse_args(argv=None):
                     help="downtime: comma-separated sizes in MiB instead of the profile's (e.g. 1024)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="downtime: repeats per size instead of the profile's (at least 1)")
+    ap.add_argument("--extra-vars", default=None, metavar="JSON",
+                    help="downtime: extra variables for the migrate playbook, e.g. "
+                         "'{\"ckpt_migrate_prefault\": \"false\"}' (recorded in the results' settings)")
     ap.add_argument("--keep-fleet", action="store_true", help="do not tear the benchmark fleet down (debugging)")
     ap.add_argument("--report-only", action="store_true",
                     help="regenerate docs/benchmarks/README.md and plots from the saved results, run nothing")
@@ -1273,6 +1277,8 @@ def main(argv=None):
         prof["sizes"] = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.sizes or args.repeats:
         prof["repeats"] = {size: max(1, args.repeats or prof["repeats"].get(size, 3)) for size in prof["sizes"]}
+    if args.extra_vars:
+        prof["extra_vars"] = json.loads(args.extra_vars)
     have_plots = ensure_matplotlib()
     collection = use_revision(args.rev)
     results = {"schema": 1, "label": args.label, "profile": "quick" if args.quick else "full",

@@ -120,14 +120,16 @@ def load_manifest(images_dir):
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def wait_for_manifest(images_dir, timeout, interval=0.01):
+def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None):
     """Wait up to ``timeout`` seconds for a checkpoint to arrive in images_dir.
 
     A migration starts the destination's restore before the source is frozen,
     so that the restore begins the instant the source's dump has sent the
     manifest (sent last, renamed into place atomically). Returns the seconds
     waited. Raises RestoreError if the directory disappears (the migration was
-    rolled back) or nothing arrives in time.
+    rolled back) or nothing arrives in time. ``on_arrival()`` is called once,
+    as soon as the first image (a page server's pages, an rsync temporary
+    file) appears, which is just after the source froze.
     """
     t0 = time.monotonic()
     path = os.path.join(images_dir, MANIFEST_NAME)
@@ -138,8 +140,21 @@ def wait_for_manifest(images_dir, timeout, interval=0.01):
         if time.monotonic() - t0 >= timeout:
             raise RestoreError("no checkpoint arrived in %s within %.0f s (wait_for_manifest); the dump on "
                                "the source failed or never started" % (images_dir, timeout))
+        if on_arrival is not None and _images_arriving(images_dir):
+            on_arrival()
+            on_arrival = None
         time.sleep(interval)
+    if on_arrival is not None:
+        on_arrival()
     return time.monotonic() - t0
+
+
+def _images_arriving(images_dir):
+    try:
+        names = os.listdir(images_dir)
+    except OSError:
+        return False
+    return any(not (n.startswith(_manifest.PRIVATE_PREFIX) or n.endswith(".log")) for n in names)
 
 
 def read_record(images_dir):
@@ -465,16 +480,21 @@ def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_ro
 # ------------------------------------------------------------------ restore
 
 class Prefault(object):
-    """Touch memory in a thread while the restore waits for its checkpoint; free it just before criu.
+    """Touch memory in a thread while the restore waits for its checkpoint; free it as the
+    checkpoint arrives and just before criu.
 
     On a virtual machine whose balloon reports free pages to the hypervisor, memory the
     guest freed more than about 2 s ago must be faulted in by the hypervisor again on its
     next use: a restore of 1 GiB then spends 1.3-2.5 s more in criu's read of the pages
     (measured with benchmarks/first_touch.py). A migration keeps its source frozen until
     the restore is verified, so its restore cannot reuse the source's pages the way a
-    kill-then-restore does. Pages touched here and freed right before criu runs are warm
-    when criu takes them. At most half of MemAvailable is touched; release() stops at once.
-    ``on_done(self)`` runs in the thread when the touching has finished without release().
+    kill-then-restore does. Pages touched here and freed right before they are needed
+    are warm when they are taken.
+
+    Twice ``nbytes`` is touched (at most half of MemAvailable): the images that arrive
+    need about as much page cache as the process needs memory. arrival() frees all but
+    ``nbytes`` for the images; release() frees the rest right before criu, and stops at
+    once. ``on_done(self)`` runs in the thread when the touching has finished first.
     """
 
     CHUNK = 8 << 20
@@ -482,8 +502,9 @@ class Prefault(object):
     def __init__(self, nbytes, proc_root=_identity.PROC, on_done=None):
         self.requested = int(nbytes)
         self._on_done = on_done
-        self.limit = max(0, min(self.requested, _procfs.mem_available(proc_root) // 2))
+        self.limit = max(0, min(2 * self.requested, _procfs.mem_available(proc_root) // 2))
         self.touched = 0
+        self.freed_at_arrival = 0
         self._chunks = []
         self._stop = threading.Event()
         self._info = None
@@ -502,14 +523,25 @@ class Prefault(object):
         if self._on_done is not None and not self._stop.is_set():
             self._on_done(self)
 
+    def arrival(self):
+        """The first images arrive: stop touching, keep at most ``nbytes`` for criu restore."""
+        self._stop.set()
+        self._thread.join()
+        held = sum(len(c) for c in self._chunks)
+        while self._chunks and held > self.requested:
+            n = len(self._chunks.pop())
+            held -= n
+            self.freed_at_arrival += n
+
     def release(self):
-        """Stop touching, free everything touched; return {requested, touched, limit, seconds} (idempotent)."""
+        """Stop touching, free everything touched; return what was done (idempotent)."""
         if self._info is None:
             self._stop.set()
             self._thread.join()
             del self._chunks[:]
             self._info = {"requested_bytes": self.requested, "limit_bytes": self.limit,
-                          "touched_bytes": self.touched, "seconds": round(time.monotonic() - self._t0, 4)}
+                          "touched_bytes": self.touched, "freed_at_arrival_bytes": self.freed_at_arrival,
+                          "seconds": round(time.monotonic() - self._t0, 4)}
         return self._info
 
 
@@ -561,7 +593,8 @@ def _restore(params, check_mode, proc_root, prefault):
                            % os.geteuid())
     waited = None
     if params.get("wait_for_manifest") and not check_mode:
-        waited = wait_for_manifest(images_dir, params["wait_for_manifest"])
+        waited = wait_for_manifest(images_dir, params["wait_for_manifest"],
+                                   on_arrival=prefault.arrival if prefault is not None else None)
         t0 = time.monotonic()
     manifest, manifest_sha = load_manifest(images_dir)
     pid = manifest["process"]["pid"]

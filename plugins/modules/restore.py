@@ -88,15 +88,17 @@ options:
     default: 0
   prefault:
     description:
-      - With O(wait_for_manifest), touch this much memory (bytes, or a size such as V(1G) or V(512M)) in
-        the background while waiting, and free it just before criu runs, so that criu's restore of the
-        pages reuses memory that is already backed.
+      - With O(wait_for_manifest), the memory the restored process needs (bytes, or a size such as V(1G)
+        or V(512M)). Twice this is touched in the background while waiting, once for the page cache of the
+        images as they arrive and once for the process. All but this much is freed as the first image
+        arrives (just after the source froze), the rest just before criu runs, so that the arriving
+        images and criu's restore of the pages reuse memory that is already backed.
       - On a virtual machine whose balloon reports free pages to the hypervisor, memory that is new to
         the guest costs a second fault in the hypervisor; a migration keeps its source frozen until the
         restore is verified, so its restore cannot reuse the source's pages. The C(migrate) role passes
         the process's RSS here.
       - At most half of the memory available when the restore starts is touched; the touching stops the
-        moment the checkpoint arrives. Ignored without O(wait_for_manifest) and in check mode.
+        moment the first image arrives. Ignored without O(wait_for_manifest) and in check mode.
     type: raw
   verify_images:
     description:
@@ -229,11 +231,13 @@ timings:
     prefault:
       description:
         - What O(prefault) did, freed just before criu ran; null without it.
-        - C(requested_bytes), C(limit_bytes) (half of the available memory, or less), C(touched_bytes)
-          (less when the checkpoint arrived first) and C(seconds) from the start of the touching to its release.
+        - C(requested_bytes), C(limit_bytes) (twice the request, or half of the available memory if less),
+          C(touched_bytes) (less when the checkpoint arrived first), C(freed_at_arrival_bytes) (freed as the
+          first image arrived) and C(seconds) from the start of the touching to its release.
       type: dict
       returned: when criu ran
-      sample: {"requested_bytes": 1090519040, "limit_bytes": 1090519040, "touched_bytes": 1090519040, "seconds": 2.1}
+      sample: {"requested_bytes": 1090519040, "limit_bytes": 2181038080, "touched_bytes": 2181038080,
+               "freed_at_arrival_bytes": 1090519040, "seconds": 2.1}
     stats:
       description: criu's own statistics from C(stats-restore) (microseconds and pages).
       type: dict

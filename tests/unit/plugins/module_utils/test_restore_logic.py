@@ -463,10 +463,25 @@ def test_prefault_touches_at_most_half_of_the_available_memory(tmp_path):
     assert pf.release() is info                                                # idempotent
 
 
-def test_prefault_touches_everything_asked_when_given_time(tmp_path):
+def test_prefault_touches_twice_the_request_when_given_time(tmp_path):
+    # Once for the images' page cache as they arrive, once for the restored process.
     pf = _restore.Prefault(24 << 20, proc_root=_meminfo(tmp_path, 1 << 20))     # 1 GiB available
     pf._thread.join(30)
-    assert pf.release()["touched_bytes"] == 24 << 20
+    info = pf.release()
+    assert info["touched_bytes"] == info["limit_bytes"] == 48 << 20 and info["freed_at_arrival_bytes"] == 0
+
+
+@pytest.mark.parametrize("avail_mib,freed_mib", [(1024, 24), (64, 8), (32, 0)])
+def test_prefault_arrival_keeps_what_the_restore_needs(tmp_path, avail_mib, freed_mib):
+    done = []
+    pf = _restore.Prefault(24 << 20, proc_root=_meminfo(tmp_path, avail_mib << 10), on_done=done.append)
+    pf._thread.join(30)
+    assert done == [pf]
+    pf.arrival()
+    assert pf.freed_at_arrival == freed_mib << 20
+    assert sum(len(c) for c in pf._chunks) == min(24, avail_mib // 2) << 20
+    info = pf.release()
+    assert info["freed_at_arrival_bytes"] == freed_mib << 20 and pf._chunks == []
 
 
 def test_prefault_without_meminfo_touches_nothing(tmp_path):

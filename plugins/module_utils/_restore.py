@@ -154,7 +154,7 @@ def _images_arriving(images_dir):
         names = os.listdir(images_dir)
     except OSError:
         return False
-    return any(not (n.startswith(_manifest.PRIVATE_PREFIX) or n.endswith(".log")) for n in names)
+    return any(not _manifest.is_own_file(n) for n in names)
 
 
 def read_record(images_dir):
@@ -527,7 +527,7 @@ class Prefault(object):
         """The first images arrive: stop touching, keep at most ``nbytes`` for criu restore."""
         self._stop.set()
         self._thread.join()
-        held = sum(len(c) for c in self._chunks)
+        held = self.touched - self.freed_at_arrival
         while self._chunks and held > self.requested:
             n = len(self._chunks.pop())
             held -= n
@@ -547,11 +547,9 @@ class Prefault(object):
 
 def mark_ready(path, touched_bytes):
     """Write the ready marker (best effort: it only lets a caller freeze its source earlier)."""
-    tmp = path + ".tmp"
     try:
-        with open(tmp, "w") as fh:
-            json.dump({"pid": os.getpid(), "at": round(time.time(), 6), "prefault_bytes": touched_bytes}, fh)
-        os.rename(tmp, path)
+        _manifest.write_json_atomic(path, {"pid": os.getpid(), "at": round(time.time(), 6),
+                                           "prefault_bytes": touched_bytes})
     except OSError:
         pass
 

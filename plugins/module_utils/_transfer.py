@@ -60,10 +60,14 @@ def _rsync(argv, timeout):
     except OSError as exc:
         raise TransferError("cannot run rsync (%s); install rsync on the source host" % exc, argv=argv)
     if p.returncode != 0:
-        lines = (p.stderr or p.stdout or "").strip().splitlines()
-        last = lines[-1] if lines else "no output"
-        raise TransferError("rsync to %s failed (rc=%d): %s" % (argv[-1], p.returncode, last),
-                            rc=p.returncode, stderr=p.stderr, argv=argv)
+        raise _rsync_failed(argv[-1], p.returncode, p.stderr, argv, fallback=p.stdout)
+
+
+def _rsync_failed(target, rc, stderr, argv, fallback=None):
+    """TransferError naming rsync's last line of output (stderr, else ``fallback``)."""
+    lines = (stderr or fallback or "").strip().splitlines()
+    return TransferError("rsync to %s failed (rc=%d): %s" % (target, rc, lines[-1] if lines else "no output"),
+                         rc=rc, stderr=stderr, argv=argv)
 
 
 class Push(object):
@@ -113,10 +117,7 @@ class Push(object):
         output = self._err.read().decode("utf-8", "replace")
         self._err.close()
         if rc != 0:
-            lines = output.strip().splitlines()
-            last = lines[-1] if lines else "no output"
-            raise TransferError("rsync to %s failed (rc=%d): %s" % (self.target, rc, last),
-                                rc=rc, stderr=output, argv=self.argv)
+            raise _rsync_failed(self.target, rc, output, self.argv)
 
     def finish(self):
         """Wait for the images, then send the manifest; return the timings."""

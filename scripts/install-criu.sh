@@ -1,35 +1,66 @@
 #!/usr/bin/env bash
-# Provide a CRIU >= 4.1 that passes `criu check`, idempotently.
+# Provide a CRIU that can checkpoint what this kernel runs, idempotently.
 #
-# - If a `criu` on PATH (or the distro package) is >= 4.1 and passes
-#   `criu check`, use it.
-# - Else (Debian 12: criu 3.17 fails on new kernels) unpack Debian 13's criu
-#   and its library closure into a private prefix and run it through that
-#   prefix's own dynamic loader. The trixie suite is added only to a private
-#   apt configuration that reuses the mirror URI already configured on this
-#   machine; nothing from trixie is installed system-wide.
+# A criu is accepted only when it passes two probes on this host (not a
+# version number): `criu check`, and a real dump of a throwaway process that
+# holds a TCP listener (CRIU before 4.2 cannot dump any inet socket on kernel
+# 6.16 and newer: checkpoint-restore/criu#2705).
+#
+# - A criu already provided (the private prefix, or the distro's) that passes
+#   both probes is used as it is.
+# - Else the distro package, if the distro has one that passes.
+# - Else the oldest Debian suite (trixie, trixie-backports, forky, sid) whose
+#   criu is CKPT_CRIU_MIN_VERSION (4.2) or newer is unpacked with its library
+#   closure into a private prefix and run through that prefix's own dynamic
+#   loader. The suite is added only to a private apt configuration that reuses
+#   the mirror URI already configured on this machine; nothing from it is
+#   installed system-wide (never another suite's libc).
 #
 # Prints the path of a working criu executable on the last line of stdout.
 set -euo pipefail
 
 PREFIX=${CKPT_CRIU_PREFIX:-/opt/ckpt-criu}
 WRAPPER=$PREFIX/bin/criu
-MIN_MAJOR=4
-MIN_MINOR=1
+MIN_VERSION=${CKPT_CRIU_MIN_VERSION:-4.2}
+SUITES=${CKPT_CRIU_SUITES:-trixie trixie-backports forky sid}
 
 log() { echo "install-criu: $*" >&2; }
 
+# The inet probe: dump (leaving it running) a process that holds a TCP
+# listener on loopback. Prints nothing; returns criu's verdict.
+inet_probe() {  # $1 = criu executable
+  local dir pid rc=0
+  dir=$(mktemp -d)
+  python3 -c 'import socket, time
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
+time.sleep(60)' </dev/null >/dev/null 2>&1 &
+  pid=$!
+  sleep 0.3
+  "$1" dump -t "$pid" -D "$dir" -o "$dir/dump.log" -v4 --leave-running --shell-job \
+    </dev/null >/dev/null 2>&1 || rc=$?
+  if ((rc)) || ! grep -q "Dumping finished successfully" "$dir/dump.log"; then
+    rc=1
+    grep -E "Error|can't|Can't" "$dir/dump.log" 2>/dev/null | grep -v RLIMIT_NOFILE | tail -3 | sed 's/^/install-criu:   /' >&2 || true
+  fi
+  kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$dir"
+  return "$rc"
+}
+
 criu_ok() {  # $1 = criu executable
-  local out major minor
-  out=$("$1" --version 2>/dev/null) || return 1
-  # "Version: 4.1.1"
-  major=$(sed -n 's/^Version: \([0-9]*\)\.\([0-9]*\).*/\1/p' <<<"$out")
-  minor=$(sed -n 's/^Version: \([0-9]*\)\.\([0-9]*\).*/\2/p' <<<"$out")
-  [[ -n $major ]] || return 1
-  if (( major < MIN_MAJOR || (major == MIN_MAJOR && minor < MIN_MINOR) )); then
+  "$1" --version >/dev/null 2>&1 || return 1
+  if ! "$1" check >/dev/null 2>&1; then
+    log "$1: criu check fails"; return 1
+  fi
+  if ! inet_probe "$1"; then
+    log "$1 ($("$1" --version | head -1)) cannot dump a TCP listener on this kernel ($(uname -r))"
     return 1
   fi
-  "$1" check >/dev/null 2>&1
+}
+
+version_ge() {  # $1 >= $2 (Debian version strings)
+  dpkg --compare-versions "$1" ge "$2"
 }
 
 if [[ $(id -u) -ne 0 ]]; then
@@ -46,18 +77,21 @@ for c in /usr/sbin/criu /usr/bin/criu; do
   fi
 done
 
-# 2. The distro's criu, if the distro's is recent enough (Debian 13+).
+# 2. The distro's criu, if the distro has one new enough (Debian 13+).
 . /etc/os-release
-if [[ ${VERSION_CODENAME:-} != bookworm ]]; then
-  log "installing the distro package criu"
+distro_ver=$(apt-cache policy criu 2>/dev/null | sed -n 's/^ *Candidate: //p' | head -1)
+if [[ -n $distro_ver && $distro_ver != "(none)" ]] && version_ge "$distro_ver" "$MIN_VERSION"; then
+  log "installing the distro package criu $distro_ver"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq criu >&2
   for c in /usr/sbin/criu /usr/bin/criu; do
     if [[ -x $c ]] && criu_ok "$c"; then echo "$c"; exit 0; fi
   done
-  log "the distro's criu does not pass 'criu check'; trying the private prefix"
+  log "the distro's criu does not pass the probes; trying a private prefix"
+else
+  log "the distro's criu (${distro_ver:-none}) is older than $MIN_VERSION; using a private prefix"
 fi
 
-# 3. Private prefix from Debian 13 (trixie).
+# 3. Private prefix from the oldest suite that has criu >= MIN_VERSION.
 # Reuse the mirror URI configured for the main Debian archive on this machine.
 mirror=""
 if [[ -f /etc/apt/sources.list.d/debian.sources ]]; then
@@ -73,13 +107,9 @@ if [[ -z $mirror ]]; then
   log "cannot find the Debian mirror URI in /etc/apt/sources.list(.d); configure apt first"; exit 1
 fi
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
-log "private apt configuration for trixie using mirror $mirror"
 
 APT=$PREFIX/apt
-mkdir -p "$APT/lists/partial" "$APT/archives/partial" "$APT/etc/preferences.d" "$APT/debs"
-cat >"$APT/etc/sources.list" <<SRC
-deb [signed-by=$keyring] $mirror trixie main
-SRC
+mkdir -p "$APT/lists/partial" "$APT/archives/partial" "$APT/etc/preferences.d"
 aptopts=(
   -o Dir::Etc::SourceList="$APT/etc/sources.list"
   -o Dir::Etc::SourceParts=/dev/null
@@ -93,7 +123,23 @@ aptopts=(
   -o APT::Architectures::=amd64
   -o Debug::NoLocking=1
 )
-apt-get "${aptopts[@]}" -qq update >&2
+suite=""
+for s in $SUITES; do
+  echo "deb [signed-by=$keyring] $mirror $s main" >"$APT/etc/sources.list"
+  rm -rf "$APT/lists"; mkdir -p "$APT/lists/partial"
+  if ! apt-get "${aptopts[@]}" -qq update >/dev/null 2>&1; then
+    log "suite $s: not on the mirror $mirror"; continue
+  fi
+  v=$(apt-cache "${aptopts[@]}" policy criu 2>/dev/null | sed -n 's/^ *Candidate: //p' | head -1)
+  if [[ -n $v && $v != "(none)" ]] && version_ge "$v" "$MIN_VERSION"; then
+    suite=$s; log "suite $s has criu $v (mirror $mirror)"; break
+  fi
+  log "suite $s has criu ${v:-none}, older than $MIN_VERSION"
+done
+if [[ -z $suite ]]; then
+  log "no suite among ($SUITES) on $mirror has criu >= $MIN_VERSION"; exit 1
+fi
+rm -rf "$APT/debs"; mkdir -p "$APT/debs"
 
 # criu and its whole run-time library closure (Depends/Pre-Depends only).
 mapfile -t pkgs < <(apt-cache "${aptopts[@]}" depends --recurse --no-recommends \
@@ -121,7 +167,7 @@ loader=$root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
 mkdir -p "$PREFIX/bin"
 cat >"$WRAPPER.new" <<WRAP
 #!/bin/sh
-# criu from Debian 13, run through its own loader and libraries ($PREFIX).
+# criu from Debian $suite, run through its own loader and libraries ($PREFIX).
 exec "$loader" --library-path "$libpath" "$root/usr/sbin/criu" "\$@"
 WRAP
 chmod 0755 "$WRAPPER.new"; mv "$WRAPPER.new" "$WRAPPER"
@@ -130,7 +176,7 @@ if criu_ok "$WRAPPER"; then
   log "installed $WRAPPER ($("$WRAPPER" --version | head -1))"
   echo "$WRAPPER"
 else
-  log "criu in $PREFIX does not pass 'criu check':"
+  log "criu in $PREFIX does not pass the probes (criu check, a TCP listener dump):"
   "$WRAPPER" check >&2 || true
   exit 1
 fi

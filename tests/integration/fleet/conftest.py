@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from fleet_testlib import (HOSTS, PLAYBOOKS, REPO, STATE_DIR, WORKLOADS, FleetWorkload, PlaybookRun,
+from fleet_testlib import (FLEET_NAME, FLEET_SUBNET, HOSTS, PLAYBOOKS, REPO, STATE_DIR, WORKLOADS, FleetWorkload, PlaybookRun,
                            Fleet, FleetError, fresh)
 
 
@@ -19,12 +19,12 @@ from fleet_testlib import (HOSTS, PLAYBOOKS, REPO, STATE_DIR, WORKLOADS, FleetWo
 def fleet():
     if os.geteuid() != 0:
         pytest.skip("the test fleet needs root")
-    f = Fleet(state_dir=STATE_DIR, name="ckrit", subnet="10.216.0.0/24")
+    f = Fleet(state_dir=STATE_DIR, name=FLEET_NAME, subnet=FLEET_SUBNET)
     try:
         f.down()            # leftovers of an interrupted run
     except FleetError:
         pass
-    f = Fleet(state_dir=STATE_DIR, name="ckrit", subnet="10.216.0.0/24")
+    f = Fleet(state_dir=STATE_DIR, name=FLEET_NAME, subnet=FLEET_SUBNET)
     try:
         f.up(hosts=HOSTS)
         yield f

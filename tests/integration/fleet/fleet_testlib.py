@@ -6,6 +6,7 @@ is passed as a string, as an AWX survey passes it.
 from __future__ import annotations
 
 import json
+import ipaddress
 import os
 import re
 import shutil
@@ -26,6 +27,10 @@ FleetError = fleet_mod.FleetError
 WORKLOADS = REPO / "tests" / "workloads"
 PLAYBOOKS = REPO / "playbooks"
 STATE_DIR = os.environ.get("CKPT_ROLES_FLEET_STATE_DIR", "/run/ckpt-fleet-roles-it")
+# Name and subnet can be changed so that two checkouts can run their fleet
+# tests on one machine at once.
+FLEET_NAME = os.environ.get("CKPT_ROLES_FLEET_NAME", "ckrit")
+FLEET_SUBNET = os.environ.get("CKPT_ROLES_FLEET_SUBNET", "10.216.0.0/24")
 HOSTS = 6
 
 
@@ -69,12 +74,17 @@ class FleetWorkload:
         return continuity(self.read_ticks())
 
 
+def unreachable_address():
+    """An address in the fleet's subnet that no host has."""
+    return str(ipaddress.ip_network(FLEET_SUBNET)[254])
+
+
 def write_inventory(fleet, path, sources, others=(), hostvars=None, unreachable=()):
     """sources: {src: dest}; others: hosts in group spares; hostvars: {host: {k: v}}."""
     hostvars = hostvars or {}
 
     def line(h):
-        addr = "10.216.0.254" if h in unreachable else fleet.address(h)
+        addr = unreachable_address() if h in unreachable else fleet.address(h)
         hv = dict(hostvars.get(h, {}))
         if h in sources:
             hv["ckpt_migrate_destination"] = sources[h]

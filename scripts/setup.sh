@@ -14,7 +14,10 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # 1. System packages (only installed when missing).
-pkgs=(openssh-server openssh-client rsync iproute2 util-linux procps psmisc python3 python3-venv ca-certificates)
+# redis-server and nginx are the real services the tests checkpoint and move;
+# nftables is the network lock criu uses for TCP connections (no iptables).
+pkgs=(openssh-server openssh-client rsync iproute2 util-linux procps psmisc python3 python3-venv ca-certificates
+      nftables redis-server nginx)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +25,16 @@ done
 if ((${#missing[@]})); then
   say "installing ${missing[*]}"
   apt-get update -qq
+  # The daemons are started by the tests, each on its own address and port;
+  # keep the packages' maintainer scripts from starting them machine-wide.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\n# ckpt.criu setup: no service starts during package installation\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"; own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if ((own_policy)); then rm -f "$policy"; fi
 else
   say "system packages present"
 fi
@@ -42,7 +54,8 @@ if [[ ! -x .venv/bin/python || "$(cat .venv/.requirements.sha256 2>/dev/null)" !
   .venv/bin/ansible --version >/dev/null
   echo "$want" > .venv/.requirements.sha256
 else
-  say ".venv up to date ($(.venv/bin/ansible --version | head -1))"
+  v=$(.venv/bin/ansible --version)
+  say ".venv up to date (${v%%$'\n'*})"
 fi
 
 # ansible-test bootstraps pip into its sanity-test virtualenvs with a script it

@@ -78,7 +78,6 @@ for c in /usr/sbin/criu /usr/bin/criu; do
 done
 
 # 2. The distro's criu, if the distro has one new enough (Debian 13+).
-. /etc/os-release
 distro_ver=$(apt-cache policy criu 2>/dev/null | sed -n 's/^ *Candidate: //p' | head -1)
 if [[ -n $distro_ver && $distro_ver != "(none)" ]] && version_ge "$distro_ver" "$MIN_VERSION"; then
   log "installing the distro package criu $distro_ver"

@@ -17,7 +17,7 @@ fi
 # redis-server and nginx are the real services the tests checkpoint and move;
 # nftables is the network lock criu uses for TCP connections (no iptables).
 pkgs=(openssh-server openssh-client rsync iproute2 util-linux procps psmisc python3 python3-venv ca-certificates
-      nftables redis-server nginx)
+      nftables redis-server nginx shellcheck)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,21 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Filters over the roles' result rows; the logic is in module_utils/_report.py."""
+
+from __future__ import annotations
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _report
+
+
+class FilterModule:
+    """ckpt.criu.seconds, process_label, failures, batch_stop."""
+
+    def filters(self):
+        return {
+            "seconds": _report.seconds,
+            "process_label": _report.process_label,
+            "failures": _report.failures,
+            "batch_stop": _report.batch_stop,
+        }

@@ -26,7 +26,8 @@ DEV_ONLY = ("Makefile", "ansible.cfg", ".ansible-lint", ".gitignore", "pytest.in
 # What the collection is made of at run time: all of it must.
 RUNTIME_DIRS = ("plugins/", "roles/", "playbooks/", "meta/")
 RUNTIME_FILES = ("README.md", "LICENSE", "CHANGELOG.rst", "changelogs/changelog.yaml",
-                 "docs/operations.md", "docs/refusals.md", "docs/awx.md")
+                 "docs/operations.md", "docs/refusals.md", "docs/awx.md",
+                 "docs/awx/migrate.survey.json", "docs/awx/maintenance.survey.json")
 
 
 def _run(argv, cwd=REPO, **kw):

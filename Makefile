@@ -1,5 +1,5 @@
 # ckpt.criu developer entry points. Every target sets the machine up first.
-.PHONY: setup test demo bench sanity lint unit integration docs clean
+.PHONY: setup test demo bench sanity matrix lint unit integration docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,7 +23,10 @@ lint: setup
 	@.venv/bin/ansible-lint --offline
 
 sanity: setup
-	@cd "$$(bash scripts/sync-collection.sh)" && $(CURDIR)/.venv/bin/ansible-test sanity --python 3.11 --color no
+	@bash scripts/sanity.sh
+
+matrix: setup
+	@bash scripts/matrix.sh
 
 docs: setup
 	@for m in fd_inspect binary_checksum criu_info dump restore page_server process_state; do ANSIBLE_CONFIG=ansible.cfg .venv/bin/ansible-doc ckpt.criu.$$m >/dev/null || exit 1; done; echo "ansible-doc renders every module"

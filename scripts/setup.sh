@@ -58,20 +58,8 @@ else
   say ".venv up to date (${v%%$'\n'*})"
 fi
 
-# ansible-test bootstraps pip into its sanity-test virtualenvs with a script it
-# downloads from a host these machines cannot reach; give it a local one.
-pipver=$(.venv/bin/python - <<'PY'
-import re, ansible_test, os
-src = open(os.path.join(os.path.dirname(ansible_test.__file__), "_internal", "python_requirements.py")).read()
-print(re.search(r"default_packages = dict\(\s*pip='([0-9.]+)'", src).group(1))
-PY
-)
-getpip=$HOME/.ansible/test/cache/get_pip_${pipver//./_}.py
-if ! cmp -s scripts/get-pip-offline.py "$getpip"; then
-  mkdir -p "$(dirname "$getpip")"
-  cp scripts/get-pip-offline.py "$getpip"
-  say "installed the pip bootstrap for ansible-test at $getpip"
-fi
+# ansible-test's pip bootstrap, from here rather than from the network.
+bash scripts/ansible-test-pip.sh .venv/bin/python | while read -r line; do say "$line"; done
 
 # 4. The collection as ckpt.criu for ansible-playbook (symlink; ansible.cfg
 #    points collections_path here).

@@ -141,3 +141,17 @@ def test_awx_doc_commands_run_as_written(tmp_path):
         assert str(context.resolve()).startswith(str(REPO / ".build")), "keep the context under .build/: %s" % cmd
         _run([BIN / argv[0]] + argv[1:], env=dict(os.environ, PATH="%s:%s" % (BIN, os.environ.get("PATH", ""))))
         assert (context / "_build" / "ckpt_criu" / "galaxy.yml").is_file()
+
+
+def test_changelog_has_the_release_of_galaxy_yml():
+    """The version galaxy.yml builds is a release in changelogs/changelog.yaml and
+    in the generated CHANGELOG.rst; fragments can still be added (and pass lint)."""
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    changes = yaml.safe_load((REPO / "changelogs" / "changelog.yaml").read_text())
+    release = changes["releases"][version]
+    assert release["changes"]["release_summary"] and release["release_date"]
+    assert release.get("modules") and release.get("plugins", {}).get("filter")
+    rst = (REPO / "CHANGELOG.rst").read_text()
+    assert "v%s\n" % version in rst and "Release Summary" in rst
+    assert (REPO / "changelogs" / "fragments").is_dir()
+    _run([BIN / "antsibull-changelog", "lint"])

@@ -8,11 +8,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from fleet_testlib import (FLEET_NAME, FLEET_SUBNET, HOSTS, PLAYBOOKS, REPO, STATE_DIR, WORKLOADS, FleetWorkload, PlaybookRun,
                            Fleet, FleetError, fresh)
+
+
+# The ansible-core under test: the pinned one, or another of the support
+# matrix (scripts/matrix.sh sets CKPT_ANSIBLE_BIN to its virtualenv's bin).
+ANSIBLE_BIN = Path(os.environ.get("CKPT_ANSIBLE_BIN") or REPO / ".venv" / "bin")
 
 
 @pytest.fixture(scope="session")
@@ -92,8 +98,8 @@ def playbook(tmp_path):
         env.update({"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                     "ANSIBLE_HOST_KEY_CHECKING": "true",
                     "ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp"),
-                    "PATH": "%s:%s" % (REPO / ".venv" / "bin", env.get("PATH", ""))})
-        cmd = [str(REPO / ".venv" / "bin" / "ansible-playbook"), "-i", inventory,
+                    "PATH": "%s:%s" % (ANSIBLE_BIN, env.get("PATH", ""))})
+        cmd = [str(ANSIBLE_BIN / "ansible-playbook"), "-i", inventory,
                str(PLAYBOOKS / name), "-e", "@%s" % evfile]
         if check:
             cmd.append("--check")

@@ -868,7 +868,8 @@ class Fleet:
     def exec(self, host, argv, cwd="/", **kw):
         """Run argv inside host's namespaces (like nsenter); subprocess.run kwargs."""
         check = kw.pop("check", False)
-        kw.setdefault("stdin", subprocess.DEVNULL)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run(self.nsenter_argv(host, argv, cwd), check=check, **kw)
 
     def popen(self, host, argv, cwd="/", **kw):
@@ -888,7 +889,8 @@ class Fleet:
 
     def ssh(self, host, argv, **kw):
         check = kw.pop("check", False)
-        kw.setdefault("stdin", subprocess.DEVNULL)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run(self.ssh_argv(host, argv), check=check, **kw)
 
     def processes(self, host):

@@ -771,8 +771,51 @@ def expected_identity(params):
     return ident, "the process checkpointed in %s" % images_dir
 
 
+def process_unit(params):
+    """The systemd unit whose process process_state acts on: ``unit``, or the
+    unit a checkpoint (images_dir/manifest, source instance) was taken of."""
+    if params.get("unit"):
+        try:
+            return _unit.unit_name(params["unit"])
+        except _unit.UnitError as exc:
+            raise RestoreError(exc.msg)
+    if params.get("identity") or params.get("instance") == "restored":
+        return None
+    images_dir = os.path.dirname(os.path.abspath(params["manifest"])) if params.get("manifest") \
+        else os.path.abspath(params["images_dir"])
+    try:
+        manifest, _sha = load_manifest(images_dir)
+    except RestoreError:
+        return None
+    return (manifest.get("unit") or {}).get("name")
+
+
 def ensure_process_state(params, check_mode=False, proc_root=_identity.PROC):
-    """Bring the named process to params['state']; return the module result."""
+    """Bring the named process to params['state']; return the module result.
+
+    For the process of a systemd unit, killing it first holds the unit (so
+    systemd neither restarts it nor calls it failed), and once the process is
+    killed or running again the collection's drop-ins are removed: the unit
+    is itself again (inactive, or running that process)."""
+    unit = process_unit(params) if params["state"] in ("running", "killed") else None
+    if unit and not check_mode and not _unit.systemd_running():
+        unit = None
+    if unit and params["state"] == "killed" and not check_mode:
+        # A unit running the process without our hold (say, restored under it) would restart it.
+        if int(_unit.show(unit, ("MainPID",)).get("MainPID") or 0) > 0 and not _unit.our_drop_ins(unit):
+            _unit.hold(unit, "(killed by ckpt.criu.process_state)", _manifest.utc_now())
+    result = _ensure_process_state(params, check_mode, proc_root)
+    if unit and not check_mode:
+        released = _unit.release(unit)
+        state = _unit.show(unit, ("ActiveState", "MainPID", "NRestarts"))
+        result["unit"] = {"name": unit, "released": released, "active_state": state.get("ActiveState"),
+                          "main_pid": int(state.get("MainPID") or 0),
+                          "n_restarts": int(state.get("NRestarts") or 0)}
+        result["changed"] = result["changed"] or bool(released)
+    return result
+
+
+def _ensure_process_state(params, check_mode, proc_root):
     want = params["state"]
     wait = float(params.get("wait") if params.get("wait") is not None else 10.0)
     expected, source = expected_identity(params)

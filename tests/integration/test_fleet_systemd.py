@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -90,7 +91,7 @@ def test_hosts_boot_systemd_and_run_sshd_as_a_unit(sdfleet):
     assert len(ids) == 2 and Path("/etc/machine-id").read_text().strip() not in ids
 
 
-def test_nothing_a_host_writes_reaches_the_machine(sdfleet, tmp_path):
+def test_nothing_a_host_writes_reaches_the_machine(sdfleet):
     tag = "ckpt-fleet-probe-%s" % uuid.uuid4().hex[:12]
     _ssh(sdfleet, "node1", ["sh", "-c", "echo %s > /etc/%s && echo %s > /var/tmp/%s && echo %s > /tmp/%s"
                             " && echo %s > /srv/%s" % ((tag,) * 8)])
@@ -101,9 +102,12 @@ def test_nothing_a_host_writes_reaches_the_machine(sdfleet, tmp_path):
     # The private directories are still where the controller can read them.
     assert Path(sdfleet.host_path("node1", "/srv/" + tag)).read_text().strip() == tag
     # systemd empties /tmp at boot: the machine's /tmp must not be the host's.
-    mine = tmp_path / "controller-file"
-    mine.write_text("x")
-    assert "No such file" in _ssh(sdfleet, "node1", ["sh", "-c", "ls %s 2>&1; true" % mine])
+    fd, mine = tempfile.mkstemp(dir="/tmp", prefix="ckpt-fleet-probe-")
+    os.close(fd)
+    try:
+        assert "No such file" in _ssh(sdfleet, "node1", ["sh", "-c", "ls %s 2>&1; true" % mine])
+    finally:
+        os.unlink(mine)
 
 
 def test_systemd_supervises_units_for_real(sdfleet):

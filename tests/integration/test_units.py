@@ -303,3 +303,98 @@ def test_a_fresh_copy_is_not_overwritten(sd, module):
     assert status == "failed" and "fresh copy" in res["msg"] and res.get("main_pid") == fresh, res
     assert int(show(sd, "node1", unit, "MainPID")["MainPID"]) == fresh
     ssh(sd, "node1", ["systemctl", "stop", unit])
+
+
+def test_migrate_a_unit_between_systemd_hosts(sd, module):
+    """The module steps of a migration, on a unit: the source frozen (held),
+    images sent, the destination restores under the same unit, the source is
+    killed. Active on node2 with the restored PID, inactive on node1, and
+    systemd started no fresh copy on either."""
+    unit = "ckpt-move-%s" % uuid.uuid4().hex[:6]
+    ticks1 = start_ticker(sd, "node1", unit)
+    # the same unit file on the destination, and the ticks file it holds open
+    body = ssh(sd, "node1", ["cat", "/etc/systemd/system/%s.service" % unit])
+    p = sd.ssh("node2", ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload" % unit],
+               input=body, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    pid = int(show(sd, "node1", unit, "MainPID")["MainPID"])
+    images = "/var/lib/ckpt/" + unit
+    status, res = module("node1", "dump", {"unit": unit, "images_dir": images, "leave_stopped": True,
+                                           "transfer": {"destination": "node2", "path": images}})
+    assert status == "ok", res
+    # the source is frozen, still its unit's main process
+    assert show(sd, "node1", unit, "ActiveState", "MainPID") == {"ActiveState": "active", "MainPID": str(pid)}
+    # the ticks file the process holds (O_APPEND) must be there on the destination
+    dest_ticks = Path(sd.host_path("node2", "/srv/%s.ticks" % unit))
+    dest_ticks.write_bytes(Path(ticks1).read_bytes())
+    os.chmod(str(dest_ticks), 0o600)
+    status, res = module("node2", "restore", {"images_dir": images})
+    assert status == "ok" and res["unit"]["main_pid"] == pid, res
+    status, res = module("node1", "process_state", {"images_dir": images, "state": "killed"})
+    assert status == "ok" and res["unit"]["active_state"] == "inactive", res
+    assert res["unit"]["released"] == ["50-ckpt-criu-hold"], res
+    time.sleep(0.5)
+    src = show(sd, "node1", unit, "ActiveState", "MainPID", "NRestarts", "Result")
+    assert src == {"ActiveState": "inactive", "MainPID": "0", "NRestarts": "0", "Result": "success"}, src
+    dst = show(sd, "node2", unit, "ActiveState", "MainPID", "NRestarts")
+    assert dst == {"ActiveState": "active", "MainPID": str(pid), "NRestarts": "0"}, dst
+    assert our_drop_ins(sd, "node1", unit) == [] and our_drop_ins(sd, "node2", unit) == []
+    ticks2 = sd.host_path("node2", "/srv/%s.ticks" % unit)
+    time.sleep(0.3)
+    ok, _gap = continuity(read_ticks(ticks2))
+    assert ok and len(read_ticks(ticks2)) > len(read_ticks(ticks1))
+    # rollback on the destination: killing the restored unit's process does not restart it
+    status, res = module("node2", "process_state", {"identity": {"pid": pid, "start_time": int(
+        ssh(sd, "node2", ["cut", "-d", " ", "-f", "22", "/proc/%d/stat" % pid]).strip())},
+        "state": "killed", "unit": unit})
+    assert status == "ok" and res["unit"]["active_state"] == "inactive", res
+    time.sleep(0.5)
+    assert show(sd, "node2", unit, "ActiveState", "NRestarts") == {"ActiveState": "inactive", "NRestarts": "0"}
+    assert our_drop_ins(sd, "node2", unit) == []
+
+
+def test_rolled_back_unit_runs_on_as_itself(sd, module):
+    """A source frozen for a migration that fails is resumed: its unit runs on
+    with the same process and without the collection's drop-ins."""
+    unit = "ckpt-back-%s" % uuid.uuid4().hex[:6]
+    ticks = start_ticker(sd, "node1", unit)
+    pid = int(show(sd, "node1", unit, "MainPID")["MainPID"])
+    images = "/var/lib/ckpt/" + unit
+    status, res = module("node1", "dump", {"unit": unit, "images_dir": images, "leave_stopped": True})
+    assert status == "ok", res
+    assert our_drop_ins(sd, "node1", unit) == ["50-ckpt-criu-hold.conf"]
+    status, res = module("node1", "process_state", {"images_dir": images, "state": "running"})
+    assert status == "ok" and res["unit"]["active_state"] == "active" and res["unit"]["main_pid"] == pid, res
+    assert our_drop_ins(sd, "node1", unit) == []
+    n = len(read_ticks(ticks))
+    time.sleep(0.3)
+    ok, _gap = continuity(read_ticks(ticks))
+    assert ok and len(read_ticks(ticks)) > n
+    # Restart=always is the unit's again: a crash now is restarted as usual
+    ssh(sd, "node1", ["kill", "-9", str(pid)])
+    deadline = time.time() + 10
+    while time.time() < deadline and show(sd, "node1", unit, "NRestarts")["NRestarts"] != "1":
+        time.sleep(0.1)
+    assert show(sd, "node1", unit, "NRestarts")["NRestarts"] == "1"
+    ssh(sd, "node1", ["systemctl", "stop", unit])
+
+
+def test_restore_refuses_a_different_unit_file(sd, module):
+    unit = "ckpt-diff-%s" % uuid.uuid4().hex[:6]
+    start_ticker(sd, "node1", unit)
+    images = "/var/lib/ckpt/" + unit
+    status, res = module("node1", "dump", {"unit": unit, "images_dir": images,
+                                           "transfer": {"destination": "node2", "path": images}})
+    assert status == "ok", res
+    # no such unit on node2
+    status, res = module("node2", "restore", {"images_dir": images})
+    assert status == "failed" and "not loaded" in res["msg"] and "as_unit=false" in res["msg"], res
+    # a unit of that name, but another definition
+    p = sd.ssh("node2", ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload" % unit],
+               input="[Service]\nExecStart=/bin/sleep 1000\n", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+               text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    status, res = module("node2", "restore", {"images_dir": images})
+    assert status == "failed" and "differ from the checkpointed host's" in res["msg"], res
+    assert show(sd, "node2", unit, "ActiveState")["ActiveState"] == "inactive"
+    assert our_drop_ins(sd, "node2", unit) == []

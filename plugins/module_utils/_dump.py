@@ -44,6 +44,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
+from ansible_collections.ckpt.criu.plugins.module_utils import _unit
 
 PROC = _procfs.PROC
 FORBIDDEN_DIRS = ("/", "/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/bin", "/sbin",
@@ -114,6 +115,47 @@ def parse_size(value, what="ghost_limit"):
         return _criu.parse_size(value, what)
     except _criu.CriuError as exc:
         raise DumpError(exc.msg)
+
+
+def _unit_target(params):
+    """The unit selected by ``unit``, with its main PID; None without one."""
+    name = params.get("unit")
+    if not name:
+        return None
+    if params.get("pid") is not None or params.get("pidfile"):
+        raise DumpError("unit selects the process by itself: give unit, or pid/pidfile, not both")
+    try:
+        info = _unit.info(_unit.unit_name(name))
+    except _unit.UnitError as exc:
+        raise DumpError(exc.msg, unit=name)
+    if info["active_state"] != "active" or info["main_pid"] <= 0:
+        raise DumpError(_unit.refusals(info, [], [])[0], unit=info["name"])
+    return info
+
+
+def _check_unit(unit, tree_pids, opts, proc_root):
+    """Refuse a unit CRIU cannot take alone; plan its journal stdio."""
+    unit["cgroup_pids"] = sorted(_unit.cgroup_pids(unit["control_group"]))
+
+    def comm_of(p):
+        try:
+            return _procfs.read_stat(p, proc_root)["comm"]
+        except _procfs.ProcfsError:
+            return "exited"
+
+    problems = _unit.refusals(unit, tree_pids, _unit.foreign_namespaces(unit["main_pid"], proc_root),
+                              comm_of=comm_of)
+    if problems:
+        raise DumpError("refusing to checkpoint unit %s: %s" % (unit["name"], problems[0]),
+                        unit=unit["name"], problems=problems)
+    unit["stdio_sockets"] = _unit.stdio_sockets(unit["main_pid"], proc_root)
+    if unit["stdio_sockets"]:
+        # The unit's journal stream: dumped as external, handed back by systemd on restore.
+        opts["ext_unix_sk"] = True
+    try:
+        unit["record"] = _unit.unit_record(unit)
+    except _unit.UnitError as exc:
+        raise DumpError(exc.msg, unit=unit["name"])
 
 
 def resolve_pid(pid=None, pidfile=None):
@@ -523,7 +565,8 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     if params.get("leave_running") and params.get("leave_stopped"):
         raise DumpError("leave_running and leave_stopped are mutually exclusive; choose one")
     images_dir = validate_images_dir(params["images_dir"])
-    pid = resolve_pid(params.get("pid"), params.get("pidfile"))
+    unit = _unit_target(params)
+    pid = unit["main_pid"] if unit else resolve_pid(params.get("pid"), params.get("pidfile"))
     opts = dict(params)
     opts["ghost_limit"] = parse_size(params.get("ghost_limit"))
     ps = params.get("page_server")
@@ -566,6 +609,8 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         raise DumpError("criu %s at %s is too old; this collection needs CRIU >= %d.%d"
                         % (version["version"], criu, _criu.MIN_VERSION[0], _criu.MIN_VERSION[1]))
     tree = process_tree(pid, proc_root)
+    if unit:
+        _check_unit(unit, [t["pid"] for t in tree], opts, proc_root)
     report, stdio_plan = stdio_preflight(pid, [t["pid"] for t in tree], opts, proc_root, version["version"])
     opts["extra_args"] = stdio_plan["criu_args"]
     for text in stdio_plan.get("warnings") or []:
@@ -597,13 +642,13 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     lock = DirLock(images_dir).acquire()
     try:
         return _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan,
-                            result, force, started, proc_root)
+                            result, force, started, proc_root, unit)
     finally:
         lock.release()
 
 
 def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan, result, force,
-                 started, proc_root):
+                 started, proc_root, unit=None):
     # Re-read under the lock: a concurrent dump may have finished meanwhile.
     live, info, action, note = _look(images_dir, pid, force, proc_root)
     if action == "unchanged":
@@ -655,10 +700,22 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
             else:
                 pre_dir = PRE_DUMP_DIR
         args = build_dump_args(pid, images_dir, work_dir, opts, pre_dir)
+        held = False
+        if unit and not opts.get("leave_running"):
+            # systemd must neither restart the unit nor fail it when criu ends its process.
+            _unit.hold(unit["name"], images_dir, _manifest.utc_now(), boot=bool(params.get("unit_boot_hold")))
+            held = True
         # Wall clock of the freeze: with the destination restore's resumed_at,
         # the downtime of a migration.
         frozen_at = time.time()
-        res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None)
+        try:
+            res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None)
+        except BaseException:
+            if held:
+                _unit.release(unit["name"])
+            raise
+        if held and not res.ok:         # the process still runs: its unit is itself again
+            _unit.release(unit["name"])
         stats = _criu.read_stats(work_dir, "dump")
         if os.path.exists(os.path.join(work_dir, "stats-dump")):
             try:
@@ -696,6 +753,9 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         "stdio_files": report.get("stdio_files") or [],
         "binaries": binaries,
     }
+    if unit:
+        manifest["unit"] = dict(unit["record"], stdio_sockets=unit["stdio_sockets"], held=held,
+                                boot_hold=held and bool(params.get("unit_boot_hold")))
     if opts.get("page_server"):
         manifest["remote_pages"] = {"address": opts["page_server"]["address"],
                                     "port": int(opts["page_server"]["port"]),

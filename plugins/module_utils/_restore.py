@@ -42,6 +42,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+from ansible_collections.ckpt.criu.plugins.module_utils import _unit
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
 MANIFEST_NAME = _manifest.MANIFEST_NAME
@@ -621,6 +622,7 @@ def _restore(params, check_mode, proc_root, prefault):
         raise RestoreError("refusing to restore %s: %s" % (images_dir, problem),
                            details={"problems": [problem], "pid": pid,
                                     "holder": _public_identity(holder)})
+    unit = unit_target(manifest, params, images_dir)
     checks_duration = time.monotonic() - tc
 
     criu = _criu.find_criu(params.get("criu_path"))
@@ -636,9 +638,17 @@ def _restore(params, check_mode, proc_root, prefault):
     prefaulted = prefault.release() if prefault is not None else None
     work_dir = tempfile.mkdtemp(prefix="ckpt-restore-")
     try:
-        pidfile = os.path.join(work_dir, "restore.pid")
-        args = restore_args(images_dir, work_dir, pidfile, opts)
-        result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"))
+        if unit:
+            # systemd starts the unit with criu restore as its ExecStart and adopts the process.
+            pidfile = _unit.pidfile_for(unit)
+            args = restore_args(images_dir, work_dir, pidfile, opts) + \
+                _unit.inherit_args(manifest["unit"].get("stdio_sockets"))
+            result = _unit.restore_in_unit(unit, criu, args, log_path,
+                                           params.get("timeout") or UNIT_START_TIMEOUT)
+        else:
+            pidfile = os.path.join(work_dir, "restore.pid")
+            args = restore_args(images_dir, work_dir, pidfile, opts)
+            result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"))
         # Wall clock of the moment the process runs again (criu restore -d has
         # returned): with the dump's frozen_at, the downtime of a migration.
         resumed_at = time.time()
@@ -658,18 +668,65 @@ def _restore(params, check_mode, proc_root, prefault):
                "waited_for_manifest": None if waited is None else round(waited, 4),
                "prefault": prefaulted}
     if problem:
+        if unit:
+            _unit.release(unit)
         raise RestoreError(problem, rc=result.rc, log_path=log_path, log_errors=result.log_errors,
                            argv=result.argv,
                            details={"verified": verified, "pid": pid, "timings": timings,
                                     "process": _public_identity(ident)})
+    unit_state = None
+    if unit:
+        try:
+            unit_state = dict(_unit.finish_restored(unit, pid), name=unit,
+                              start_seconds=result.unit_start.get("start_seconds"))
+        except _unit.UnitError as exc:
+            raise RestoreError("process %d restored from %s, but %s" % (pid, images_dir, exc.msg),
+                               details={"pid": pid, "unit": unit})
     rec = make_record(manifest_sha, ident, result.argv, result.duration, stats, verified, proc_root)
     _manifest.write_json_atomic(os.path.join(images_dir, RECORD_NAME), rec)
     timings["total"] = round(time.monotonic() - t0, 4)
-    return {"changed": True, "pid": pid, "process": _public_identity(ident), "restore_record": rec,
-            "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,
-            "timings": timings,
-            "msg": "process %d restored from %s and verified after %.1f s" % (
-                pid, images_dir, verified["settle"])}
+    out = {"changed": True, "pid": pid, "process": _public_identity(ident), "restore_record": rec,
+           "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,
+           "timings": timings,
+           "msg": "process %d restored from %s and verified after %.1f s" % (
+               pid, images_dir, verified["settle"])}
+    if unit_state:
+        out["unit"] = unit_state
+        out["msg"] += "; unit %s is active with it as MainPID" % unit
+    return out
+
+
+UNIT_START_TIMEOUT = 300
+
+
+def unit_target(manifest, params, images_dir):
+    """The unit to restore the process under (None for a plain restore).
+
+    A checkpoint of a unit comes back under that unit when the unit exists
+    here with the same unit file and is not running a copy of its own."""
+    rec = manifest.get("unit")
+    if not rec or not params.get("as_unit", True):
+        return None
+    name = rec["name"]
+    try:
+        here = _unit.info(name)
+        digest = _unit.unit_record(here)["files_sha256"]
+    except _unit.UnitError as exc:
+        raise RestoreError("refusing to restore %s under unit %s: %s (or set as_unit=false to restore the "
+                           "process outside systemd)" % (images_dir, name, exc.msg),
+                           details={"unit": name})
+    if digest != rec.get("files_sha256"):
+        raise RestoreError("refusing to restore %s under unit %s: the unit's files here (%s) differ from the "
+                           "checkpointed host's (%s); install the same unit file and drop-ins" % (
+                               images_dir, name, ", ".join(_unit.unit_record(here)["files"]),
+                               ", ".join(rec.get("files") or [])),
+                           details={"unit": name})
+    if here["active_state"] in ("active", "activating", "reloading") and here["main_pid"] > 0:
+        raise RestoreError("refusing to restore %s: unit %s is already running here (MainPID %d), a fresh "
+                           "copy and not the checkpoint; stop it (systemctl stop %s) and restore again" % (
+                               images_dir, name, here["main_pid"], name),
+                           details={"unit": name, "fresh_copy": True, "main_pid": here["main_pid"]})
+    return name
 
 
 # ------------------------------------------------------------ process_state
@@ -714,8 +771,51 @@ def expected_identity(params):
     return ident, "the process checkpointed in %s" % images_dir
 
 
+def process_unit(params):
+    """The systemd unit whose process process_state acts on: ``unit``, or the
+    unit a checkpoint (images_dir/manifest, source instance) was taken of."""
+    if params.get("unit"):
+        try:
+            return _unit.unit_name(params["unit"])
+        except _unit.UnitError as exc:
+            raise RestoreError(exc.msg)
+    if params.get("identity") or params.get("instance") == "restored":
+        return None
+    images_dir = os.path.dirname(os.path.abspath(params["manifest"])) if params.get("manifest") \
+        else os.path.abspath(params["images_dir"])
+    try:
+        manifest, _sha = load_manifest(images_dir)
+    except RestoreError:
+        return None
+    return (manifest.get("unit") or {}).get("name")
+
+
 def ensure_process_state(params, check_mode=False, proc_root=_identity.PROC):
-    """Bring the named process to params['state']; return the module result."""
+    """Bring the named process to params['state']; return the module result.
+
+    For the process of a systemd unit, killing it first holds the unit (so
+    systemd neither restarts it nor calls it failed), and once the process is
+    killed or running again the collection's drop-ins are removed: the unit
+    is itself again (inactive, or running that process)."""
+    unit = process_unit(params) if params["state"] in ("running", "killed") else None
+    if unit and not check_mode and not _unit.systemd_running():
+        unit = None
+    if unit and params["state"] == "killed" and not check_mode:
+        # A unit running the process without our hold (say, restored under it) would restart it.
+        if int(_unit.show(unit, ("MainPID",)).get("MainPID") or 0) > 0 and not _unit.our_drop_ins(unit):
+            _unit.hold(unit, "(killed by ckpt.criu.process_state)", _manifest.utc_now())
+    result = _ensure_process_state(params, check_mode, proc_root)
+    if unit and not check_mode:
+        released = _unit.release(unit)
+        state = _unit.show(unit, ("ActiveState", "MainPID", "NRestarts"))
+        result["unit"] = {"name": unit, "released": released, "active_state": state.get("ActiveState"),
+                          "main_pid": int(state.get("MainPID") or 0),
+                          "n_restarts": int(state.get("NRestarts") or 0)}
+        result["changed"] = result["changed"] or bool(released)
+    return result
+
+
+def _ensure_process_state(params, check_mode, proc_root):
     want = params["state"]
     wait = float(params.get("wait") if params.get("wait") is not None else 10.0)
     expected, source = expected_identity(params)

@@ -63,11 +63,39 @@ options:
   pid:
     description:
       - PID of the root of the process tree to checkpoint.
-      - Exactly one of O(pid) and O(pidfile) is required.
+      - Exactly one of O(pid), O(pidfile) and O(unit) is required.
     type: int
+  unit:
+    description:
+      - A systemd service unit (V(redis-server) or V(redis-server.service)); its C(MainPID) is the
+        root of the tree to checkpoint.
+      - Refused, before anything changes, when the unit is not running, when its cgroup holds
+        processes outside the tree of its main process, when it is socket-activated, or when it
+        runs in namespaces of its own (C(PrivateUsers=), C(PrivateTmp=), C(ProtectSystem=) and
+        the like: CRIU cannot dump such a process alone).
+      - Unless O(leave_running=true), a runtime drop-in (C(/run/systemd/system/UNIT.d/50-ckpt-criu-hold.conf))
+        sets C(Restart=no) and C(SuccessExitStatus=SIGKILL) before the dump, so systemd does not
+        start a fresh copy and the unit ends C(inactive), not C(failed); the drop-in names the
+        checkpoint. It stays until the restore (M(ckpt.criu.restore) puts the process back under
+        its unit) and is removed if the dump fails.
+      - The unit's journal stream on stdout/stderr is dumped as an external socket and recorded in
+        the manifest with the unit file's sha256.
+    type: str
+    version_added: 0.1.0
+  unit_boot_hold:
+    description:
+      - With O(unit), also write a persistent drop-in
+        (C(/etc/systemd/system/UNIT.d/50-ckpt-criu-boot-hold.conf)) whose
+        C(ConditionPathExists=!IMAGES_DIR/ckpt-manifest.json) keeps an enabled unit from starting a
+        fresh copy at boot while its checkpoint waits; for a checkpoint, reboot, restore window.
+      - The restore removes it; deleting the checkpoint lets the unit start normally at the next boot.
+    type: bool
+    default: false
+    version_added: 0.1.0
   pidfile:
     description:
       - File holding the PID of the root of the tree (a daemon's pidfile).
+      - Exactly one of O(pid), O(pidfile) and O(unit) is required.
     type: path
   images_dir:
     description:
@@ -311,6 +339,8 @@ def main():
         argument_spec=dict(
             pid=dict(type="int"),
             pidfile=dict(type="path"),
+            unit=dict(type="str"),
+            unit_boot_hold=dict(type="bool", default=False),
             images_dir=dict(type="path", required=True),
             leave_running=dict(type="bool", default=False),
             leave_stopped=dict(type="bool", default=False),
@@ -338,8 +368,8 @@ def main():
             timeout=dict(type="float", default=0),
             criu_path=dict(type="path"),
         ),
-        required_one_of=[("pid", "pidfile")],
-        mutually_exclusive=[("pid", "pidfile"), ("leave_running", "leave_stopped")],
+        required_one_of=[("pid", "pidfile", "unit")],
+        mutually_exclusive=[("pid", "pidfile", "unit"), ("leave_running", "leave_stopped")],
         supports_check_mode=True,
     )
     if module.params["timeout"] < 0:

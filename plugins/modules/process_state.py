@@ -70,6 +70,17 @@ options:
       - Seconds to wait for the process to reach O(state) after the signal.
     type: float
     default: 10.0
+  unit:
+    description:
+      - The systemd service unit that runs the process. Defaults to the unit the checkpoint in
+        O(images_dir) or O(manifest) was taken of (for O(instance=source)).
+      - With O(state=killed), the unit is first held (runtime drop-in C(Restart=no),
+        C(SuccessExitStatus=SIGKILL)) so that systemd neither restarts it nor marks it failed; with
+        O(state=killed) or O(state=running), every drop-in of the collection on the unit is then
+        removed, so the unit is itself again (inactive, or running that process: the source of a
+        migration that was rolled back).
+    type: str
+    version_added: 0.1.0
 notes:
   - Must run as a user allowed to signal the process (root for a restored process).
   - A process killed while its parent does not reap it stays a zombie; the module then
@@ -103,6 +114,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+unit:
+  description: The systemd unit of the process, the drop-ins removed from it, and its state afterwards.
+  returned: when the process belongs to a unit (O(unit), or the checkpoint's) and O(state) is C(running) or C(killed)
+  type: dict
+  sample: {"name": "redis-server.service", "released": ["50-ckpt-criu-hold"], "active_state": "inactive",
+           "main_pid": 0, "n_restarts": 0}
 pid:
   description: The PID of the process.
   returned: always
@@ -150,6 +167,7 @@ def main():
             instance=dict(type="str", choices=["source", "restored"], default="source"),
             state=dict(type="str", choices=["running", "stopped", "killed"], required=True),
             wait=dict(type="float", default=10.0),
+            unit=dict(type="str"),
         ),
         mutually_exclusive=[("images_dir", "manifest", "identity")],
         required_one_of=[("images_dir", "manifest", "identity")],

@@ -111,6 +111,21 @@ options:
         before restoring.
     type: bool
     default: true
+  as_unit:
+    description:
+      - When the checkpoint is of a systemd unit (M(ckpt.criu.dump) with O(ckpt.criu.dump#module:unit)),
+        restore the process under that unit: a runtime drop-in makes C(criu restore) the unit's start
+        (C(Type=forking), C(PIDFile=), C(ExecStart=+criu restore ...)), C(systemctl start) runs it in
+        the unit's cgroup and adopts the restored PID as C(MainPID), its stdout/stderr become the
+        unit's journal stream again; then every drop-in of the collection is removed and systemd
+        reloaded, so C(systemctl stop) and C(restart) behave as for a unit started normally.
+      - Refused before anything changes when the unit does not exist here, when its unit file or
+        drop-ins differ from the checkpointed host's (sha256), or when the unit already runs a
+        process of its own (a fresh copy, for example started at boot).
+      - V(false) restores the process outside systemd, as a plain process.
+    type: bool
+    default: true
+    version_added: 0.1.0
   shell_job:
     description:
       - Pass C(--shell-job). When not set, follows the dump's option recorded in the manifest.
@@ -170,6 +185,12 @@ pid:
   returned: always
   type: int
   sample: 4242
+unit:
+  description: The systemd unit the process was restored under, and its state afterwards.
+  returned: when the checkpoint was of a unit and O(as_unit=true)
+  type: dict
+  sample: {"name": "redis-server.service", "active_state": "active", "main_pid": 4242, "n_restarts": 0,
+           "type": "notify", "start_seconds": 0.41}
 process:
   description: Identity of the restored process after the restore (null in check mode).
   returned: always
@@ -285,6 +306,7 @@ def main():
             prefault=dict(type="raw"),
             verify_images=dict(type="bool", default=True),
             verify_binaries=dict(type="bool", default=True),
+            as_unit=dict(type="bool", default=True),
             shell_job=dict(type="bool"),
             tcp_established=dict(type="bool"),
             ext_unix_sk=dict(type="bool"),

@@ -5,7 +5,14 @@ to its own network namespace (kept across reboots), with a veth into a bridge
 in the root network namespace, its own sshd, and private directories that
 survive a reboot like a disk. See docs/test-fleet.md.
 
-    fleet.py up [--hosts N] [--state-dir DIR] [--name NAME] [--subnet CIDR] ...
+With ``--init systemd`` each host boots systemd as its PID 1 instead of the
+harness's small init: its root is an overlay of the machine's / with a private
+upper layer (nothing the host writes reaches the machine), it has private
+/run, /dev and cgroups, sshd runs as the ``ssh.service`` unit, and a reboot is
+real (``systemctl reboot`` inside the host ends its PID 1; a supervisor boots
+it again).
+
+    fleet.py up [--hosts N] [--state-dir DIR] [--name NAME] [--subnet CIDR] [--init systemd] ...
     fleet.py down [--keep-state]
     fleet.py status [--json]
     fleet.py reboot HOST
@@ -30,6 +37,7 @@ import shlex
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -43,6 +51,16 @@ DEFAULT_NAME = "ckf"
 DEFAULT_SUBNET = "10.213.0.0/24"
 DEFAULT_HOSTS = 3
 DEFAULT_PYTHON = "/usr/bin/python3"
+INITS = ("plain", "systemd")
+SYSTEMD = "/lib/systemd/systemd"
+# Units of the machine's packages that a systemd host must not start at boot
+# (tests enable what they need; a unit not installed here is skipped), and
+# units that make no sense in a host without terminals.
+SYSTEMD_DISABLED = ("redis-server.service", "nginx.service", "postgresql.service", "e2scrub_reap.service",
+                    "apt-daily-upgrade.timer", "apt-daily.timer", "dpkg-db-backup.timer", "e2scrub_all.timer",
+                    "fstrim.timer", "man-db.timer")
+SYSTEMD_MASKED = ("getty.target", "console-getty.service", "serial-getty@ttyS0.service",
+                  "systemd-firstboot.service")
 HOST_OFFSET = 10            # nodeN gets <network> + 10 + N; the root netns <network> + 1
 STATE_VERSION = 1
 
@@ -68,6 +86,7 @@ TOOLS = {
     "mount": "mount",
     "rsync": "rsync",
 }
+SYSTEMD_TOOLS = {"systemd": SYSTEMD, "systemctl": "systemctl", "pivot_root": "pivot_root"}
 
 _SAFE_PATH = re.compile(r"^/[A-Za-z0-9_./+-]*$")
 _HOST_RE = re.compile(r"^node([1-9][0-9]*)$")
@@ -158,15 +177,19 @@ def _mountpoints_everywhere():
     return points
 
 
-def check_environment():
+def check_environment(init="plain"):
     """Raise FleetError unless root and every tool the fleet needs is present."""
     if os.geteuid() != 0:
         raise FleetError("the test fleet needs root (namespaces, veths, sshd): run it as root")
-    missing = [name for name, exe in TOOLS.items()
+    tools = dict(TOOLS, **(SYSTEMD_TOOLS if init == "systemd" else {}))
+    missing = [name for name, exe in tools.items()
                if not (os.access(exe, os.X_OK) if os.path.isabs(exe) else shutil.which(exe))]
     if missing:
         raise FleetError("missing %s: run `make setup` (scripts/setup.sh installs openssh-server, "
-                         "openssh-client, rsync, iproute2, util-linux)" % ", ".join(missing))
+                         "openssh-client, rsync, iproute2, util-linux, systemd)" % ", ".join(missing))
+    if init == "systemd" and not os.path.isdir("/sys/fs/cgroup/systemd") \
+            and not os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        raise FleetError("systemd hosts need a cgroup hierarchy at /sys/fs/cgroup (name=systemd or cgroup2)")
 
 
 # --------------------------------------------------------------------------
@@ -177,7 +200,7 @@ class Fleet:
     """A fleet of namespace hosts described by <state_dir>/state.json.
 
     Fleet(state_dir=None, name=None, subnet=None, python=None, pid_spacing=None,
-          binds=None)
+          binds=None, init=None)        init: "plain" (default) or "systemd"
       Settings left as None come from an existing state file, else defaults.
 
     up(hosts=None, recreate=False, timeout=30.0) -> self
@@ -197,7 +220,7 @@ class Fleet:
     """
 
     def __init__(self, state_dir=None, name=None, subnet=None, python=None,
-                 pid_spacing=None, binds=None):
+                 pid_spacing=None, binds=None, init=None):
         self.state_dir = _check_path(os.path.abspath(state_dir or DEFAULT_STATE_DIR), "state dir")
         self.state = self._load()
         cfg = self.state.get("config", {})
@@ -209,6 +232,9 @@ class Fleet:
         self.python = _check_path(python or cfg.get("python") or DEFAULT_PYTHON, "python")
         self.pid_spacing = pid_spacing if pid_spacing is not None else cfg.get("pid_spacing")
         self.binds = [tuple(b) for b in (binds if binds is not None else cfg.get("binds", []))]
+        self.init = init or cfg.get("init") or "plain"
+        if self.init not in INITS:
+            raise FleetError("init must be one of %s, not %r" % (", ".join(INITS), self.init))
         for host, src, dst in self.binds:
             if not _HOST_RE.match(host):
                 raise FleetError("bind: bad host name %r (hosts are node1..nodeN)" % host)
@@ -306,8 +332,11 @@ class Fleet:
         spacing = self.pid_spacing
         if spacing is None:
             spacing = _default_pid_spacing(n)
-        return {"name": self.name, "subnet": self.subnet, "hosts": n, "python": self.python,
-                "pid_spacing": spacing, "binds": [list(b) for b in self.binds]}
+        cfg = {"name": self.name, "subnet": self.subnet, "hosts": n, "python": self.python,
+               "pid_spacing": spacing, "binds": [list(b) for b in self.binds]}
+        if self.init != "plain":
+            cfg["init"] = self.init
+        return cfg
 
     # ---- up
     def up(self, hosts=None, recreate=False, timeout=30.0):
@@ -316,7 +345,7 @@ class Fleet:
         Same settings as the running fleet: hosts that run are reused, dead
         ones are booted. Different settings, or recreate=True: the fleet is
         torn down (state included) and created afresh."""
-        check_environment()
+        check_environment(self.init)
         n = int(hosts or self.state.get("config", {}).get("hosts") or DEFAULT_HOSTS)
         if n < 1:
             raise FleetError("--hosts must be at least 1")
@@ -511,7 +540,9 @@ class Fleet:
             mounts += [[src, dst] for bh, src, dst in self.binds if bh == h]
             _write(os.path.join(hd, "host.json"), json.dumps({
                 "host": h, "mounts": mounts, "pid_base": self.state["hosts"][h]["pid_base"],
-                "state_dir": self.state_dir, "sshd": TOOLS["sshd"]}, indent=2) + "\n")
+                "state_dir": self.state_dir, "sshd": TOOLS["sshd"], "init": self.init,
+                "python": self.python, "netns": self.netns(h), "cgroup": self.cgroup_name(h),
+                "host_dir": hd}, indent=2) + "\n")
 
     def _mountpoints(self):
         for d in CREATABLE_MOUNTPOINTS:
@@ -553,11 +584,33 @@ class Fleet:
         _run(["ip", "-n", ns, "link", "set", "dev", "lo", "up"])
 
     def _running(self, h):
-        st = self.state["hosts"].get(h, {})
+        st = self._refresh(h)
         return _alive(st.get("init_pid"), st.get("init_start"))
+
+    def cgroup_name(self, h):
+        return "ckpt-fleet-%s-%s" % (self.name, h)
+
+    def _refresh(self, h):
+        """A systemd host's supervisor boots it again after a reboot from
+        inside: take its PID 1 from the supervisor's boot record."""
+        st = self.state.get("hosts", {}).get(h, {})
+        if self.init != "systemd" or not st:
+            return st
+        try:
+            with open(os.path.join(self.host_dir(h), "boot.json")) as fh:
+                rec = json.load(fh)
+        except (OSError, ValueError):
+            return st
+        if rec.get("supervisor_pid") == st.get("supervisor_pid") and _alive(rec.get("init_pid"), rec.get("init_start")):
+            for k in ("init_pid", "init_start", "pidns", "mntns", "boots", "booted_at"):
+                if k in rec:
+                    st[k] = rec[k]
+        return st
 
     def _boot(self, h):
         """Start a fresh PID+mount+UTS+IPC namespace with init and sshd for h."""
+        if self.init == "systemd":
+            return self._boot_systemd(h)
         hd = self.host_dir(h)
         log = open(os.path.join(hd, "init.log"), "ab")
         argv = ["nsenter", "--net=/run/netns/%s" % self.netns(h), "--",
@@ -598,6 +651,59 @@ class Fleet:
         # Popen objects that are never waited for warn at exit; the CLI exits
         # right after, and the process is reaped by the machine's init.
         p.returncode = 0
+
+    def _boot_systemd(self, h):
+        """Start h's supervisor, which boots systemd as the host's PID 1 (and
+        boots it again after every reboot from inside)."""
+        hd = self.host_dir(h)
+        for d in ("upper", "work", "rootfs"):
+            os.makedirs(os.path.join(hd, d), mode=0o755, exist_ok=True)
+        try:
+            os.remove(os.path.join(hd, "boot.json"))
+        except FileNotFoundError:
+            pass
+        log = open(os.path.join(hd, "init.log"), "ab")
+        argv = ["nsenter", "--net=/run/netns/%s" % self.netns(h), "--",
+                self.python, SELF, "_supervise", os.path.join(hd, "host.json")]
+        try:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 start_new_session=True, close_fds=True, cwd="/",
+                                 env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                      "LANG": "C.UTF-8"})
+        finally:
+            log.close()
+        st = self.state["hosts"][h]
+        st.update({"supervisor_pid": p.pid, "supervisor_start": _proc_start(p.pid)})
+        p.returncode = 0        # never waited for: the machine's init reaps it
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if _alive(self._refresh(h).get("init_pid"), st.get("init_start")):
+                return
+            if not _alive(p.pid, st["supervisor_start"]):
+                break
+            time.sleep(0.01)
+        raise FleetError("host %s: systemd did not start as its PID 1; its init.log ends with:\n%s" % (
+            h, self._log_tail(h)))
+
+    def _systemd_reboot(self, h, timeout):
+        """`systemctl reboot` inside h, then wait for the supervisor's next boot."""
+        st = self._refresh(h)
+        old, boots = (st.get("init_pid"), st.get("init_start")), st.get("boots", 0)
+        self.exec(h, ["systemctl", "reboot"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                  timeout=30)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st = self._refresh(h)
+            now = (st.get("init_pid"), st.get("init_start"))
+            if st.get("boots", 0) > boots and now != old and _alive(*now):
+                self._save()
+                return
+            if not _alive(st.get("supervisor_pid"), st.get("supervisor_start")):
+                raise FleetError("host %s: its supervisor ended during the reboot; init.log ends with:\n%s"
+                                 % (h, self._log_tail(h)))
+            time.sleep(0.05)
+        raise FleetError("host %s did not come back within %.0f s of `systemctl reboot`; init.log ends "
+                         "with:\n%s" % (h, timeout, self._log_tail(h)))
 
     def _log_tail(self, h, lines=8):
         try:
@@ -649,9 +755,14 @@ class Fleet:
     def reboot(self, host, timeout=30.0):
         """Kill every process of `host` and boot it again: same address, same
         private directories (like a disk), fresh PID/mount namespaces, new sshd."""
-        check_environment()
+        check_environment(self.init)
         self._host(host)
         t0 = time.time()
+        if self.init == "systemd" and self._running(host):
+            self._systemd_reboot(host, timeout)
+            self._wait_ssh([host], timeout)
+            _log("%s rebooted (systemctl reboot) in %.2f s" % (host, time.time() - t0))
+            return
         self._kill_host(host)
         self._host_net(host)
         self._boot(host)
@@ -661,6 +772,10 @@ class Fleet:
 
     def _kill_host(self, h):
         st = self.state["hosts"].get(h, {})
+        spid = st.get("supervisor_pid")
+        if _alive(spid, st.get("supervisor_start")):
+            os.kill(spid, signal.SIGKILL)        # before init, so that it boots nothing again
+        self._refresh(h)
         pid = st.get("init_pid")
         if _alive(pid, st.get("init_start")):
             os.kill(pid, signal.SIGKILL)        # the kernel kills the whole PID namespace
@@ -673,8 +788,11 @@ class Fleet:
         deadline = time.time() + 10
         while time.time() < deadline and (_alive(pid, st.get("init_start")) or self.processes(h)):
             time.sleep(0.01)
-        for k in ("init_pid", "init_start", "unshare_pid", "unshare_start"):
+        for k in ("init_pid", "init_start", "unshare_pid", "unshare_start", "supervisor_pid",
+                  "supervisor_start"):
             st.pop(k, None)
+        if self.init == "systemd":
+            _remove_cgroups(self.cgroup_name(h))
 
     # ---- down
     def down(self, keep_state=False, quiet=False):
@@ -735,7 +853,8 @@ class Fleet:
 
     # ---- running things on hosts
     def init_pid(self, host):
-        st = self._host(host)
+        self._host(host)
+        st = self._refresh(host)
         if not _alive(st.get("init_pid"), st.get("init_start")):
             raise FleetError("host %s is not running: `fleet.py up` or `fleet.py reboot %s`" % (host, host))
         return st["init_pid"]
@@ -749,7 +868,8 @@ class Fleet:
     def exec(self, host, argv, cwd="/", **kw):
         """Run argv inside host's namespaces (like nsenter); subprocess.run kwargs."""
         check = kw.pop("check", False)
-        kw.setdefault("stdin", subprocess.DEVNULL)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run(self.nsenter_argv(host, argv, cwd), check=check, **kw)
 
     def popen(self, host, argv, cwd="/", **kw):
@@ -769,12 +889,13 @@ class Fleet:
 
     def ssh(self, host, argv, **kw):
         check = kw.pop("check", False)
-        kw.setdefault("stdin", subprocess.DEVNULL)
+        if "input" not in kw:
+            kw.setdefault("stdin", subprocess.DEVNULL)
         return subprocess.run(self.ssh_argv(host, argv), check=check, **kw)
 
     def processes(self, host):
         """[(outer_pid, inner_pid, comm)] of every process in host's PID namespace."""
-        st = self.state.get("hosts", {}).get(host, {})
+        st = self._refresh(host) if host in self.state.get("hosts", {}) else {}
         ino = st.get("pidns")
         out = []
         if not ino:
@@ -921,6 +1042,161 @@ def init_main(config_path):
 
 
 # --------------------------------------------------------------------------
+# systemd hosts: a supervisor outside, systemd as PID 1 inside
+
+
+def _cgroup_bases():
+    """Hierarchies a systemd host gets a cgroup of its own in."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):       # cgroup2 only
+        return ["/sys/fs/cgroup"]
+    return [b for b in ("/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified") if os.path.isdir(b)]
+
+
+def _remove_cgroups(name, timeout=5.0):
+    """Remove a host's cgroups (retrying while its last processes exit)."""
+    deadline = time.time() + timeout
+    for base in _cgroup_bases():
+        top = os.path.join(base, name)
+        while os.path.isdir(top):
+            for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda t: -len(t[0])):
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    pass
+            if not os.path.isdir(top) or time.time() > deadline:
+                break
+            time.sleep(0.05)
+
+
+def supervise_main(config_path):
+    """Outside the host (in its network namespace): put this process in the
+    host's own cgroups, then boot the host and boot it again each time its
+    PID 1 ends with a reboot. Writes <host_dir>/boot.json after each boot."""
+    with open(config_path) as fh:
+        cfg = json.load(fh)
+    hd = cfg["host_dir"]
+
+    def say(msg):
+        sys.stdout.write("%s supervisor[%s]: %s\n" % (time.strftime("%H:%M:%S"), cfg["host"], msg))
+        sys.stdout.flush()
+
+    _remove_cgroups(cfg["cgroup"])
+    for base in _cgroup_bases():
+        d = os.path.join(base, cfg["cgroup"])
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "cgroup.procs"), "w") as fh:
+            fh.write(str(os.getpid()))
+    boots = 0
+    while True:
+        argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup",
+                "--propagation", "private", "--", cfg["python"], SELF, "_sdboot", config_path]
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True, cwd="/")
+        child, deadline = None, time.time() + 10
+        while child is None and time.time() < deadline and p.poll() is None:
+            try:
+                with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except OSError:
+                kids = []
+            for k in kids:
+                if _ns_inode(k, "pid") != _ns_inode(os.getpid(), "pid"):
+                    child = k
+            if child is None:
+                time.sleep(0.005)
+        if child is None:
+            say("no PID 1 appeared (unshare rc=%s)" % p.poll())
+            return 1
+        boots += 1
+        _write(os.path.join(hd, "boot.json"), json.dumps({
+            "supervisor_pid": os.getpid(), "init_pid": child, "init_start": _proc_start(child),
+            "pidns": _ns_inode(child, "pid"), "mntns": _ns_inode(child, "mnt"),
+            "boots": boots, "booted_at": time.time()}) + "\n", 0o600)
+        say("boot %d: PID 1 is %d" % (boots, child))
+        rc = p.wait()
+        if rc in (-signal.SIGHUP, 128 + signal.SIGHUP):
+            say("PID 1 ended with a reboot; booting again")
+            continue
+        say("PID 1 ended (rc=%s): host is down" % rc)
+        return 0
+
+
+def _mount(argv):
+    subprocess.run(["mount"] + argv, check=True, stdin=subprocess.DEVNULL)
+
+
+def systemd_boot_main(config_path):
+    """PID 1 of a systemd host, before it becomes systemd: build the host's
+    root (an overlay of / with a private upper layer, private /run, /dev and
+    cgroups, the host's private directories), pivot into it, exec systemd."""
+    with open(config_path) as fh:
+        cfg = json.load(fh)
+    hd = cfg["host_dir"]
+    root = os.path.join(hd, "rootfs")
+    socket.sethostname(cfg["host"])
+    _mount(["-t", "overlay", "ckpt-fleet-root", "-o", "lowerdir=/,upperdir=%s,workdir=%s" % (
+        os.path.join(hd, "upper"), os.path.join(hd, "work")), root])
+
+    def at(path):
+        return os.path.join(root, path.lstrip("/"))
+
+    _mount(["-t", "proc", "-o", "nosuid,nodev,noexec", "proc", at("/proc")])
+    _mount(["-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", at("/sys")])
+    _mount(["-t", "tmpfs", "-o", "mode=0755,size=8m,nosuid", "ckpt-fleet-dev", at("/dev")])
+    for name, major, minor in (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+                               ("urandom", 1, 9), ("tty", 5, 0)):
+        os.mknod(at("/dev/" + name), 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(at("/dev/" + name), 0o666)
+    os.mkdir(at("/dev/pts"))
+    _mount(["-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts", at("/dev/pts")])
+    os.symlink("pts/ptmx", at("/dev/ptmx"))
+    os.mkdir(at("/dev/shm"))
+    _mount(["-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "shm", at("/dev/shm")])
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, at("/dev/" + name))
+    _mount(["-t", "tmpfs", "-o", "mode=0755,size=64m,nosuid,nodev", "ckpt-fleet-run", at("/run")])
+    # A private /tmp: systemd empties /tmp at boot (tmpfiles.d), so the
+    # machine's /tmp, which the plain fleet shares, must not be visible here.
+    _mount(["-t", "tmpfs", "-o", "mode=1777,size=256m,nosuid,nodev", "ckpt-fleet-tmp", at("/tmp")])
+    bases = _cgroup_bases()
+    if bases == ["/sys/fs/cgroup"]:
+        _mount(["-t", "cgroup2", "-o", "nosuid,nodev,noexec", "cgroup2", at("/sys/fs/cgroup")])
+    else:
+        _mount(["-t", "tmpfs", "-o", "mode=0755,size=1m", "cgroup", at("/sys/fs/cgroup")])
+        for base in bases:
+            os.mkdir(at(base))
+            if base.endswith("/systemd"):
+                _mount(["-t", "cgroup", "-o", "none,name=systemd,nosuid,nodev,noexec", "cgroup", at(base)])
+            else:
+                _mount(["-t", "cgroup2", "-o", "nosuid,nodev,noexec", "cgroup2", at(base)])
+    for src, dst in cfg["mounts"]:
+        _mount(["--bind", src, at(dst)])
+    if os.path.isdir(at(cfg["state_dir"])):     # the fleet's keys and the hosts' disks
+        _mount(["-t", "tmpfs", "-o", "mode=0700,size=1m", "fleet-hidden", at(cfg["state_dir"])])
+    marker = at("/etc/.ckpt-fleet-host")
+    if not os.path.exists(marker):              # first boot: this host's identity and units
+        with open(at("/etc/machine-id"), "w") as fh:
+            fh.write(os.urandom(16).hex() + "\n")
+        for verb, units in (("disable", SYSTEMD_DISABLED), ("mask", SYSTEMD_MASKED)):
+            for unit in units:      # one by one: a unit this machine lacks fails alone
+                subprocess.run(["systemctl", "--root=%s" % root, "--quiet", verb, unit], check=False,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(marker, "w") as fh:
+            fh.write("ckpt.criu test fleet host %s\n" % cfg["host"])
+    if cfg.get("pid_base"):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as fh:
+            fh.write(str(cfg["pid_base"]))
+    os.chdir(root)
+    os.makedirs(".ckpt-oldroot", exist_ok=True)
+    subprocess.run(["pivot_root", ".", ".ckpt-oldroot"], check=True, stdin=subprocess.DEVNULL)
+    os.chdir("/")
+    subprocess.run(["umount", "--lazy", "/.ckpt-oldroot"], check=True, stdin=subprocess.DEVNULL)
+    os.rmdir("/.ckpt-oldroot")
+    os.execve(SYSTEMD, [SYSTEMD], {"container": "ckpt-fleet", "LANG": "C.UTF-8",
+                                   "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+
+
+# --------------------------------------------------------------------------
 # CLI
 
 
@@ -952,6 +1228,9 @@ def build_parser():
                         "default: up to 10000, fitted to pid_max)")
     p.add_argument("--bind", type=_parse_bind, action="append", default=None, metavar="HOST:SRC=DST",
                    help="extra bind mount for one host (SRC on the controller over DST in HOST); repeatable")
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="the hosts' PID 1: plain (a small init that runs sshd; default) or systemd "
+                        "(systemd on an overlay of /, sshd as a unit, real reboots)")
     p.add_argument("--recreate", action="store_true", help="tear down (state included) and create afresh")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for sshd (default 30)")
     p.add_argument("--state-dir", dest="state_dir_sub", default=None, metavar="DIR", help="same as the global --state-dir")
@@ -1001,6 +1280,11 @@ def main(argv=None):
     if argv[:1] == ["_init"]:
         init_main(argv[1])
         return 0
+    if argv[:1] == ["_supervise"]:
+        return supervise_main(argv[1])
+    if argv[:1] == ["_sdboot"]:
+        systemd_boot_main(argv[1])
+        return 1
     args = build_parser().parse_args(argv)
     state_dir = args.state_dir_sub or args.state_dir
     try:
@@ -1008,7 +1292,7 @@ def main(argv=None):
             raise FleetError("the test fleet needs root (namespaces, veths, sshd): run it as root")
         if args.cmd == "up":
             f = Fleet(state_dir, name=args.name, subnet=args.subnet, python=args.python,
-                      pid_spacing=args.pid_spacing, binds=args.bind)
+                      pid_spacing=args.pid_spacing, binds=args.bind, init=args.init)
             f.up(hosts=args.hosts, recreate=args.recreate, timeout=args.timeout)
             print(f.inventory_path)
             return 0

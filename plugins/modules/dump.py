@@ -72,7 +72,7 @@ options:
       - Refused, before anything changes, when the unit is not running, when its cgroup holds
         processes outside the tree of its main process, when it is socket-activated, or when it
         runs in namespaces of its own (C(PrivateUsers=), C(PrivateTmp=), C(ProtectSystem=) and
-        the like: CRIU cannot dump such a process alone).
+        the like; CRIU cannot dump such a process alone).
       - Unless O(leave_running=true), a runtime drop-in (C(/run/systemd/system/UNIT.d/50-ckpt-criu-hold.conf))
         sets C(Restart=no) and C(SuccessExitStatus=SIGKILL) before the dump, so systemd does not
         start a fresh copy and the unit ends C(inactive), not C(failed); the drop-in names the

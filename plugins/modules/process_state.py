@@ -77,7 +77,7 @@ options:
       - With O(state=killed), the unit is first held (runtime drop-in C(Restart=no),
         C(SuccessExitStatus=SIGKILL)) so that systemd neither restarts it nor marks it failed; with
         O(state=killed) or O(state=running), every drop-in of the collection on the unit is then
-        removed, so the unit is itself again (inactive, or running that process: the source of a
+        removed, so the unit is itself again (inactive, or running that process, as the source of a
         migration that was rolled back).
     type: str
     version_added: 0.1.0

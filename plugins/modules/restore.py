@@ -114,7 +114,7 @@ options:
   as_unit:
     description:
       - When the checkpoint is of a systemd unit (M(ckpt.criu.dump) with O(ckpt.criu.dump#module:unit)),
-        restore the process under that unit: a runtime drop-in makes C(criu restore) the unit's start
+        restore the process under that unit. A runtime drop-in makes C(criu restore) the unit's start
         (C(Type=forking), C(PIDFile=), C(ExecStart=+criu restore ...)), C(systemctl start) runs it in
         the unit's cgroup and adopts the restored PID as C(MainPID), its stdout/stderr become the
         unit's journal stream again; then every drop-in of the collection is removed and systemd

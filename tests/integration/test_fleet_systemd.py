@@ -120,8 +120,11 @@ def test_systemd_supervises_units_for_real(sdfleet):
         first = _show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
         assert first["ActiveState"] == "active" and first["NRestarts"] == "0", first
         _ssh(sdfleet, "node1", ["kill", "-9", first["MainPID"]])
-        again = _wait(lambda: (lambda s: s if s["NRestarts"] == "1" and s["ActiveState"] == "active" else None)(
-            _show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")), timeout=10)
+        def restarted():
+            s = _show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
+            return s if s["NRestarts"] == "1" and s["ActiveState"] == "active" else None
+
+        again = _wait(restarted, timeout=10)
         assert again and again["MainPID"] != first["MainPID"], again
         # the unit's processes live in the host's own cgroup tree
         cg = _ssh(sdfleet, "node1", ["cat", "/proc/%s/cgroup" % again["MainPID"]])

@@ -74,8 +74,8 @@ def test_parse_show_and_usec():
 
 def test_inherit_args_one_per_socket():
     assert _unit.inherit_args({"1": 77, "2": 77}) == ["--inherit-fd", "fd[1]:socket:[77]"]
-    assert _unit.inherit_args({1: 5, 2: 6}) == ["--inherit-fd", "fd[1]:socket:[5]", "--inherit-fd",
-                                                 "fd[2]:socket:[6]"]
+    want = ["--inherit-fd", "fd[1]:socket:[5]", "--inherit-fd", "fd[2]:socket:[6]"]
+    assert _unit.inherit_args({1: 5, 2: 6}) == want
     assert _unit.inherit_args({0: 9}) == [] and _unit.inherit_args(None) == []
 
 

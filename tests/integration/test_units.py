@@ -45,30 +45,8 @@ def _load_fleet_module():
 fleetmod = _load_fleet_module()
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
-# What an operator adds to Debian's redis-server.service so that CRIU can take
-# it: the namespaces of its sandbox off, and root (this machine lacks
-# CAP_SYS_RESOURCE, without which CRIU cannot read another user's rlimits).
-REDIS_DROP_IN = """[Service]
-PrivateUsers=no
-PrivateTmp=no
-PrivateDevices=no
-ProtectHome=no
-ProtectSystem=no
-ProtectKernelTunables=no
-ProtectKernelModules=no
-ProtectKernelLogs=no
-ProtectControlGroups=no
-ProtectProc=default
-ProtectHostname=no
-ProtectClock=no
-ReadWritePaths=
-ReadWriteDirectories=
-NoExecPaths=
-ExecPaths=
-User=root
-Group=root
-CapabilityBoundingSet=CAP_DAC_OVERRIDE CAP_DAC_READ_SEARCH CAP_CHOWN CAP_FOWNER CAP_SETUID CAP_SETGID
-"""
+# What an operator adds to Debian's redis-server.service so that CRIU can take it.
+REDIS_DROP_IN = (REPO / "tests" / "integration" / "files" / "redis-checkpointable.conf").read_text()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,164 @@
+"""The playbooks on systemd units, over real SSH, on hosts that boot systemd
+(the fleet's `--init systemd` flavour):
+
+- maintenance.yml: checkpoint -> real reboot (ansible.builtin.reboot) ->
+  restore, for enabled units (a Restart=always ticker and Debian's
+  redis-server.service with 10,000 keys): neither runs as a fresh copy after
+  the reboot, both come back as the same process, NRestarts unchanged;
+- migrate.yml: a unit moves between hosts: active on the destination with the
+  restored PID, inactive on the source, no fresh copy on either; a
+  destination with another unit file is refused and the source runs on.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from fleet_testlib import REPO, Fleet, continuity, read_ticks, write_inventory
+
+SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET5", "10.213.96.0/24")
+WORKLOADS = REPO / "tests" / "workloads"
+REDIS_DROP_IN = (REPO / "tests" / "integration" / "files" / "redis-checkpointable.conf").read_text()
+
+pytestmark = [pytest.mark.fleet, pytest.mark.criu]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """A directory that is the same on the controller and both hosts (their
+    /tmp is private): the tickers write there, so continuity survives a move."""
+    d = tmp_path_factory.mktemp("units-shared")
+    os.chmod(str(d), 0o755)
+    return d
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory, shared):
+    if os.geteuid() != 0:
+        pytest.fail("the test fleet needs root")
+    state = tmp_path_factory.mktemp("units-pb") / "state"
+    f = Fleet(state_dir=str(state), name="cksp", subnet=SUBNET, init="systemd",
+              binds=[("node1", str(shared), str(shared)), ("node2", str(shared), str(shared))])
+    try:
+        f.up(hosts=2, timeout=60)
+        yield f
+    finally:
+        f.down()
+
+
+def ssh(fleet, host, argv, check=True, input=None):  # pylint: disable=redefined-builtin
+    p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
+                  **({"input": input} if input is not None else {}))
+    if check:
+        assert p.returncode == 0, "ssh %s %s: rc=%d\n%s%s" % (host, argv, p.returncode, p.stdout, p.stderr)
+    return p.stdout
+
+
+def show(fleet, host, unit, *props):
+    out = ssh(fleet, host, ["systemctl", "show", unit, "-p", ",".join(props)])
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def install_ticker(fleet, hosts, unit, ticks, enable=False, start_on=None):
+    body = ("[Unit]\nDescription=ckpt.criu test ticker\n[Service]\nType=simple\nRestart=always\n"
+            "RestartSec=100ms\nExecStart=/usr/bin/python3 %s --out %s --interval 0.02 --stdout\n"
+            "[Install]\nWantedBy=multi-user.target\n" % (WORKLOADS / "counter.py", ticks))
+    for h in hosts:
+        ssh(fleet, h, ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload" % unit],
+            input=body)
+        if enable:
+            ssh(fleet, h, ["systemctl", "enable", unit])
+    if start_on:
+        ssh(fleet, start_on, ["systemctl", "start", unit])
+        deadline = time.time() + 10
+        while time.time() < deadline and len(read_ticks(ticks)) < 5:
+            time.sleep(0.05)
+        assert len(read_ticks(ticks)) >= 5, "the ticker wrote no ticks"
+
+
+def install_redis(fleet, host, keys=10000):
+    ssh(fleet, host, ["sh", "-c", "mkdir -p /etc/systemd/system/redis-server.service.d && cat > "
+                      "/etc/systemd/system/redis-server.service.d/checkpointable.conf && systemctl daemon-reload && "
+                      "systemctl enable --now redis-server"], input=REDIS_DROP_IN)
+    script = "".join("SET key:%d value-%d\n" % (i, i * 7) for i in range(keys))
+    out = ssh(fleet, host, ["redis-cli", "--pipe"], input=script)
+    assert "errors: 0, replies: %d" % keys in out, out
+
+
+def test_maintenance_reboot_keeps_enabled_units(sd, shared, playbook, tmp_path):
+    ticker = "ckpt-mtick-%s" % uuid.uuid4().hex[:6]
+    ticks = str(shared / (ticker + ".ticks"))
+    install_ticker(sd, ["node1"], ticker, ticks, enable=True, start_on="node1")
+    install_redis(sd, "node1")
+    before = {u: show(sd, "node1", u, "MainPID", "NRestarts") for u in (ticker + ".service", "redis-server.service")}
+    boots = sd.status()["hosts"]["node1"]["boots"]
+    inv = write_inventory(sd, tmp_path / "inv.ini", {}, others=["node1"])
+    ev = {"ckpt_hosts": "node1", "ckpt_checkpoint_units": "%s,redis-server" % ticker,
+          "ckpt_maintenance_reboot": "reboot",
+          "ckpt_maintenance_boot_time_command": "systemctl show -p UserspaceTimestampMonotonic --value",
+          "ckpt_window_start": "00:00", "ckpt_window_end": "23:59", "ckpt_window_utc": "true"}
+    run = playbook("maintenance.yml", inv, ev)
+    assert run.rc == 0, run.output[-5000:]
+    assert Fleet(state_dir=sd.state_dir).status()["hosts"]["node1"]["boots"] == boots + 1, "node1 did not reboot"
+    assert sorted(r["result"] for r in run.rows(action="checkpoint")) == ["checkpointed", "checkpointed"]
+    assert sorted(r["result"] for r in run.rows(action="restore")) == sorted(
+        ["restored under unit %s.service" % ticker, "restored under unit redis-server.service"]), run.rows()
+    for unit, was in before.items():
+        now = show(sd, "node1", unit, "MainPID", "NRestarts", "ActiveState", "UnitFileState")
+        assert now == dict(was, ActiveState="active", UnitFileState="enabled"), (unit, was, now)
+    assert ssh(sd, "node1", ["redis-cli", "DBSIZE"]).strip() == "10000"
+    assert ssh(sd, "node1", ["redis-cli", "GET", "key:4242"]).strip() == "value-29694"
+    time.sleep(0.3)
+    ok, _gap = continuity(read_ticks(ticks))
+    assert ok, "the ticker's sequence broke: a fresh copy ran, or ticks were lost"
+    leftovers = ssh(sd, "node1", ["sh", "-c", "ls /run/systemd/system/*.d /etc/systemd/system/*.d 2>/dev/null | "
+                                  "grep ckpt-criu; true"])
+    assert leftovers.strip() == "", leftovers
+    ssh(sd, "node1", ["sh", "-c", "systemctl disable --now %s redis-server" % ticker])
+
+
+def test_migrate_a_unit(sd, shared, playbook, tmp_path):
+    ticker = "ckpt-mig-%s" % uuid.uuid4().hex[:6]
+    ticks = str(shared / (ticker + ".ticks"))
+    install_ticker(sd, ["node1", "node2"], ticker, ticks, start_on="node1")
+    pid = int(show(sd, "node1", ticker, "MainPID")["MainPID"])
+    inv = write_inventory(sd, tmp_path / "inv.ini", {"node1": "node2"})
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_units": ticker})
+    assert run.rc == 0, run.output[-5000:]
+    assert [r["result"] for r in run.rows(action="migrate")] == ["migrated"], run.rows()
+    dst = show(sd, "node2", ticker, "ActiveState", "MainPID", "NRestarts")
+    assert dst == {"ActiveState": "active", "MainPID": str(pid), "NRestarts": "0"}, dst
+    src = show(sd, "node1", ticker, "ActiveState", "MainPID", "NRestarts", "Result")
+    assert src == {"ActiveState": "inactive", "MainPID": "0", "NRestarts": "0", "Result": "success"}, src
+    time.sleep(0.5)
+    assert show(sd, "node1", ticker, "ActiveState")["ActiveState"] == "inactive", "the source restarted"
+    ok, _gap = continuity(read_ticks(ticks))
+    assert ok
+    ssh(sd, "node2", ["systemctl", "stop", ticker])
+
+
+def test_migrate_a_unit_the_destination_defines_otherwise(sd, shared, playbook, tmp_path):
+    ticker = "ckpt-odd-%s" % uuid.uuid4().hex[:6]
+    ticks = str(shared / (ticker + ".ticks"))
+    install_ticker(sd, ["node1"], ticker, ticks, start_on="node1")
+    ssh(sd, "node2", ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload" % ticker],
+        input="[Service]\nExecStart=/bin/sleep 1000\n")
+    pid = int(show(sd, "node1", ticker, "MainPID")["MainPID"])
+    inv = write_inventory(sd, tmp_path / "inv.ini", {"node1": "node2"})
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_units": ticker})
+    assert run.rc != 0
+    row = run.rows(action="migrate")[0]
+    assert row["result"] == "rolled back" and "differ" in row["cause"], row
+    src = show(sd, "node1", ticker, "ActiveState", "MainPID", "NRestarts")
+    assert src == {"ActiveState": "active", "MainPID": str(pid), "NRestarts": "0"}, src
+    assert show(sd, "node2", ticker, "ActiveState")["ActiveState"] == "inactive"
+    leftovers = ssh(sd, "node1", ["sh", "-c", "ls /run/systemd/system/%s.service.d 2>/dev/null; true" % ticker])
+    assert leftovers.strip() == "", leftovers
+    n = len(read_ticks(ticks))
+    time.sleep(0.3)
+    assert len(read_ticks(ticks)) > n and continuity(read_ticks(ticks))[0]
+    ssh(sd, "node1", ["systemctl", "stop", ticker])

@@ -135,16 +135,7 @@ def _unit_target(params):
 
 def _check_unit(unit, tree_pids, opts, proc_root):
     """Refuse a unit CRIU cannot take alone; plan its journal stdio."""
-    unit["cgroup_pids"] = sorted(_unit.cgroup_pids(unit["control_group"]))
-
-    def comm_of(p):
-        try:
-            return _procfs.read_stat(p, proc_root)["comm"]
-        except _procfs.ProcfsError:
-            return "exited"
-
-    problems = _unit.refusals(unit, tree_pids, _unit.foreign_namespaces(unit["main_pid"], proc_root),
-                              comm_of=comm_of)
+    problems = _unit.checkpoint_refusals(unit, tree_pids, proc_root)
     if problems:
         raise DumpError("refusing to checkpoint unit %s: %s" % (unit["name"], problems[0]),
                         unit=unit["name"], problems=problems)

@@ -480,3 +480,46 @@ def restore_in_unit(unit, criu, args, log_path, timeout):
     res = _criu.CriuResult(argv, rc, "", started.get("error", ""), log_path, time.monotonic() - t0, "restore")
     res.unit_start = started
     return res
+
+
+def checkpoint_refusals(u, tree_pids, proc_root="/proc"):
+    """refusals() for a live unit: its cgroup and namespaces read now."""
+    from ansible_collections.ckpt.criu.plugins.module_utils import _procfs  # pylint: disable=import-outside-toplevel
+
+    def comm_of(pid):
+        try:
+            return _procfs.read_stat(pid, proc_root)["comm"]
+        except _procfs.ProcfsError:
+            return "exited"
+
+    running = u["active_state"] == "active" and u["main_pid"] > 0
+    u["cgroup_pids"] = sorted(cgroup_pids(u["control_group"])) if running else []
+    return refusals(u, tree_pids, foreign_namespaces(u["main_pid"], proc_root) if running else [],
+                    comm_of=comm_of)
+
+
+def describe(name, proc_root="/proc"):
+    """Everything a preflight wants to know of a unit, read-only: whether it
+    exists and runs, its files' sha256, and why a checkpoint would be refused."""
+    from ansible_collections.ckpt.criu.plugins.module_utils import _procfs  # pylint: disable=import-outside-toplevel
+    name = unit_name(name)
+    out = {"name": name, "exists": False, "running": False, "main_pid": 0, "files": [], "files_sha256": None,
+           "refusals": [], "unit": None}
+    try:
+        u = info(name)
+    except UnitError as exc:
+        out["msg"] = exc.msg
+        out["refusals"] = [exc.msg]
+        return out
+    rec = unit_record(u)
+    out.update({"exists": True, "unit": u, "files": rec["files"], "files_sha256": rec["files_sha256"],
+                "main_pid": u["main_pid"], "running": u["active_state"] == "active" and u["main_pid"] > 0})
+    tree = []
+    if out["running"]:
+        try:
+            tree = _procfs.process_tree(u["main_pid"], proc_root)
+        except _procfs.ProcfsError:
+            tree = [u["main_pid"]]
+    out["refusals"] = checkpoint_refusals(u, tree, proc_root)
+    out["msg"] = "unit %s: %s" % (name, out["refusals"][0] if out["refusals"] else "can be checkpointed")
+    return out

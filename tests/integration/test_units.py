@@ -376,3 +376,25 @@ def test_restore_refuses_a_different_unit_file(sd, module):
     assert status == "failed" and "differ from the checkpointed host's" in res["msg"], res
     assert show(sd, "node2", unit, "ActiveState")["ActiveState"] == "inactive"
     assert our_drop_ins(sd, "node2", unit) == []
+
+
+def test_unit_info_reads_without_changing(sd, module):
+    unit = "ckpt-info-%s" % uuid.uuid4().hex[:6]
+    start_ticker(sd, "node1", unit)
+    status, here = module("node1", "unit_info", {"name": unit})
+    assert status == "ok" and here["changed"] is False, here
+    assert here["exists"] and here["running"] and here["refusals"] == [] and len(here["files_sha256"]) == 64
+    assert here["main_pid"] == int(show(sd, "node1", unit, "MainPID")["MainPID"])
+    status, there = module("node2", "unit_info", {"name": unit})
+    assert status == "ok" and there["exists"] is False and there["files_sha256"] is None, there
+    assert "not loaded" in there["msg"]
+    body = ssh(sd, "node1", ["cat", "/etc/systemd/system/%s.service" % unit])
+    p = sd.ssh("node2", ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload" % unit],
+               input=body, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    status, there = module("node2", "unit_info", {"name": unit})
+    assert there["exists"] and not there["running"] and there["files_sha256"] == here["files_sha256"], there
+    assert "is not running" in there["refusals"][0]
+    status, bad = module("node2", "unit_info", {"name": "x;y"})
+    assert status == "failed" and "not a systemd unit name" in bad["msg"], bad
+    ssh(sd, "node1", ["systemctl", "stop", unit])

@@ -7,7 +7,8 @@
   the reboot, both come back as the same process, NRestarts unchanged;
 - migrate.yml: a unit moves between hosts: active on the destination with the
   restored PID, inactive on the source, no fresh copy on either; a
-  destination with another unit file is refused and the source runs on.
+  destination with another unit file is refused before the freeze and the
+  source runs on.
 """
 from __future__ import annotations
 
@@ -152,7 +153,9 @@ def test_migrate_a_unit_the_destination_defines_otherwise(sd, shared, playbook, 
     run = playbook("migrate.yml", inv, {"ckpt_migrate_units": ticker})
     assert run.rc != 0
     row = run.rows(action="migrate")[0]
-    assert row["result"] == "rolled back" and "differ" in row["cause"], row
+    # refused by the preflight, before anything was frozen
+    assert row["result"] == "refused" and "is defined otherwise" in row["cause"], row
+    assert "FROZEN" not in run.output
     src = show(sd, "node1", ticker, "ActiveState", "MainPID", "NRestarts")
     assert src == {"ActiveState": "active", "MainPID": str(pid), "NRestarts": "0"}, src
     assert show(sd, "node2", ticker, "ActiveState")["ActiveState"] == "inactive"

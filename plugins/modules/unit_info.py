@@ -16,7 +16,7 @@ description:
     its cgroup outside its main process's tree, socket activation, namespaces of its own).
   - A migration's preflight compares RV(files_sha256) on the source and the destination, so that a
     unit the destination defines otherwise is refused before anything is frozen.
-  - A unit that does not exist, or a host where systemd is not the init, is no failure here:
+  - A unit that does not exist, or a host where systemd is not the init, is no failure here;
     RV(exists) is V(false) and RV(msg) says why.
 author:
   - ckpt.criu contributors (@ckpt-criu)

@@ -120,6 +120,7 @@ def test_systemd_supervises_units_for_real(sdfleet):
         first = _show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
         assert first["ActiveState"] == "active" and first["NRestarts"] == "0", first
         _ssh(sdfleet, "node1", ["kill", "-9", first["MainPID"]])
+
         def restarted():
             s = _show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
             return s if s["NRestarts"] == "1" and s["ActiveState"] == "active" else None

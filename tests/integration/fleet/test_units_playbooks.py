@@ -5,6 +5,7 @@
   restore, for enabled units (a Restart=always ticker and Debian's
   redis-server.service with 10,000 keys): neither runs as a fresh copy after
   the reboot, both come back as the same process, NRestarts unchanged;
+- migrate.yml moves redis-server.service with its 10,000 keys;
 - migrate.yml: a unit moves between hosts: active on the destination with the
   restored PID, inactive on the source, no fresh copy on either; a
   destination with another unit file is refused before the freeze and the
@@ -165,3 +166,29 @@ def test_migrate_a_unit_the_destination_defines_otherwise(sd, shared, playbook, 
     time.sleep(0.3)
     assert len(read_ticks(ticks)) > n and continuity(read_ticks(ticks))[0]
     ssh(sd, "node1", ["systemctl", "stop", ticker])
+
+
+def test_migrate_redis_server_service(sd, playbook, tmp_path):
+    """Debian's Type=notify redis-server.service, 10,000 keys, moves with migrate.yml."""
+    for h in ("node1", "node2"):
+        ssh(sd, h, ["sh", "-c", "mkdir -p /etc/systemd/system/redis-server.service.d && cat > "
+                    "/etc/systemd/system/redis-server.service.d/checkpointable.conf && systemctl daemon-reload && "
+                    "systemctl stop redis-server"], input=REDIS_DROP_IN)
+    try:
+        install_redis(sd, "node1")
+        pid = int(show(sd, "node1", "redis-server", "MainPID")["MainPID"])
+        inv = write_inventory(sd, tmp_path / "inv.ini", {"node1": "node2"})
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_units": "redis-server"})
+        assert run.rc == 0, run.output[-5000:]
+        dst = show(sd, "node2", "redis-server", "ActiveState", "MainPID", "NRestarts", "Type")
+        assert dst == {"ActiveState": "active", "MainPID": str(pid), "NRestarts": "0", "Type": "notify"}, dst
+        src = show(sd, "node1", "redis-server", "ActiveState", "MainPID", "NRestarts")
+        assert src == {"ActiveState": "inactive", "MainPID": "0", "NRestarts": "0"}, src
+        assert ssh(sd, "node2", ["redis-cli", "DBSIZE"]).strip() == "10000"
+        assert ssh(sd, "node2", ["redis-cli", "GET", "key:9999"]).strip() == "value-69993"
+        ssh(sd, "node2", ["systemctl", "restart", "redis-server"])
+        assert int(show(sd, "node2", "redis-server", "MainPID")["MainPID"]) != pid
+    finally:
+        for h in ("node1", "node2"):
+            ssh(sd, h, ["sh", "-c", "systemctl disable --now redis-server; rm -rf "
+                        "/etc/systemd/system/redis-server.service.d; systemctl daemon-reload"], check=False)

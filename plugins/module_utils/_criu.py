@@ -459,6 +459,71 @@ def _protobuf_fields(buf):
     return out
 
 
+def _protobuf_repeated(buf):
+    """Decode one protobuf message into {field: [values]} (varints, packed varints kept as bytes)."""
+    i, out = 0, {}
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            value = bytes(buf[i:i + length])
+            i += length
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            value = int.from_bytes(buf[i:i + n], "little")
+            i += n
+        else:
+            raise ValueError("unsupported protobuf wire type %d" % wire)
+        out.setdefault(field, []).append(value)
+    return out
+
+
+def _varints(values):
+    """A repeated uint32 field's values, whether packed (bytes) or not."""
+    out = []
+    for v in values:
+        if isinstance(v, bytes):
+            j = 0
+            while j < len(v):
+                n, j = _varint(v, j)
+                out.append(n)
+        else:
+            out.append(v)
+    return out
+
+
+def read_pstree(images_dir):
+    """The dumped tree from ``pstree.img``: [{pid, ppid, pgid, sid, threads}], root first.
+
+    Every PID and thread ID here is one the restore recreates, so each must be free.
+    Returns None when the image is missing or unreadable.
+    """
+    try:
+        with open(os.path.join(images_dir, "pstree.img"), "rb") as fh:
+            data = fh.read()
+    except (IOError, OSError):
+        return None
+    out, i = [], 8  # two u32 magics, then (u32 size, PstreeEntry) records
+    try:
+        while i + 4 <= len(data):
+            size = int.from_bytes(data[i:i + 4], "little")
+            i += 4
+            if size <= 0 or i + size > len(data):
+                return None
+            fields = _protobuf_repeated(data[i:i + size])
+            i += size
+            one = dict((name, (fields.get(num) or [0])[0]) for num, name in
+                       ((1, "pid"), (2, "ppid"), (3, "pgid"), (4, "sid")))
+            one["threads"] = _varints(fields.get(5) or [])
+            out.append(one)
+    except (ValueError, IndexError):
+        return None
+    return out or None
+
+
 _DUMP_STATS = {1: "freezing_time_us", 2: "frozen_time_us", 3: "memdump_time_us",
                4: "memwrite_time_us", 5: "pages_scanned", 6: "pages_skipped_parent",
                7: "pages_written", 9: "pages_lazy"}

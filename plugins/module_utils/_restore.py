@@ -232,9 +232,81 @@ def stdio_file_problems(manifest):
     return problems
 
 
-def pid_holder(manifest, pid_wait, proc_root=_identity.PROC):
-    """Wait for a zombie/exiting holder of the checkpoint's PID; return a live one (or None)."""
-    pid = manifest["process"]["pid"]
+def dumped_tree(manifest, images_dir):
+    """Every process the restore recreates: [{pid, ppid, threads, comm, start_time}], root first.
+
+    Read from the images (``pstree.img``: its PIDs and thread IDs are the ones criu recreates),
+    else from the manifest's ``tree``, else the root alone. ``threads`` is [] when unknown.
+    """
+    root = manifest["process"]["pid"]
+    recorded = dict((t.get("pid"), t) for t in manifest.get("tree") or [] if isinstance(t, dict))
+    tree = _criu.read_pstree(images_dir)
+    if not tree:
+        tree = [{"pid": p, "ppid": None, "threads": list(t.get("threads") or [])} for p, t in recorded.items()]
+    if not any(t["pid"] == root for t in tree):
+        tree.insert(0, {"pid": root, "ppid": None, "threads": []})
+    tree.sort(key=lambda t: t["pid"] != root)
+    for t in tree:
+        rec = recorded.get(t["pid"]) or (manifest["process"] if t["pid"] == root else {})
+        t["comm"] = rec.get("comm")
+        t["start_time"] = rec.get("start_time")
+    return tree
+
+
+def tree_ids(tree):
+    """[(id, process entry, is_thread)] of every PID and thread ID of the tree, root first."""
+    out = []
+    for t in tree:
+        out.append((t["pid"], t, False))
+        out.extend((tid, t, True) for tid in t.get("threads") or [] if tid != t["pid"])
+    return out
+
+
+def _member(entry, is_thread, tid):
+    what = "process %d (%s)" % (entry["pid"], entry.get("comm") or "?")
+    return ("thread %d of %s" % (tid, what)) if is_thread else what
+
+
+def tree_pid_problems(manifest, tree, pid_wait, proc_root=_identity.PROC):
+    """(problems, holders): a sentence for every PID or thread ID of the tree that is taken here.
+
+    The root's PID gets pid_problem's sentences; every other ID names the member of the
+    tree that needs it and the process that holds it. Zombies are waited for up to
+    ``pid_wait`` seconds in all.
+    """
+    root = manifest["process"]["pid"]
+    deadline = time.monotonic() + max(0.0, pid_wait)
+    problems, holders = [], []
+    recorded = dict((t["pid"], t) for t in tree)
+    for tid, entry, is_thread in tree_ids(tree):
+        holder = pid_holder(manifest, max(0.0, deadline - time.monotonic()), proc_root, pid=tid)
+        if holder is None:
+            continue
+        holders.append(_public_identity(holder))
+        if tid == root:
+            problems.append(pid_problem(manifest, holder, pid_wait))
+            continue
+        needed = "%s of the checkpointed tree" % _member(entry, is_thread, tid)
+        if holder["state"] in _identity.DEAD_STATES:
+            problems.append("PID %d that the checkpoint needs (%s) is still held by a zombie after waiting %.1f s "
+                            "(its parent, pid %s, has not reaped it); retry later or raise pid_wait"
+                            % (tid, needed, pid_wait, holder.get("ppid")))
+            continue
+        rec = recorded.get(tid)
+        if rec and not is_thread and rec.get("start_time") == holder.get("start_time") \
+                and holder.get("boot_id") == (manifest.get("host") or {}).get("boot_id"):
+            problems.append("%s still runs here as %s: kill the whole checkpointed tree first "
+                            "(ckpt.criu.process_state state=killed on the root kills only the root)"
+                            % (needed[0].upper() + needed[1:], _identity.describe(holder)))
+            continue
+        problems.append("PID %d that the checkpoint needs (%s) is held by another live process, %s; stop it or "
+                        "restore in another PID namespace" % (tid, needed, _identity.describe(holder)))
+    return problems, holders
+
+
+def pid_holder(manifest, pid_wait, proc_root=_identity.PROC, pid=None):
+    """Wait for a zombie/exiting holder of the checkpoint's PID (or ``pid``); return a live one (or None)."""
+    pid = manifest["process"]["pid"] if pid is None else pid
     deadline = time.monotonic() + max(0.0, pid_wait)
     while True:
         ident = _identity.read_identity(pid, proc_root)
@@ -386,8 +458,31 @@ def stdio_problems(manifest, pid, proc_root=_identity.PROC):
     return problems
 
 
-def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05):
-    """Watch the restored PID for ``settle`` seconds, then check exe, cmdline and stdio.
+def tree_missing(tree, proc_root=_identity.PROC, threads=True):
+    """Sentences for members of the tree (and, with ``threads``, thread IDs) that are not back here."""
+    missing = []
+    for tid, entry, is_thread in tree_ids(tree):
+        if is_thread and not threads:
+            continue
+        if is_thread:
+            task_dir = os.path.join(proc_root, str(entry["pid"]), "task")
+            if not os.path.isdir(task_dir) or os.path.isdir(os.path.join(task_dir, str(tid))):
+                continue
+            missing.append("%s is not back" % _member(entry, True, tid))
+            continue
+        st = _identity.read_stat(tid, proc_root)
+        if st is None or st["state"] in _identity.DEAD_STATES:
+            missing.append("%s is not running after the restore (%s)"
+                           % (_member(entry, False, tid), "gone" if st is None else "a zombie"))
+        elif entry.get("comm") and st.get("comm") != entry["comm"]:
+            missing.append("PID %d runs %s, the checkpoint's %s does not"
+                           % (tid, st.get("comm"), _member(entry, False, tid)))
+    return missing
+
+
+def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05, tree=None):
+    """Watch the restored PID for ``settle`` seconds, then check exe, cmdline and stdio; with
+    ``tree`` (from dumped_tree), every process of the tree and its threads must be back too.
 
     Returns (verified dict, identity, problem sentence or None).
     """
@@ -397,10 +492,13 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     deadline = start + max(0.0, settle)
     first = _identity.read_identity(pid, proc_root)
     verified = {"settle": settle, "alive": False, "state": None, "exe_sha256": None,
-                "exe_matches": False, "cmdline_matches": False, "stdio_matches": False}
+                "exe_matches": False, "cmdline_matches": False, "stdio_matches": False,
+                "processes": None, "threads": None, "tree_matches": None}
     if first is None or first["state"] in _identity.DEAD_STATES:
         return verified, first, ("criu restore exited 0 but process %d died within %.2f s of the restore (dead at the "
                                  "first look); %s" % (pid, time.monotonic() - start, explain_death(manifest)))
+    # Threads are counted at the first look: criu recreated them all, a program may end some later.
+    thread_gaps = tree_missing(tree, proc_root) if tree else []
     while True:
         now = time.monotonic()
         st = _identity.read_stat(pid, proc_root)
@@ -433,6 +531,16 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     verified["stdio_matches"] = not problems
     if problems:
         return verified, ident, "; ".join(problems)
+    if tree:
+        gone = tree_missing(tree, proc_root, threads=False)
+        gaps = gone + [t for t in thread_gaps if t not in gone and "thread" in t]
+        verified["processes"] = len(tree)
+        verified["threads"] = sum(max(1, len(t.get("threads") or [])) for t in tree)
+        verified["tree_matches"] = not gaps
+        if gaps:
+            return verified, ident, ("process %d is back but its tree is not whole: %s"
+                                     % (pid, "; ".join(gaps[:5]) + ("; and %d more" % (len(gaps) - 5)
+                                                                   if len(gaps) > 5 else "")))
     return verified, ident, None
 
 
@@ -615,12 +723,12 @@ def _restore(params, check_mode, proc_root, prefault):
         raise RestoreError(_first_problem_msg("refusing to restore %s" % images_dir, problems),
                            details={"problems": problems, "pid": pid})
     pid_wait = float(params.get("pid_wait") or 0)
-    holder = pid_holder(manifest, pid_wait, proc_root)
-    problem = pid_problem(manifest, holder, pid_wait)
-    if problem:
-        raise RestoreError("refusing to restore %s: %s" % (images_dir, problem),
-                           details={"problems": [problem], "pid": pid,
-                                    "holder": _public_identity(holder)})
+    tree = dumped_tree(manifest, images_dir)
+    taken, holders = tree_pid_problems(manifest, tree, pid_wait, proc_root)
+    if taken:
+        raise RestoreError(_first_problem_msg("refusing to restore %s" % images_dir, taken),
+                           details={"problems": taken, "pid": pid, "holder": holders[0],
+                                    "holders": holders})
     checks_duration = time.monotonic() - tc
 
     criu = _criu.find_criu(params.get("criu_path"))
@@ -650,7 +758,7 @@ def _restore(params, check_mode, proc_root, prefault):
 
     tv = time.monotonic()
     verified, ident, problem = verify_restored(manifest, float(params.get("settle") or 0),
-                                               opts["leave_stopped"], proc_root)
+                                               opts["leave_stopped"], proc_root, tree=tree)
     verify_duration = time.monotonic() - tv
     timings = {"criu_duration": round(result.duration, 4), "stats": stats,
                "verify": round(verify_duration, 4), "checks": round(checks_duration, 4),

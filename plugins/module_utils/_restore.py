@@ -361,17 +361,63 @@ def effective_options(manifest, params):
     external = params.get("external")
     opts["external"] = list(dumped.get("external") or []) if external is None else list(external)
     opts["leave_stopped"] = bool(params.get("leave_stopped"))
+    # The external plan the dump recorded: the unix sockets it dumped as external, by inode.
+    opts["ext_unix_sk_inodes"] = [int(i) for i in dumped.get("ext_unix_sk_inodes") or []] \
+        if opts["ext_unix_sk"] else []
     return opts
 
 
-def restore_args(images_dir, work_dir, pidfile, opts):
+def inherit_plan(manifest, inherit_fd_file):
+    """[(key, writes)] of the fds the restore must hand criu with --inherit-fd; RestoreError
+    when the checkpoint has some and no replacement file is given."""
+    recs = [r for r in (manifest.get("options") or {}).get("inherit_fds") or [] if isinstance(r, dict)]
+    if not recs:
+        return []
+    if not inherit_fd_file:
+        first = recs[0]
+        raise RestoreError("the checkpoint's fd %s of PID %s was %s outside the checkpoint (dumped with inherit_fd): "
+                           "the restore must hand it a replacement; set inherit_fd_file to the file the restored "
+                           "process %s instead" % (first.get("fd"), first.get("pid"), first.get("key"),
+                                                   "writes to" if first.get("writes") else "reads from"),
+                           details={"inherit_fds": recs})
+    return [(r["key"], bool(r.get("writes")), r.get("pid"), r.get("fd")) for r in recs]
+
+
+def open_inherited(plan, path):
+    """Open ``path`` once per planned fd (O_APPEND for writers); [(fd, key)]. Fds are above 2."""
+    opened = []
+    try:
+        for key, writes, dummy_pid, dummy_fd in plan:
+            flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT) if writes else os.O_RDONLY
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+            opened.append((fd, key))
+    except OSError as exc:
+        close_inherited(opened)
+        raise RestoreError("cannot open inherit_fd_file %s for the restored process: %s"
+                           % (path, exc.strerror or exc))
+    return opened
+
+
+def close_inherited(opened):
+    for fd, dummy in opened:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def restore_args(images_dir, work_dir, pidfile, opts, inherited=()):
     """criu restore arguments (run_criu adds -o LOG -v4): always detached."""
     args = ["-d", "-D", images_dir, "-W", work_dir, "--pidfile", pidfile]
     for key, flag in BOOL_FLAGS:
         if opts.get(key):
+            if key == "ext_unix_sk" and opts.get("ext_unix_sk_inodes"):
+                flag = "--ext-unix-sk=%s" % ",".join(str(i) for i in opts["ext_unix_sk_inodes"])
             args.append(flag)
     for ext in opts.get("external") or []:
         args.extend(["--external", ext])
+    for fd, key in inherited:
+        args.extend(["--inherit-fd", "fd[%d]:%s" % (fd, key)])
     if opts.get("leave_stopped"):
         args.append("--leave-stopped")
     return args
@@ -436,14 +482,16 @@ def _fd_kind(target):
     return target.split(":", 1)[0]
 
 
-def stdio_problems(manifest, pid, proc_root=_identity.PROC):
-    """Sentences for fds 0-2 of the restored PID that differ from the checkpoint's."""
+def stdio_problems(manifest, pid, proc_root=_identity.PROC, replaced=None):
+    """Sentences for fds 0-2 of the restored PID that differ from the checkpoint's
+    (``replaced``: {fd: path} handed to the restore with --inherit-fd instead)."""
     root = str(manifest["process"]["pid"])
     entries = [e for e in (manifest.get("fds") or {}).get(root) or []
                if isinstance(e, dict) and e.get("fd") in (0, 1, 2)]
     if not entries:
         return []  # the manifest recorded no stdio (nothing to compare)
     recorded = dict((e["fd"], e.get("target")) for e in entries)
+    recorded.update(replaced or {})
     names = {0: "stdin", 1: "stdout", 2: "stderr"}
     problems = []
     for fd in (0, 1, 2):
@@ -480,7 +528,8 @@ def tree_missing(tree, proc_root=_identity.PROC, threads=True):
     return missing
 
 
-def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05, tree=None):
+def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05, tree=None,
+                    replaced=None):
     """Watch the restored PID for ``settle`` seconds, then check exe, cmdline and stdio; with
     ``tree`` (from dumped_tree), every process of the tree and its threads must be back too.
 
@@ -527,7 +576,7 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     if not verified["cmdline_matches"]:
         return verified, ident, ("restored process %d has the command line %r, the checkpoint recorded %r"
                                  % (pid, ident.get("cmdline"), manifest["process"].get("cmdline")))
-    problems = stdio_problems(manifest, pid, proc_root)
+    problems = stdio_problems(manifest, pid, proc_root, replaced)
     verified["stdio_matches"] = not problems
     if problems:
         return verified, ident, "; ".join(problems)
@@ -733,6 +782,7 @@ def _restore(params, check_mode, proc_root, prefault):
 
     criu = _criu.find_criu(params.get("criu_path"))
     opts = effective_options(manifest, params)
+    inherit = inherit_plan(manifest, params.get("inherit_fd_file"))
     if check_mode:
         return {"changed": True, "pid": pid, "process": None, "restore_record": None,
                 "verified": None, "log_path": log_path, "criu_cmd": None, "options": opts,
@@ -743,10 +793,12 @@ def _restore(params, check_mode, proc_root, prefault):
 
     prefaulted = prefault.release() if prefault is not None else None
     work_dir = tempfile.mkdtemp(prefix="ckpt-restore-")
+    inherited = open_inherited(inherit, params.get("inherit_fd_file")) if inherit else []
     try:
         pidfile = os.path.join(work_dir, "restore.pid")
-        args = restore_args(images_dir, work_dir, pidfile, opts)
-        result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"))
+        args = restore_args(images_dir, work_dir, pidfile, opts, inherited)
+        result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"),
+                                pass_fds=[fd for fd, dummy in inherited])
         # Wall clock of the moment the process runs again (criu restore -d has
         # returned): with the dump's frozen_at, the downtime of a migration.
         resumed_at = time.time()
@@ -754,11 +806,16 @@ def _restore(params, check_mode, proc_root, prefault):
         # criu writes stats-restore into its work directory (-W), not the images.
         stats = _criu.read_stats(work_dir, "restore")
     finally:
+        close_inherited(inherited)
         shutil.rmtree(work_dir, ignore_errors=True)
 
     tv = time.monotonic()
+    keys = set(rec[0] for rec in inherit)
+    root_fds = (manifest.get("fds") or {}).get(str(manifest["process"]["pid"])) or []
+    replaced = dict((e["fd"], os.path.abspath(params["inherit_fd_file"])) for e in root_fds
+                    if isinstance(e, dict) and e.get("fd") in (0, 1, 2) and e.get("target") in keys)
     verified, ident, problem = verify_restored(manifest, float(params.get("settle") or 0),
-                                               opts["leave_stopped"], proc_root, tree=tree)
+                                               opts["leave_stopped"], proc_root, tree=tree, replaced=replaced)
     verify_duration = time.monotonic() - tv
     timings = {"criu_duration": round(result.duration, 4), "stats": stats,
                "verify": round(verify_duration, 4), "checks": round(checks_duration, 4),

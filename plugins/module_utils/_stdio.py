@@ -309,6 +309,7 @@ def _classify_pipe(ctx, pid, e, root):
     return _item(pid, e, "pipe_external", "refuse", "%s is %s: %s. %s" % (name, rel, consequence, fix), root,
                  lifted_by="inherit_fd", criu_option="--inherit-fd=fd[%d]:pipe:[%d]" % (e["fd"], e["ino"]),
                  phase="restore", peers=[{"pid": p, "comm": _comm(ctx, p)} for p in outside],
+                 inherit={"pid": pid, "fd": e["fd"], "key": "pipe:[%d]" % e["ino"], "writes": writes},
                  lift_warning="%s is an external pipe (pipe:[%d]): the restore must pass the new other end "
                               "with --inherit-fd=fd[N]:pipe:[%d], N being the fd criu gets it on."
                               % (name, e["ino"], e["ino"]))
@@ -615,7 +616,7 @@ def plan(items, options=None):
     options = options or {}
     blockers, warnings, files = [], [], []
     dump_opts, restore_opts = [], []
-    ext_inodes = []
+    ext_inodes, inherit = [], []
     ghost = options.get("ghost_limit")
 
     def add(lst, opt):
@@ -645,6 +646,11 @@ def plan(items, options=None):
             continue
         if param == "ghost_limit":
             continue
+        if param == "inherit_fd" and item.get("inherit"):
+            # The restore passes a replacement on an fd of its own (fd[N] is criu's fd, not the process's).
+            if item["inherit"]["key"] not in [r["key"] for r in inherit]:
+                inherit.append(item["inherit"])
+            continue
         phase = item.get("phase") or "both"
         if phase in ("dump", "both"):
             add(dump_opts, item["criu_option"])
@@ -659,12 +665,17 @@ def plan(items, options=None):
     combined = list(dump_opts)
     for opt in restore_opts:
         add(combined, opt)
+    for rec in inherit:
+        # N: the fd criu gets the replacement on (ckpt.criu.restore's inherit_fd_file).
+        add(restore_opts, "--inherit-fd=fd[N]:%s" % rec["key"])
+        add(combined, "--inherit-fd=fd[N]:%s" % rec["key"])
     return {"criu_options": combined, "dump_options": dump_opts, "restore_options": restore_opts,
             "blockers": blockers, "warnings": warnings, "files_on_destination": files,
-            "restorable": not blockers}
+            "restorable": not blockers,
+            "external": {"ext_unix_sk_inodes": sorted(set(ext_inodes)), "inherit_fds": inherit}}
 
 
 def public_item(item):
     """An item without internal keys, for module results."""
     return dict((k, v) for k, v in item.items()
-                if k not in ("lift_warning", "lifted_reason", "blocker", "inet_broken"))
+                if k not in ("lift_warning", "lifted_reason", "blocker", "inet_broken", "inherit"))

@@ -133,6 +133,17 @@ options:
       - Values for C(--external), one per item. When not set, the manifest's list is used.
     type: list
     elements: str
+  inherit_fd_file:
+    description:
+      - The file that replaces, in the restored process, each pipe to or from a process outside the
+        checkpoint that the dump let through with O(ckpt.criu.dump#module:inherit_fd=true) (recorded in the
+        manifest). It is opened by the restore (O_APPEND, created 0600, for a pipe the process wrote to;
+        read-only for one it read from) and handed to criu with C(--inherit-fd fd[N]:pipe:[INODE]).
+      - Required when the checkpoint has such pipes; the restore refuses before criu runs without it.
+      - Unix sockets the dump let through with O(ckpt.criu.dump#module:ext_unix_sk=true) need nothing here: the
+        restore passes C(--ext-unix-sk=INODE) for the inodes the manifest records, and the peer must be listening
+        at the same address.
+    type: path
   timeout:
     description:
       - Seconds after which criu is killed and the restore fails. No limit when not set.
@@ -295,6 +306,7 @@ def main():
             ext_unix_sk=dict(type="bool"),
             file_locks=dict(type="bool"),
             external=dict(type="list", elements="str"),
+            inherit_fd_file=dict(type="path"),
             timeout=dict(type="float"),
             criu_path=dict(type="path"),
         ),

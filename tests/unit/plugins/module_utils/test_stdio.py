@@ -51,7 +51,8 @@ def test_plan_for_pipe_tree(pipe_tree):
     assert p["restorable"] is False and len(p["blockers"]) == 4  # fds 1, 2 of both processes
     lifted = _stdio.plan(r["items"], {"inherit_fd": True})
     assert lifted["restorable"] is True
-    assert lifted["restore_options"] == ["--inherit-fd=fd[1]:pipe:[164503]", "--inherit-fd=fd[2]:pipe:[164503]"]
+    assert lifted["restore_options"] == ["--inherit-fd=fd[N]:pipe:[164503]"]
+    assert lifted["external"]["inherit_fds"] == [{"pid": 8183, "fd": 1, "key": "pipe:[164503]", "writes": True}]
     assert lifted["dump_options"] == []
 
 

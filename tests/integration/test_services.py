@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -212,13 +213,27 @@ def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin
     assert len(tids) >= 4, "redis-server runs its background (bio) threads: %s" % tids
 
     images = tmp_path / "img"
-    d = _dump(run_module, criu_bin, pid, images, tcp_established=True)
-    argv = d["criu_cmd"]
-    assert "--tcp-established" in argv and argv[argv.index("--network-lock") + 1] == "nftables"
-    assert wait_gone(pid), "a plain dump ends redis"
-    r = _restore(run_module, criu_bin, images)
-    assert r["verified"]["processes"] == 1 and r["verified"]["threads"] == len(tids)
-    assert _tids(pid) == tids, "every thread is back with its own TID"
+    table = None
+    try:
+        d = _dump(run_module, criu_bin, pid, images, tcp_established=True)
+        argv = d["criu_cmd"]
+        assert "--tcp-established" in argv and argv[argv.index("--network-lock") + 1] == "nftables"
+        assert wait_gone(pid), "a plain dump ends redis"
+        # The network lock holds the connection while redis is gone: criu's own nftables table.
+        table = _criu_nft_table(images / "dump.log")
+        assert table in _nft_tables(), "the network lock %s is not in place after the dump" % table
+        # What a client sees: a request sent now is not refused nor reset; TCP retransmits it.
+        sent = time.monotonic()
+        held.sock.sendall(Resp.encode("PING"))
+        r = _restore(run_module, criu_bin, images)
+        assert table not in _nft_tables(), "the restore lifts the network lock"
+        assert r["verified"]["processes"] == 1 and r["verified"]["threads"] == len(tids)
+        assert _tids(pid) == tids, "every thread is back with its own TID"
+        assert held.read() == b"PONG", "the request sent while redis was checkpointed is answered"
+        waited = time.monotonic() - sent
+    finally:
+        if table and table in _nft_tables():
+            subprocess.run(["nft", "delete", "table"] + table.split(), check=False)
 
     # The connection held through the dump and the restore answers, on the same server-side client.
     try:
@@ -233,8 +248,21 @@ def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin
         fresh.close()
     finally:
         held.close()
-    print("redis: dump frozen %.3f s, criu restore %.3f s, %d threads"
-          % (d["timings"]["frozen_time"] or 0, r["timings"]["criu_duration"], len(tids)))
+    print("redis: dump frozen %.3f s, criu restore %.3f s, %d threads; a PING sent while it was checkpointed "
+          "was answered %.2f s later" % (d["timings"]["frozen_time"] or 0, r["timings"]["criu_duration"],
+                                          len(tids), waited))
+
+
+def _criu_nft_table(log):
+    """'inet CRIU-<run id>', the table of criu's nftables network lock, from its dump log."""
+    m = re.search(r"Running nftables \[add element (inet CRIU-\S+) ", Path(log).read_text(errors="replace"))
+    assert m, "criu's dump log names no nftables lock table"
+    return m.group(1)
+
+
+def _nft_tables():
+    out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True, check=True).stdout
+    return [line[len("table "):].strip() for line in out.splitlines() if line.startswith("table ")]
 
 
 # -------------------------------------------------------------------- nginx

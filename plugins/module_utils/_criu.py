@@ -201,6 +201,11 @@ def relevant_errors(text, limit=20):
     return errors[:limit]
 
 
+def strip_log_prefix(line):
+    """A criu log line without its timestamp, PID and level/source prefix."""
+    return re.sub(r"^\([0-9.]+\)\s+(\d+:\s+)?Error\s+\([^)]*\):\s*", "", line.strip())
+
+
 def explain_failure(result):
     """One sentence for a failed CriuResult: the known cause, else the first real error."""
     if result.timed_out:
@@ -211,11 +216,12 @@ def explain_failure(result):
     for pattern, sentence in KNOWN_CAUSES:
         m = pattern.search(haystack)
         if m:
+            if "pass tcp_established" in sentence and "--tcp-established" in (result.argv or []):
+                return ("criu could not dump an established TCP connection although --tcp-established was "
+                        "passed: %s" % strip_log_prefix(m.string[m.start():].splitlines()[0]))
             return sentence.format(*m.groups())
     if result.log_errors:
-        first = result.log_errors[0]
-        first = re.sub(r"^\([0-9.]+\)\s+(\d+:\s+)?Error\s+\([^)]*\):\s*", "", first)
-        return "criu reported: %s" % first
+        return "criu reported: %s" % strip_log_prefix(result.log_errors[0])
     if result.rc == 0 and not result.finished:
         return ("criu exited 0 but its log does not say the %s finished; treat the result as failed"
                 % result.action)

@@ -97,8 +97,6 @@ _LAZY_CHILD = (
     "    time.sleep(0.05)\n"
 )
 
-_ERROR_PREFIX = re.compile(r"^\([0-9.]+\)\s+(?:\d+:\s+)?Error\s+\([^)]*\):\s*")
-
 
 # ------------------------------------------------------------ capabilities
 
@@ -210,7 +208,7 @@ def log_cause(log_texts):
         errors.extend(_criu.relevant_errors(text or "", limit=10))
     if not errors:
         return None, []
-    return _ERROR_PREFIX.sub("", errors[0]).strip(), errors
+    return _criu.strip_log_prefix(errors[0]), errors
 
 
 def probe_result(ok, started, error=None, log_texts=()):

@@ -222,7 +222,10 @@ def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin
         # The network lock holds the connection while redis is gone: criu's own nftables table.
         table = _criu_nft_table(images / "dump.log")
         assert table in _nft_tables(), "the network lock %s is not in place after the dump" % table
-        # What a client sees: a request sent now is not refused nor reset; TCP retransmits it.
+        # What a new client sees meanwhile: nobody listens, the connection is refused.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        # What the held client sees: a request sent now is not refused nor reset; TCP retransmits it.
         sent = time.monotonic()
         held.sock.sendall(Resp.encode("PING"))
         r = _restore(run_module, criu_bin, images)

@@ -108,7 +108,7 @@ options:
     default: false
   inherit_fd:
     description:
-      - Let through pipes to or from a process outside the dumped tree (refused otherwise: after a
+      - Let through pipes to or from a process outside the dumped tree (refused otherwise, since after a
         plain restore the process dies of SIGPIPE or reads end-of-file). The manifest records them,
         and M(ckpt.criu.restore) hands the restored process a replacement for each with
         C(--inherit-fd) (its O(ckpt.criu.restore#module:inherit_fd_file)).

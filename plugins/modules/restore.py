@@ -140,7 +140,7 @@ options:
         manifest). It is opened by the restore (O_APPEND, created 0600, for a pipe the process wrote to;
         read-only for one it read from) and handed to criu with C(--inherit-fd fd[N]:pipe:[INODE]).
       - Required when the checkpoint has such pipes; the restore refuses before criu runs without it.
-      - Unix sockets the dump let through with O(ckpt.criu.dump#module:ext_unix_sk=true) need nothing here: the
+      - Unix sockets the dump let through with O(ckpt.criu.dump#module:ext_unix_sk=true) need nothing here; the
         restore passes C(--ext-unix-sk=INODE) for the inodes the manifest records, and the peer must be listening
         at the same address.
     type: path

@@ -587,9 +587,9 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
         verified["threads"] = sum(max(1, len(t.get("threads") or [])) for t in tree)
         verified["tree_matches"] = not gaps
         if gaps:
-            return verified, ident, ("process %d is back but its tree is not whole: %s"
-                                     % (pid, "; ".join(gaps[:5]) + ("; and %d more" % (len(gaps) - 5)
-                                                                   if len(gaps) > 5 else "")))
+            more = "; and %d more" % (len(gaps) - 5) if len(gaps) > 5 else ""
+            return verified, ident, ("process %d is back but its tree is not whole: %s%s"
+                                     % (pid, "; ".join(gaps[:5]), more))
     return verified, ident, None
 
 

@@ -251,9 +251,9 @@ def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin
         fresh.close()
     finally:
         held.close()
+    frozen, restored = d["timings"]["frozen_time"] or 0, r["timings"]["criu_duration"]
     print("redis: dump frozen %.3f s, criu restore %.3f s, %d threads; a PING sent while it was checkpointed "
-          "was answered %.2f s later" % (d["timings"]["frozen_time"] or 0, r["timings"]["criu_duration"],
-                                          len(tids), waited))
+          "was answered %.2f s later" % (frozen, restored, len(tids), waited))
 
 
 def _criu_nft_table(log):
@@ -334,10 +334,10 @@ def test_nginx_master_and_3_workers(procs, run_module, criu_bin, tmp_path):
     r = _restore(run_module, criu_bin, images)
     assert r["verified"]["processes"] == 4
     assert sorted(_children(master)) == workers, "the 3 workers are back, with their PIDs"
-    for _ in range(6):  # several requests, whichever worker takes them
+    for dummy in range(6):  # several requests, whichever worker takes them
         assert _get(port) == (200, body)
-    print("nginx: dump frozen %.3f s, criu restore %.3f s" % (d["timings"]["frozen_time"] or 0,
-                                                               r["timings"]["criu_duration"]))
+    frozen, restored = d["timings"]["frozen_time"] or 0, r["timings"]["criu_duration"]
+    print("nginx: dump frozen %.3f s, criu restore %.3f s" % (frozen, restored))
 
 
 def _has_cap_sys_resource():
@@ -396,7 +396,7 @@ def test_threads_each_continue_their_own_sequence(procs, run_module, criu_bin, t
     d = tmp_path / "threads"
     d.mkdir()
     pid = procs([sys.executable, WORKLOADS / "threads.py", "--dir", d, "--threads", n], "threads")
-    _wait_for(lambda: (d / "ready").exists(), what="the threads to tick")
+    _wait_for((d / "ready").exists, what="the threads to tick")
     tids = _tids(pid)
     assert len(tids) == n + 1
     images = tmp_path / "img"

@@ -35,7 +35,7 @@ def main():
         t = threading.Thread(target=tick, args=(os.path.join(a.dir, "thread-%d.ticks" % i), a.interval, started),
                              name="ticker-%d" % i, daemon=True)
         t.start()
-    for _ in range(a.threads):
+    for dummy in range(a.threads):
         started.acquire()
     with open(os.path.join(a.dir, "ready"), "w") as fh:
         fh.write("%d\n" % os.getpid())

@@ -441,30 +441,6 @@ def _varint(buf, i):
         shift += 7
 
 
-def _protobuf_fields(buf):
-    """Decode one protobuf message into {field: value} (varints and nested bytes)."""
-    i, out = 0, {}
-    while i < len(buf):
-        key, i = _varint(buf, i)
-        field, wire = key >> 3, key & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire == 2:
-            length, i = _varint(buf, i)
-            value = bytes(buf[i:i + length])
-            i += length
-        elif wire == 1:
-            value = int.from_bytes(buf[i:i + 8], "little")
-            i += 8
-        elif wire == 5:
-            value = int.from_bytes(buf[i:i + 4], "little")
-            i += 4
-        else:
-            raise ValueError("unsupported protobuf wire type %d" % wire)
-        out[field] = value
-    return out
-
-
 def _protobuf_repeated(buf):
     """Decode one protobuf message into {field: [values]} (varints, packed varints kept as bytes)."""
     i, out = 0, {}
@@ -485,6 +461,11 @@ def _protobuf_repeated(buf):
             raise ValueError("unsupported protobuf wire type %d" % wire)
         out.setdefault(field, []).append(value)
     return out
+
+
+def _protobuf_fields(buf):
+    """Decode one protobuf message into {field: value} (the last value of a repeated field)."""
+    return dict((field, values[-1]) for field, values in _protobuf_repeated(buf).items())
 
 
 def _varints(values):

@@ -37,6 +37,7 @@ import tempfile
 import time
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
 
 ALWAYS_PROBED = ("mem_dirty_track", "uffd", "uffd-noncoop", "network_lock_nftables")
@@ -397,21 +398,8 @@ def lazy_pages_probe(criu, timeout=30):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
-            return [int(x) for x in fh.read().split()]
-    except (IOError, OSError, ValueError):
-        return []
-
-
-def _descendants(pid):
-    out, todo = [], _children(pid)
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(_children(p))
-    return out
+_children = _procfs.children_or_none
+_descendants = _procfs.descendants
 
 
 def _state(pid):

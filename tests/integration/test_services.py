@@ -27,7 +27,9 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_testlib import WORKLOADS, continuity, read_ticks, wait_gone
+from ckpt_testlib import WORKLOADS, continuity, free_port, read_ticks, wait_gone
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
 pytestmark = pytest.mark.criu
 
@@ -38,21 +40,8 @@ KEYS = 10000
 
 # ------------------------------------------------------------------ helpers
 
-def _children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as fh:
-            return [int(x) for x in fh.read().split()]
-    except OSError:
-        return []
-
-
-def _descendants(pid):
-    out, todo = [], _children(pid)
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(_children(p))
-    return out
+_children = _procfs.children_or_none
+_descendants = _procfs.descendants
 
 
 def _tids(pid):
@@ -77,14 +66,6 @@ def _wait_for(pred, timeout=20.0, what="condition"):
             pass
         time.sleep(0.05)
     raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
-
-
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture
@@ -189,7 +170,7 @@ class Resp(object):
 
 def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin, tmp_path):
     assert os.access(REDIS, os.X_OK), "redis-server is missing: run `make setup`"
-    port = _free_port()
+    port = free_port()
     data = tmp_path / "redis"
     data.mkdir()
     conf = tmp_path / "redis.conf"
@@ -303,7 +284,7 @@ http {
 
 def _start_nginx(procs, tmp_path, user, status=200):
     assert os.access(NGINX, os.X_OK), "nginx is missing: run `make setup`"
-    port = _free_port()
+    port = free_port()
     root, conf, body = _nginx_conf(tmp_path, port, user)
     master = procs([NGINX, "-p", root, "-e", root / "logs" / "error.log", "-c", conf], "nginx")
     _wait_for(lambda: len(_children(master)) == 3, what="nginx's 3 workers")

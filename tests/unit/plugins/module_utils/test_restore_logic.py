@@ -524,11 +524,16 @@ def test_dumped_tree_reads_every_pid_and_thread_from_the_images(tmp_path, exe):
     assert [t["pid"] for t in _restore.dumped_tree(manifest, str(images))] == [PID]
 
 
-def test_every_pid_and_thread_of_the_tree_must_be_free(tmp_path, proc, exe):
+def _two_process_tree(tmp_path, exe, comms):
+    """A checkpoint of PID (threads PID and PID+5) and its child PID+1, named ``comms``."""
     images, manifest = make_checkpoint(tmp_path, exe, tree=[
-        {"pid": PID, "start_time": 1000, "comm": "nginx"}, {"pid": PID + 1, "start_time": 1001, "comm": "nginx"}])
+        {"pid": PID, "start_time": 1000, "comm": comms[0]}, {"pid": PID + 1, "start_time": 1001, "comm": comms[1]}])
     _pstree(images, [(PID, 1, [PID, PID + 5]), (PID + 1, PID, [PID + 1])])
-    tree = _restore.dumped_tree(manifest, str(images))
+    return manifest, _restore.dumped_tree(manifest, str(images))
+
+
+def test_every_pid_and_thread_of_the_tree_must_be_free(tmp_path, proc, exe):
+    manifest, tree = _two_process_tree(tmp_path, exe, ("nginx", "nginx"))
     root = str(proc.root)
     assert _restore.tree_pid_problems(manifest, tree, 0, root) == ([], [])
     proc.add(PID + 1, 3000, comm="sleep", cmdline=("sleep", "100"))
@@ -550,10 +555,7 @@ def test_every_pid_and_thread_of_the_tree_must_be_free(tmp_path, proc, exe):
 
 
 def test_verification_wants_the_whole_tree_back(tmp_path, proc, exe):
-    images, manifest = make_checkpoint(tmp_path, exe, tree=[
-        {"pid": PID, "start_time": 1000, "comm": "python3"}, {"pid": PID + 1, "start_time": 1001, "comm": "worker"}])
-    _pstree(images, [(PID, 1, [PID, PID + 5]), (PID + 1, PID, [PID + 1])])
-    tree = _restore.dumped_tree(manifest, str(images))
+    manifest, tree = _two_process_tree(tmp_path, exe, ("python3", "worker"))
     root = str(proc.root)
     d = proc.add(PID, 7000, state="S", exe=str(exe))
     (d / "task" / str(PID)).mkdir(parents=True)

@@ -201,6 +201,11 @@ def relevant_errors(text, limit=20):
     return errors[:limit]
 
 
+def strip_log_prefix(line):
+    """A criu log line without its timestamp, PID and level/source prefix."""
+    return re.sub(r"^\([0-9.]+\)\s+(\d+:\s+)?Error\s+\([^)]*\):\s*", "", line.strip())
+
+
 def explain_failure(result):
     """One sentence for a failed CriuResult: the known cause, else the first real error."""
     if result.timed_out:
@@ -211,11 +216,12 @@ def explain_failure(result):
     for pattern, sentence in KNOWN_CAUSES:
         m = pattern.search(haystack)
         if m:
+            if "pass tcp_established" in sentence and "--tcp-established" in (result.argv or []):
+                return ("criu could not dump an established TCP connection although --tcp-established was "
+                        "passed: %s" % strip_log_prefix(m.string[m.start():].splitlines()[0]))
             return sentence.format(*m.groups())
     if result.log_errors:
-        first = result.log_errors[0]
-        first = re.sub(r"^\([0-9.]+\)\s+(\d+:\s+)?Error\s+\([^)]*\):\s*", "", first)
-        return "criu reported: %s" % first
+        return "criu reported: %s" % strip_log_prefix(result.log_errors[0])
     if result.rc == 0 and not result.finished:
         return ("criu exited 0 but its log does not say the %s finished; treat the result as failed"
                 % result.action)
@@ -435,8 +441,8 @@ def _varint(buf, i):
         shift += 7
 
 
-def _protobuf_fields(buf):
-    """Decode one protobuf message into {field: value} (varints and nested bytes)."""
+def _protobuf_repeated(buf):
+    """Decode one protobuf message into {field: [values]} (varints, packed varints kept as bytes)."""
     i, out = 0, {}
     while i < len(buf):
         key, i = _varint(buf, i)
@@ -447,16 +453,62 @@ def _protobuf_fields(buf):
             length, i = _varint(buf, i)
             value = bytes(buf[i:i + length])
             i += length
-        elif wire == 1:
-            value = int.from_bytes(buf[i:i + 8], "little")
-            i += 8
-        elif wire == 5:
-            value = int.from_bytes(buf[i:i + 4], "little")
-            i += 4
+        elif wire in (1, 5):
+            n = 8 if wire == 1 else 4
+            value = int.from_bytes(buf[i:i + n], "little")
+            i += n
         else:
             raise ValueError("unsupported protobuf wire type %d" % wire)
-        out[field] = value
+        out.setdefault(field, []).append(value)
     return out
+
+
+def _protobuf_fields(buf):
+    """Decode one protobuf message into {field: value} (the last value of a repeated field)."""
+    return dict((field, values[-1]) for field, values in _protobuf_repeated(buf).items())
+
+
+def _varints(values):
+    """A repeated uint32 field's values, whether packed (bytes) or not."""
+    out = []
+    for v in values:
+        if isinstance(v, bytes):
+            j = 0
+            while j < len(v):
+                n, j = _varint(v, j)
+                out.append(n)
+        else:
+            out.append(v)
+    return out
+
+
+def read_pstree(images_dir):
+    """The dumped tree from ``pstree.img``: [{pid, ppid, pgid, sid, threads}], root first.
+
+    Every PID and thread ID here is one the restore recreates, so each must be free.
+    Returns None when the image is missing or unreadable.
+    """
+    try:
+        with open(os.path.join(images_dir, "pstree.img"), "rb") as fh:
+            data = fh.read()
+    except (IOError, OSError):
+        return None
+    out, i = [], 8  # two u32 magics, then (u32 size, PstreeEntry) records
+    try:
+        while i + 4 <= len(data):
+            size = int.from_bytes(data[i:i + 4], "little")
+            i += 4
+            if size <= 0 or i + size > len(data):
+                return None
+            fields = _protobuf_repeated(data[i:i + size])
+            i += size
+            one = dict((name, (fields.get(num) or [0])[0]) for num, name in
+                       ((1, "pid"), (2, "ppid"), (3, "pgid"), (4, "sid")))
+            one["threads"] = _varints(fields.get(5) or [])
+            out.append(one)
+    except (ValueError, IndexError):
+        return None
+    return out or None
 
 
 _DUMP_STATS = {1: "freezing_time_us", 2: "frozen_time_us", 3: "memdump_time_us",

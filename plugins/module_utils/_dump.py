@@ -371,12 +371,14 @@ def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
     sp = _stdio.plan(cls["items"], {"shell_job": opts.get("shell_job"),
                                     "tcp_established": opts.get("tcp_established"),
                                     "ext_unix_sk": opts.get("ext_unix_sk"),
+                                    "inherit_fd": opts.get("inherit_fd"),
                                     "ghost_limit": opts.get("ghost_limit")})
     report = {"fds": dict((str(p), [_stdio.public_item(i) for i in items]) for p, items in cls["by_pid"].items()),
               "stdio": dict((str(i["fd"]), i["verdict"]) for i in cls["stdio"]),
               # Only files the restore needs at the same size (opened without O_APPEND).
               "stdio_files": [f for f in sp["files_on_destination"] if f.get("same_size")]}
-    plan = {"criu_args": list(sp["dump_options"]), "blockers": sp["blockers"], "warnings": sp["warnings"]}
+    plan = {"criu_args": list(sp["dump_options"]), "blockers": sp["blockers"], "warnings": sp["warnings"],
+            "external": sp["external"]}
     if plan["blockers"]:
         raise DumpError("the process cannot be dumped safely as asked: %s Nothing was frozen."
                         % " ".join(plan["blockers"]), blockers=plan["blockers"])
@@ -515,6 +517,10 @@ def _options_record(opts, pre):
         "page_server": None if not ps else {
             "address": ps["address"], "port": int(ps["port"]), "tls": bool(tls_args(ps))},
         "pre_dump": pre.get("used", False),
+        # What the restore must apply for the fds the stdio plan lifted (--ext-unix-sk=INODE,
+        # --inherit-fd fd[N]:KEY with a replacement it opens itself).
+        "ext_unix_sk_inodes": list((opts.get("external_plan") or {}).get("ext_unix_sk_inodes") or []),
+        "inherit_fds": list((opts.get("external_plan") or {}).get("inherit_fds") or []),
     }
 
 
@@ -604,6 +610,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         _check_unit(unit, [t["pid"] for t in tree], opts, proc_root)
     report, stdio_plan = stdio_preflight(pid, [t["pid"] for t in tree], opts, proc_root, version["version"])
     opts["extra_args"] = stdio_plan["criu_args"]
+    opts["external_plan"] = stdio_plan.get("external")
     for text in stdio_plan.get("warnings") or []:
         warn(text)
     mode = params.get("pre_dump") or "auto"

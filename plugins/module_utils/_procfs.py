@@ -360,6 +360,22 @@ def children(pid, proc_root=PROC):
     return out
 
 
+def children_or_none(pid, proc_root=PROC):
+    """Direct children of ``pid``, or [] when it is gone (for cleanups, which must not fail)."""
+    try:
+        return children(pid, proc_root)
+    except ProcfsError:
+        return []
+
+
+def descendants(pid, proc_root=PROC):
+    """Every descendant of ``pid``, parents first, or [] when it is gone."""
+    try:
+        return process_tree(pid, proc_root)[1:]
+    except ProcfsError:
+        return []
+
+
 def process_tree(pid, proc_root=PROC):
     """``pid`` and all its descendants, parents before children."""
     pid = int(pid)

@@ -233,9 +233,81 @@ def stdio_file_problems(manifest):
     return problems
 
 
-def pid_holder(manifest, pid_wait, proc_root=_identity.PROC):
-    """Wait for a zombie/exiting holder of the checkpoint's PID; return a live one (or None)."""
-    pid = manifest["process"]["pid"]
+def dumped_tree(manifest, images_dir):
+    """Every process the restore recreates: [{pid, ppid, threads, comm, start_time}], root first.
+
+    Read from the images (``pstree.img``: its PIDs and thread IDs are the ones criu recreates),
+    else from the manifest's ``tree``, else the root alone. ``threads`` is [] when unknown.
+    """
+    root = manifest["process"]["pid"]
+    recorded = dict((t.get("pid"), t) for t in manifest.get("tree") or [] if isinstance(t, dict))
+    tree = _criu.read_pstree(images_dir)
+    if not tree:
+        tree = [{"pid": p, "ppid": None, "threads": list(t.get("threads") or [])} for p, t in recorded.items()]
+    if not any(t["pid"] == root for t in tree):
+        tree.insert(0, {"pid": root, "ppid": None, "threads": []})
+    tree.sort(key=lambda t: t["pid"] != root)
+    for t in tree:
+        rec = recorded.get(t["pid"]) or (manifest["process"] if t["pid"] == root else {})
+        t["comm"] = rec.get("comm")
+        t["start_time"] = rec.get("start_time")
+    return tree
+
+
+def tree_ids(tree):
+    """[(id, process entry, is_thread)] of every PID and thread ID of the tree, root first."""
+    out = []
+    for t in tree:
+        out.append((t["pid"], t, False))
+        out.extend((tid, t, True) for tid in t.get("threads") or [] if tid != t["pid"])
+    return out
+
+
+def _member(entry, is_thread, tid):
+    what = "process %d (%s)" % (entry["pid"], entry.get("comm") or "?")
+    return ("thread %d of %s" % (tid, what)) if is_thread else what
+
+
+def tree_pid_problems(manifest, tree, pid_wait, proc_root=_identity.PROC):
+    """(problems, holders): a sentence for every PID or thread ID of the tree that is taken here.
+
+    The root's PID gets pid_problem's sentences; every other ID names the member of the
+    tree that needs it and the process that holds it. Zombies are waited for up to
+    ``pid_wait`` seconds in all.
+    """
+    root = manifest["process"]["pid"]
+    deadline = time.monotonic() + max(0.0, pid_wait)
+    problems, holders = [], []
+    recorded = dict((t["pid"], t) for t in tree)
+    for tid, entry, is_thread in tree_ids(tree):
+        holder = pid_holder(manifest, max(0.0, deadline - time.monotonic()), proc_root, pid=tid)
+        if holder is None:
+            continue
+        holders.append(_public_identity(holder))
+        if tid == root:
+            problems.append(pid_problem(manifest, holder, pid_wait))
+            continue
+        needed = "%s of the checkpointed tree" % _member(entry, is_thread, tid)
+        if holder["state"] in _identity.DEAD_STATES:
+            problems.append("PID %d that the checkpoint needs (%s) is still held by a zombie after waiting %.1f s "
+                            "(its parent, pid %s, has not reaped it); retry later or raise pid_wait"
+                            % (tid, needed, pid_wait, holder.get("ppid")))
+            continue
+        rec = recorded.get(tid)
+        if rec and not is_thread and rec.get("start_time") == holder.get("start_time") \
+                and holder.get("boot_id") == (manifest.get("host") or {}).get("boot_id"):
+            problems.append("%s still runs here as %s: kill the whole checkpointed tree first "
+                            "(ckpt.criu.process_state state=killed on the root kills only the root)"
+                            % (needed[0].upper() + needed[1:], _identity.describe(holder)))
+            continue
+        problems.append("PID %d that the checkpoint needs (%s) is held by another live process, %s; stop it or "
+                        "restore in another PID namespace" % (tid, needed, _identity.describe(holder)))
+    return problems, holders
+
+
+def pid_holder(manifest, pid_wait, proc_root=_identity.PROC, pid=None):
+    """Wait for a zombie/exiting holder of the checkpoint's PID (or ``pid``); return a live one (or None)."""
+    pid = manifest["process"]["pid"] if pid is None else pid
     deadline = time.monotonic() + max(0.0, pid_wait)
     while True:
         ident = _identity.read_identity(pid, proc_root)
@@ -290,17 +362,63 @@ def effective_options(manifest, params):
     external = params.get("external")
     opts["external"] = list(dumped.get("external") or []) if external is None else list(external)
     opts["leave_stopped"] = bool(params.get("leave_stopped"))
+    # The external plan the dump recorded: the unix sockets it dumped as external, by inode.
+    opts["ext_unix_sk_inodes"] = [int(i) for i in dumped.get("ext_unix_sk_inodes") or []] \
+        if opts["ext_unix_sk"] else []
     return opts
 
 
-def restore_args(images_dir, work_dir, pidfile, opts):
+def inherit_plan(manifest, inherit_fd_file):
+    """[(key, writes)] of the fds the restore must hand criu with --inherit-fd; RestoreError
+    when the checkpoint has some and no replacement file is given."""
+    recs = [r for r in (manifest.get("options") or {}).get("inherit_fds") or [] if isinstance(r, dict)]
+    if not recs:
+        return []
+    if not inherit_fd_file:
+        first = recs[0]
+        raise RestoreError("the checkpoint's fd %s of PID %s was %s outside the checkpoint (dumped with inherit_fd): "
+                           "the restore must hand it a replacement; set inherit_fd_file to the file the restored "
+                           "process %s instead" % (first.get("fd"), first.get("pid"), first.get("key"),
+                                                   "writes to" if first.get("writes") else "reads from"),
+                           details={"inherit_fds": recs})
+    return [(r["key"], bool(r.get("writes")), r.get("pid"), r.get("fd")) for r in recs]
+
+
+def open_inherited(plan, path):
+    """Open ``path`` once per planned fd (O_APPEND for writers); [(fd, key)]. Fds are above 2."""
+    opened = []
+    try:
+        for key, writes, dummy_pid, dummy_fd in plan:
+            flags = (os.O_WRONLY | os.O_APPEND | os.O_CREAT) if writes else os.O_RDONLY
+            fd = os.open(path, flags | os.O_CLOEXEC, 0o600)
+            opened.append((fd, key))
+    except OSError as exc:
+        close_inherited(opened)
+        raise RestoreError("cannot open inherit_fd_file %s for the restored process: %s"
+                           % (path, exc.strerror or exc))
+    return opened
+
+
+def close_inherited(opened):
+    for fd, dummy in opened:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def restore_args(images_dir, work_dir, pidfile, opts, inherited=()):
     """criu restore arguments (run_criu adds -o LOG -v4): always detached."""
     args = ["-d", "-D", images_dir, "-W", work_dir, "--pidfile", pidfile]
     for key, flag in BOOL_FLAGS:
         if opts.get(key):
+            if key == "ext_unix_sk" and opts.get("ext_unix_sk_inodes"):
+                flag = "--ext-unix-sk=%s" % ",".join(str(i) for i in opts["ext_unix_sk_inodes"])
             args.append(flag)
     for ext in opts.get("external") or []:
         args.extend(["--external", ext])
+    for fd, key in inherited:
+        args.extend(["--inherit-fd", "fd[%d]:%s" % (fd, key)])
     if opts.get("leave_stopped"):
         args.append("--leave-stopped")
     return args
@@ -365,14 +483,16 @@ def _fd_kind(target):
     return target.split(":", 1)[0]
 
 
-def stdio_problems(manifest, pid, proc_root=_identity.PROC):
-    """Sentences for fds 0-2 of the restored PID that differ from the checkpoint's."""
+def stdio_problems(manifest, pid, proc_root=_identity.PROC, replaced=None):
+    """Sentences for fds 0-2 of the restored PID that differ from the checkpoint's
+    (``replaced``: {fd: path} handed to the restore with --inherit-fd instead)."""
     root = str(manifest["process"]["pid"])
     entries = [e for e in (manifest.get("fds") or {}).get(root) or []
                if isinstance(e, dict) and e.get("fd") in (0, 1, 2)]
     if not entries:
         return []  # the manifest recorded no stdio (nothing to compare)
     recorded = dict((e["fd"], e.get("target")) for e in entries)
+    recorded.update(replaced or {})
     names = {0: "stdin", 1: "stdout", 2: "stderr"}
     problems = []
     for fd in (0, 1, 2):
@@ -387,8 +507,32 @@ def stdio_problems(manifest, pid, proc_root=_identity.PROC):
     return problems
 
 
-def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05):
-    """Watch the restored PID for ``settle`` seconds, then check exe, cmdline and stdio.
+def tree_missing(tree, proc_root=_identity.PROC, threads=True):
+    """Sentences for members of the tree (and, with ``threads``, thread IDs) that are not back here."""
+    missing = []
+    for tid, entry, is_thread in tree_ids(tree):
+        if is_thread and not threads:
+            continue
+        if is_thread:
+            task_dir = os.path.join(proc_root, str(entry["pid"]), "task")
+            if not os.path.isdir(task_dir) or os.path.isdir(os.path.join(task_dir, str(tid))):
+                continue
+            missing.append("%s is not back" % _member(entry, True, tid))
+            continue
+        st = _identity.read_stat(tid, proc_root)
+        if st is None or st["state"] in _identity.DEAD_STATES:
+            missing.append("%s is not running after the restore (%s)"
+                           % (_member(entry, False, tid), "gone" if st is None else "a zombie"))
+        elif entry.get("comm") and st.get("comm") != entry["comm"]:
+            missing.append("PID %d runs %s, the checkpoint's %s does not"
+                           % (tid, st.get("comm"), _member(entry, False, tid)))
+    return missing
+
+
+def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, interval=0.05, tree=None,
+                    replaced=None):
+    """Watch the restored PID for ``settle`` seconds, then check exe, cmdline and stdio; with
+    ``tree`` (from dumped_tree), every process of the tree and its threads must be back too.
 
     Returns (verified dict, identity, problem sentence or None).
     """
@@ -398,10 +542,13 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     deadline = start + max(0.0, settle)
     first = _identity.read_identity(pid, proc_root)
     verified = {"settle": settle, "alive": False, "state": None, "exe_sha256": None,
-                "exe_matches": False, "cmdline_matches": False, "stdio_matches": False}
+                "exe_matches": False, "cmdline_matches": False, "stdio_matches": False,
+                "processes": None, "threads": None, "tree_matches": None}
     if first is None or first["state"] in _identity.DEAD_STATES:
         return verified, first, ("criu restore exited 0 but process %d died within %.2f s of the restore (dead at the "
                                  "first look); %s" % (pid, time.monotonic() - start, explain_death(manifest)))
+    # Threads are counted at the first look: criu recreated them all, a program may end some later.
+    thread_gaps = tree_missing(tree, proc_root) if tree else []
     while True:
         now = time.monotonic()
         st = _identity.read_stat(pid, proc_root)
@@ -430,10 +577,20 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     if not verified["cmdline_matches"]:
         return verified, ident, ("restored process %d has the command line %r, the checkpoint recorded %r"
                                  % (pid, ident.get("cmdline"), manifest["process"].get("cmdline")))
-    problems = stdio_problems(manifest, pid, proc_root)
+    problems = stdio_problems(manifest, pid, proc_root, replaced)
     verified["stdio_matches"] = not problems
     if problems:
         return verified, ident, "; ".join(problems)
+    if tree:
+        gone = tree_missing(tree, proc_root, threads=False)
+        gaps = gone + [t for t in thread_gaps if t not in gone and "thread" in t]
+        verified["processes"] = len(tree)
+        verified["threads"] = sum(max(1, len(t.get("threads") or [])) for t in tree)
+        verified["tree_matches"] = not gaps
+        if gaps:
+            more = "; and %d more" % (len(gaps) - 5) if len(gaps) > 5 else ""
+            return verified, ident, ("process %d is back but its tree is not whole: %s%s"
+                                     % (pid, "; ".join(gaps[:5]), more))
     return verified, ident, None
 
 
@@ -616,17 +773,18 @@ def _restore(params, check_mode, proc_root, prefault):
         raise RestoreError(_first_problem_msg("refusing to restore %s" % images_dir, problems),
                            details={"problems": problems, "pid": pid})
     pid_wait = float(params.get("pid_wait") or 0)
-    holder = pid_holder(manifest, pid_wait, proc_root)
-    problem = pid_problem(manifest, holder, pid_wait)
-    if problem:
-        raise RestoreError("refusing to restore %s: %s" % (images_dir, problem),
-                           details={"problems": [problem], "pid": pid,
-                                    "holder": _public_identity(holder)})
+    tree = dumped_tree(manifest, images_dir)
+    taken, holders = tree_pid_problems(manifest, tree, pid_wait, proc_root)
+    if taken:
+        raise RestoreError(_first_problem_msg("refusing to restore %s" % images_dir, taken),
+                           details={"problems": taken, "pid": pid, "holder": holders[0],
+                                    "holders": holders})
     unit = unit_target(manifest, params, images_dir)
     checks_duration = time.monotonic() - tc
 
     criu = _criu.find_criu(params.get("criu_path"))
     opts = effective_options(manifest, params)
+    inherit = inherit_plan(manifest, params.get("inherit_fd_file"))
     if check_mode:
         return {"changed": True, "pid": pid, "process": None, "restore_record": None,
                 "verified": None, "log_path": log_path, "criu_cmd": None, "options": opts,
@@ -637,9 +795,14 @@ def _restore(params, check_mode, proc_root, prefault):
 
     prefaulted = prefault.release() if prefault is not None else None
     work_dir = tempfile.mkdtemp(prefix="ckpt-restore-")
+    inherited = open_inherited(inherit, params.get("inherit_fd_file")) if inherit else []
     try:
         if unit:
             # systemd starts the unit with criu restore as its ExecStart and adopts the process.
+            if inherited:
+                raise RestoreError("refusing to restore %s under unit %s: the checkpoint needs fds handed to "
+                                   "criu (inherit_fd), which a restore started by systemd cannot pass; "
+                                   "restore it with as_unit=false" % (images_dir, unit))
             pidfile = _unit.pidfile_for(unit)
             args = restore_args(images_dir, work_dir, pidfile, opts) + \
                 _unit.inherit_args(manifest["unit"].get("stdio_sockets"))
@@ -647,8 +810,9 @@ def _restore(params, check_mode, proc_root, prefault):
                                            params.get("timeout") or UNIT_START_TIMEOUT)
         else:
             pidfile = os.path.join(work_dir, "restore.pid")
-            args = restore_args(images_dir, work_dir, pidfile, opts)
-            result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"))
+            args = restore_args(images_dir, work_dir, pidfile, opts, inherited)
+            result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"),
+                                    pass_fds=[fd for fd, dummy in inherited])
         # Wall clock of the moment the process runs again (criu restore -d has
         # returned): with the dump's frozen_at, the downtime of a migration.
         resumed_at = time.time()
@@ -656,11 +820,16 @@ def _restore(params, check_mode, proc_root, prefault):
         # criu writes stats-restore into its work directory (-W), not the images.
         stats = _criu.read_stats(work_dir, "restore")
     finally:
+        close_inherited(inherited)
         shutil.rmtree(work_dir, ignore_errors=True)
 
     tv = time.monotonic()
+    keys = set(rec[0] for rec in inherit)
+    root_fds = (manifest.get("fds") or {}).get(str(manifest["process"]["pid"])) or []
+    replaced = dict((e["fd"], os.path.abspath(params["inherit_fd_file"])) for e in root_fds
+                    if isinstance(e, dict) and e.get("fd") in (0, 1, 2) and e.get("target") in keys)
     verified, ident, problem = verify_restored(manifest, float(params.get("settle") or 0),
-                                               opts["leave_stopped"], proc_root)
+                                               opts["leave_stopped"], proc_root, tree=tree, replaced=replaced)
     verify_duration = time.monotonic() - tv
     timings = {"criu_duration": round(result.duration, 4), "stats": stats,
                "verify": round(verify_duration, 4), "checks": round(checks_duration, 4),

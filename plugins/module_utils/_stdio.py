@@ -38,6 +38,7 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _probe
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import PROC, ProcfsError
 
@@ -81,17 +82,30 @@ def inet_dump_broken(kernel_release, criu_version):
     return cv <= (4, 1, 1)
 
 
-def gather(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=None):
+def _ids(status, key):
+    """The real, effective and saved ids of a /proc/PID/status line ('Uid'/'Gid'), or None."""
+    try:
+        return tuple(int(x) for x in status.get(key, "").split()[:3]) or None
+    except ValueError:
+        return None
+
+
+def gather(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=None, cap_sys_resource=None):
     """Read everything classification needs about ``pid`` (and its descendants when ``tree``).
 
+    ``cap_sys_resource``: whether criu (which inherits this process's capabilities) has
+    CAP_SYS_RESOURCE; read from /proc/self/status when None.
     Returns a context dict; reading errors of the root process raise ProcfsError.
     """
     pid = int(pid)
     pids = _procfs.process_tree(pid, proc_root) if tree else [pid]
+    if cap_sys_resource is None:
+        cap_sys_resource = _probe.has_capability("CAP_SYS_RESOURCE")
     ctx = {"root": pid, "pids": pids, "fds": {}, "stat": {}, "own_sid": {}, "sockets": {}, "mnt_ids": {},
-           "diag": None, "holders": None, "proc_root": proc_root, "comms": {},
+           "diag": None, "holders": None, "proc_root": proc_root, "comms": {}, "creds": {},
            "kernel_release": kernel_release if kernel_release is not None else os.uname().release,
-           "criu_version": criu_version}
+           "criu_version": criu_version, "cap_sys_resource": cap_sys_resource,
+           "caller_ids": (os.getuid(), os.getgid())}
     netns_cache = {}
     for p in pids:
         try:
@@ -102,6 +116,11 @@ def gather(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=Non
             if p == pid or exc.kind == "permission":
                 raise
             continue  # a child that exited meanwhile
+        try:
+            status = _procfs.read_status(p, proc_root)
+            ctx["creds"][p] = {"uid": _ids(status, "Uid"), "gid": _ids(status, "Gid")}
+        except ProcfsError:
+            ctx["creds"][p] = None
         try:
             ctx["mnt_ids"][p] = set(m["mnt_id"] for m in _procfs.read_mountinfo(p, proc_root))
         except ProcfsError:
@@ -128,11 +147,12 @@ def _comm(ctx, pid):
 
 
 def _who(ctx, pids):
-    """'process 1234 (logger)' / 'processes 1, 2 (a, b)' / 'no process'."""
+    """'process 1234 (logger)' / 'processes 1, 2 (a, b)' / 'no process'; a PID whose process has
+    exited since shows as '1234 (exited)'."""
     pids = sorted(set(pids))
     if not pids:
         return "no process"
-    named = ["%d (%s)" % (p, _comm(ctx, p) or "?") for p in pids[:3]]
+    named = ["%d (%s)" % (p, _comm(ctx, p) or "exited") for p in pids[:3]]
     more = " and %d more" % (len(pids) - 3) if len(pids) > 3 else ""
     return ("process " if len(pids) == 1 else "processes ") + ", ".join(named) + more
 
@@ -289,6 +309,7 @@ def _classify_pipe(ctx, pid, e, root):
     return _item(pid, e, "pipe_external", "refuse", "%s is %s: %s. %s" % (name, rel, consequence, fix), root,
                  lifted_by="inherit_fd", criu_option="--inherit-fd=fd[%d]:pipe:[%d]" % (e["fd"], e["ino"]),
                  phase="restore", peers=[{"pid": p, "comm": _comm(ctx, p)} for p in outside],
+                 inherit={"pid": pid, "fd": e["fd"], "key": "pipe:[%d]" % e["ino"], "writes": writes},
                  lift_warning="%s is an external pipe (pipe:[%d]): the restore must pass the new other end "
                               "with --inherit-fd=fd[N]:pipe:[%d], N being the fd criu gets it on."
                               % (name, e["ino"], e["ino"]))
@@ -327,7 +348,11 @@ def _classify_socket(ctx, pid, e, root):
                          "restored process, at the same address), or close the connection before the "
                          "checkpoint." % (name, info["local"], info["remote"], state), root,
                          lifted_by="tcp_established", criu_option="--tcp-established", phase="both",
-                         socket=info)
+                         socket=info,
+                         lifted_reason="%s is a TCP connection %s -> %s (%s); tcp_established is set, so CRIU "
+                                       "dumps and restores it with --tcp-established (the peer must still be "
+                                       "reachable from the restored process, at the same address)."
+                                       % (name, info["local"], info["remote"], state))
         return _inet_compat(ctx, item)
     return _inet_compat(ctx, _item(pid, e, "udp", "ok", "%s is a UDP socket on %s." % (name, info["local"]), root,
                                    socket=info))
@@ -336,15 +361,14 @@ def _classify_socket(ctx, pid, e, root):
 def _inet_compat(ctx, item):
     broken = inet_dump_broken(ctx["kernel_release"], ctx["criu_version"])
     if broken:
-        item.update(verdict="refuse", lifted_by=None, criu_option=None, phase=None,
-                    reason="%s; but CRIU %s cannot dump any TCP or UDP socket on kernel %s (getsockopt "
-                           "SO_PASSCRED fails, \"Can't get 1:16 opt: Operation not supported\", "
-                           "checkpoint-restore/criu#2705): upgrade CRIU to a release with that fix, or "
-                           "close the socket before the checkpoint."
+        # One blocker per process (inet_blockers), not one per socket.
+        item.update(verdict="refuse", lifted_by=None, criu_option=None, phase=None, inet_broken=True,
+                    reason="%s; but CRIU %s cannot dump any TCP or UDP socket on kernel %s "
+                           "(checkpoint-restore/criu#2705, fixed in CRIU 4.2)."
                            % (item["reason"].rstrip("."), ctx["criu_version"], ctx["kernel_release"]))
     elif broken is None:
         item["warning"] = ("%s is a TCP/UDP socket and CRIU up to 4.1.1 cannot dump those on kernel %s "
-                           "(checkpoint-restore/criu#2705); the CRIU version here is unknown."
+                           "(checkpoint-restore/criu#2705, fixed in CRIU 4.2); the CRIU version here is unknown."
                            % (_fd_name(item["pid"], item["fd"], ctx["root"]), ctx["kernel_release"]))
     return item
 
@@ -386,6 +410,19 @@ def _classify_unix(ctx, pid, e, root, info):
             peer_name or "socket:[%d]" % peer)
     peers = [{"pid": p, "comm": _comm(ctx, p)} for p in outside]
     option = "--ext-unix-sk=%d" % ino
+    own_name = (diag.get(ino) or {}).get("name") if diag else (info or {}).get("path")
+    if peer and stype == "stream" and not peer_name and outside:
+        # The server's end of an accepted connection: its peer (the client) has no address, so
+        # a restore has nothing to reconnect to. CRIU 4.2.1 accepts --ext-unix-sk for it and
+        # then crashes (SIGSEGV) in the restore, after the process was frozen and dumped.
+        return _item(pid, e, "unix_accepted_external", "refuse",
+                     "%s is an accepted unix stream connection (the server's end%s) from %s, a client outside "
+                     "the dumped tree whose socket has no address: nothing can reconnect it after a restore, "
+                     "and CRIU crashes restoring it even with ext_unix_sk. Checkpoint when no client is "
+                     "connected (stop or disconnect the clients first; they reconnect afterwards), or include "
+                     "the clients in the checkpoint."
+                     % (name, " of %s" % own_name if own_name else "", _who(ctx, outside)), root,
+                     peers=peers, socket=info, peer_inode=peer)
     if stype == "dgram":
         return _item(pid, e, "unix_external", "needs_option",
                      "%s is a unix dgram socket connected to %s: CRIU refuses the dump (\"External socket is "
@@ -474,26 +511,83 @@ def process_checks(ctx):
         for key, what in (("session", "session"), ("pgrp", "process group")):
             leader = st[key]
             if leader and leader not in tree:
+                if _comm(ctx, leader) is None:
+                    whose = "of process %d, which has exited (its %s lives on without it)" % (leader, what)
+                else:
+                    whose = "of %s, outside the dumped tree" % _who(ctx, [leader])
                 out.append(_item(p, None, "%s_outside" % key.replace("pgrp", "pgroup"), "refuse",
-                                 "PID %d is in the %s of %s, outside the dumped tree: CRIU refuses the dump "
-                                 "unless it is told the tree is a shell job (--shell-job). Start the workload "
-                                 "as its own session leader (setsid, or a service manager), or set shell_job."
-                                 % (p, what, _who(ctx, [leader])), root=ctx["root"], fd=None,
+                                 "PID %d is in the %s %s: CRIU refuses the dump unless it is told the tree "
+                                 "is a shell job (--shell-job). Start the workload as its own session leader "
+                                 "(setsid, or a service manager), or set shell_job."
+                                 % (p, what, whose), root=ctx["root"], fd=None,
                                  lifted_by="shell_job", criu_option="--shell-job", phase="both"))
                 break
+    out.extend(other_user_checks(ctx))
     return out
 
 
-def classify(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=None, ctx=None):
+def other_user_checks(ctx):
+    """One refusal when members of the tree run as another user and criu lacks CAP_SYS_RESOURCE.
+
+    CRIU reads the resource limits of every process it dumps (prlimit); for a process whose
+    real, effective and saved uids and gids are not all the caller's, the kernel demands
+    CAP_SYS_RESOURCE ("Can't get rlimit 0: Operation not permitted").
+    """
+    if ctx.get("cap_sys_resource") is not False:
+        return []
+    uid, gid = ctx.get("caller_ids") or (0, 0)
+    others = []
+    for p in ctx["pids"]:
+        creds = ctx.get("creds", {}).get(p)
+        if not creds or creds["uid"] is None:
+            continue
+        if any(u != uid for u in creds["uid"]) or any(g != gid for g in creds["gid"] or ()):
+            others.append(p)
+    if not others:
+        return []
+    uids = sorted(set(u for p in others for u in ctx["creds"][p]["uid"] if u != uid))
+    return [_item(others[0], None, "other_user_without_cap_sys_resource", "refuse",
+                  "%s of the dumped tree run%s as another user (uid %s) and this host lacks CAP_SYS_RESOURCE: CRIU "
+                  "reads the resource limits of every process it dumps, which for another user's process needs "
+                  "that capability, so the dump fails (\"Can't get rlimit 0: Operation not permitted\"). Run "
+                  "those processes as the same user as the rest (nginx: \"user root;\"), or run the checkpoint "
+                  "where CAP_SYS_RESOURCE is granted (a host or container that keeps it)."
+                  % (_who(ctx, others).capitalize(), "s" if len(others) == 1 else "",
+                     ", ".join(str(u) for u in uids) or "?"),
+                  root=ctx["root"], fd=None, peers=[{"pid": p, "comm": _comm(ctx, p)} for p in others])]
+
+
+def inet_blockers(ctx, items):
+    """Give the sockets CRIU cannot dump here one blocker sentence per process, naming CRIU 4.2."""
+    by_pid = {}
+    for item in items:
+        if item.get("inet_broken"):
+            by_pid.setdefault(item["pid"], []).append(item)
+    for pid, group in by_pid.items():
+        fds = ", ".join(str(i["fd"]) for i in group)
+        sentence = ("%s holds %d TCP/UDP socket%s (fd %s) and CRIU %s cannot dump any TCP or UDP socket on kernel "
+                    "%s (\"Can't get 1:16 opt: Operation not supported\", checkpoint-restore/criu#2705): install "
+                    "CRIU 4.2 or newer (scripts/install-criu.sh provides it), or close the sockets before the "
+                    "checkpoint." % (_who(ctx, [pid]).capitalize(), len(group), "" if len(group) == 1 else "s", fds,
+                                     ctx["criu_version"], ctx["kernel_release"]))
+        for item in group:
+            item["blocker"] = sentence
+    return items
+
+
+def classify(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=None, ctx=None,
+             cap_sys_resource=None):
     """Classify ``pid`` (and its tree): {'ctx', 'items' (all pids), 'by_pid', 'stdio' (root's fds 0-2)}."""
     if ctx is None:
-        ctx = gather(pid, tree=tree, proc_root=proc_root, kernel_release=kernel_release, criu_version=criu_version)
+        ctx = gather(pid, tree=tree, proc_root=proc_root, kernel_release=kernel_release, criu_version=criu_version,
+                     cap_sys_resource=cap_sys_resource)
     by_pid = {}
     items = []
     for p in ctx["pids"]:
         by_pid[p] = classify_process(ctx, p)
         items.extend(by_pid[p])
     items.extend(process_checks(ctx))
+    inet_blockers(ctx, items)
     root_items = by_pid.get(ctx["root"], [])
     stdio = [i for i in root_items if i["fd"] in (0, 1, 2)]
     return {"ctx": ctx, "items": items, "by_pid": by_pid, "stdio": stdio}
@@ -522,7 +616,7 @@ def plan(items, options=None):
     options = options or {}
     blockers, warnings, files = [], [], []
     dump_opts, restore_opts = [], []
-    ext_inodes = []
+    ext_inodes, inherit = [], []
     ghost = options.get("ghost_limit")
 
     def add(lst, opt):
@@ -540,8 +634,10 @@ def plan(items, options=None):
         if verdict in ("ok", "needs_file_on_destination"):
             continue
         if not _lifted(item, options):
-            blockers.append(item["reason"])
+            add(blockers, item.get("blocker") or item["reason"])
             continue
+        if item.get("lifted_reason"):
+            item["reason"] = item["lifted_reason"]
         if item.get("lift_warning"):
             warnings.append(item["lift_warning"])
         param = item["lifted_by"]
@@ -549,6 +645,11 @@ def plan(items, options=None):
             ext_inodes.append(int(item["criu_option"].split("=", 1)[1]))
             continue
         if param == "ghost_limit":
+            continue
+        if param == "inherit_fd" and item.get("inherit"):
+            # The restore passes a replacement on an fd of its own (fd[N] is criu's fd, not the process's).
+            if item["inherit"]["key"] not in [r["key"] for r in inherit]:
+                inherit.append(item["inherit"])
             continue
         phase = item.get("phase") or "both"
         if phase in ("dump", "both"):
@@ -564,11 +665,17 @@ def plan(items, options=None):
     combined = list(dump_opts)
     for opt in restore_opts:
         add(combined, opt)
+    for rec in inherit:
+        # N: the fd criu gets the replacement on (ckpt.criu.restore's inherit_fd_file).
+        add(restore_opts, "--inherit-fd=fd[N]:%s" % rec["key"])
+        add(combined, "--inherit-fd=fd[N]:%s" % rec["key"])
     return {"criu_options": combined, "dump_options": dump_opts, "restore_options": restore_opts,
             "blockers": blockers, "warnings": warnings, "files_on_destination": files,
-            "restorable": not blockers}
+            "restorable": not blockers,
+            "external": {"ext_unix_sk_inodes": sorted(set(ext_inodes)), "inherit_fds": inherit}}
 
 
 def public_item(item):
     """An item without internal keys, for module results."""
-    return dict((k, v) for k, v in item.items() if k not in ("lift_warning",))
+    return dict((k, v) for k, v in item.items()
+                if k not in ("lift_warning", "lifted_reason", "blocker", "inet_broken", "inherit"))

@@ -15,6 +15,11 @@ description:
   - Derives what the other modules need to know before a checkpoint, for example whether
     iterative pre-dumps work (RV(pre_dump_supported), needs soft-dirty memory tracking) and which
     network lock backends are usable (RV(network_lock)).
+  - Proves, rather than assumes, the two facts a feature check cannot answer (O(probes)). It dumps
+    (C(--leave-running)) a throwaway process that holds a TCP listener on 127.0.0.1
+    (RV(inet_dump_supported); CRIU before 4.2 cannot dump any TCP or UDP socket on kernel 6.16 and newer).
+    It also runs a real lazy (post-copy) round trip on loopback (RV(lazy_pages_supported)). Each probe runs in a private
+    temporary directory, takes tens to hundreds of milliseconds, and kills what it started.
   - Reports the effective capabilities of the module (the ones criu inherits) and names the missing
     ones that matter to CRIU.
   - A host without criu is a result, not a failure (RV(criu.found) is V(false)), unless O(required=true).
@@ -35,7 +40,7 @@ options:
     description:
       - Names of the features to probe with C(criu check --feature NAME).
       - V(mem_dirty_track), V(uffd), V(uffd-noncoop) and V(network_lock_nftables) are always probed,
-        because RV(pre_dump_supported), RV(lazy_pages_supported) and RV(network_lock) derive from them.
+        because RV(pre_dump_supported), RV(uffd_supported) and RV(network_lock) derive from them.
       - Names CRIU 4.1.1 knows include V(mem_dirty_track), V(aio_remap), V(timerfd), V(tun_ns),
         V(userns), V(fdinfo_lock), V(seccomp_suspend), V(seccomp_filters), V(loginuid), V(cgroupns),
         V(autofs), V(tcp_half_closed), V(compat_cr), V(uffd), V(uffd-noncoop), V(can_map_vdso), V(sk_ns),
@@ -66,6 +71,19 @@ options:
       - Run C(criu check) (a few hundred milliseconds).
     type: bool
     default: true
+  probes:
+    description:
+      - The real probes to run (see RV(probes)). A probe that does not run leaves its fact V(false),
+        since nothing proved it.
+      - V(inet_dump) dumps a throwaway TCP listener, leaving it running (about 0.1 s).
+      - V(lazy_pages) dumps a throwaway process with C(--lazy-pages) and its page server on 127.0.0.1,
+        and restores it with C(criu lazy-pages) and C(criu restore --lazy-pages) in a fresh PID and mount
+        namespace (about 0.3 s; needs C(unshare) and C(nsenter) from util-linux). It runs only when the
+        userfaultfd checks pass.
+    type: list
+    elements: str
+    choices: [inet_dump, lazy_pages]
+    default: [inet_dump, lazy_pages]
 attributes:
   platform:
     platforms: posix
@@ -85,6 +103,11 @@ EXAMPLES = r"""
     that: criu.pre_dump_supported
     fail_msg: "{{ inventory_hostname }} cannot pre-dump: {{ criu.feature_details.mem_dirty_track.output }}"
   when: ckpt_checkpoint_pre_dump | bool
+
+- name: Refuse TCP services where this criu cannot dump inet sockets (CRIU < 4.2 on kernel >= 6.16)
+  ansible.builtin.assert:
+    that: criu.inet_dump_supported
+    fail_msg: "{{ inventory_hostname }}: {{ criu.probes.inet_dump.error }}; install CRIU 4.2 or newer"
 
 - name: Fail early when criu is missing or broken
   ckpt.criu.criu_info:
@@ -170,11 +193,40 @@ pre_dump_supported:
   returned: always
   type: bool
   sample: false
-lazy_pages_supported:
-  description: Lazy (post-copy) restore works here; needs V(uffd) and V(uffd-noncoop).
+uffd_supported:
+  description: The kernel's userfaultfd checks of C(criu check --feature) (V(uffd) and V(uffd-noncoop)) pass.
+    Lazy pages need them, but they do not prove a lazy migration works (RV(lazy_pages_supported) does).
   returned: always
   type: bool
   sample: true
+lazy_pages_supported:
+  description: A real lazy (post-copy) round trip passed here (RV(probes.lazy_pages)); V(false) when it failed or
+    did not run.
+  returned: always
+  type: bool
+  sample: false
+inet_dump_supported:
+  description: This criu dumped a process holding a TCP listener on this kernel (RV(probes.inet_dump)); V(false)
+    when it failed or did not run. Without it no TCP or UDP service can be checkpointed here.
+  returned: always
+  type: bool
+  sample: true
+probes:
+  description: The outcome of each real probe.
+  returned: always
+  type: dict
+  contains:
+    inet_dump:
+      description: The TCP listener dump, as C(ran), C(ok), C(error) (one sentence with criu's first real log
+        error, V(null) when it passed), C(log_errors) and C(duration) in seconds.
+      type: dict
+      sample: {ran: true, ok: true, error: null, log_errors: [], duration: 0.11}
+    lazy_pages:
+      description: The lazy round trip, with the same keys as RV(probes.inet_dump).
+      type: dict
+      sample: {ran: true, ok: false, duration: 0.27,
+               error: "criu dump exited 1, lazy exited 1, restore exited 1: page-pipe: tee: 65536: Operation not permitted",
+               log_errors: ["(00.196549) Error (criu/page-pipe.c:418): page-pipe: tee: 65536: Operation not permitted"]}
 root:
   description: Whether the module runs as root (effective UID 0).
   returned: always
@@ -230,192 +282,14 @@ msg:
   description: One sentence summing up the host.
   returned: always
   type: str
-  sample: criu 4.1.1 at /opt/ckpt-criu/bin/criu; criu check passed; pre-dump not supported (no soft-dirty tracking)
+  sample: "criu 4.2.1 at /opt/ckpt-criu/bin/criu; criu check passed; pre-dump not supported (no soft-dirty memory
+    tracking); TCP/UDP sockets can be dumped; lazy pages NOT supported (criu dump exited 1, ...)"
 """
-
-import os
-import re
-import shutil
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import (
-    CriuError,
-    criu_check,
-    criu_feature,
-    criu_version,
-    find_criu,
-)
-
-ALWAYS_PROBED = ("mem_dirty_track", "uffd", "uffd-noncoop", "network_lock_nftables")
-FEATURE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-INSTALL_HINT = "run scripts/install-criu.sh or install criu >= 4.1 (or set criu_path)"
-
-CAP_NAMES = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
-    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN",
-    "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-)
-
-# Capabilities criu uses, with what their absence costs.
-CRIU_CAPS = (
-    ("CAP_SYS_ADMIN", "criu cannot dump or restore most processes (namespaces, mounts, map_files)"),
-    ("CAP_CHECKPOINT_RESTORE", "criu cannot set PIDs on restore nor read map_files without CAP_SYS_ADMIN"),
-    ("CAP_SYS_PTRACE", "criu cannot seize the processes it dumps"),
-    ("CAP_SYS_RESOURCE", "criu cannot raise its file descriptor limit (a harmless log line on small processes)"),
-    ("CAP_NET_ADMIN", "criu cannot lock the network or dump TCP connections"),
-    ("CAP_DAC_OVERRIDE", "criu cannot open files the dumped process owns"),
-    ("CAP_DAC_READ_SEARCH", "criu cannot open files by handle (inotify, fanotify)"),
-    ("CAP_SETUID", "criu cannot restore processes of other users"),
-    ("CAP_SETGID", "criu cannot restore processes of other groups"),
-    ("CAP_KILL", "criu cannot signal the processes it dumps"),
-    ("CAP_SYS_CHROOT", "criu cannot restore a process's root directory"),
-    ("CAP_FOWNER", "criu cannot restore file ownership details"),
-)
-
-
-def capabilities(status_path="/proc/self/status"):
-    """Effective capabilities of this process and the criu-relevant missing ones."""
-    mask = None
-    try:
-        with open(status_path) as fh:
-            for line in fh:
-                if line.startswith("CapEff:"):
-                    mask = line.split(":", 1)[1].strip()
-                    break
-    except (IOError, OSError):
-        pass
-    if mask is None:
-        return {"effective": None, "names": [], "missing": [],
-                "notes": ["the effective capabilities could not be read from %s" % status_path]}
-    value = int(mask, 16)
-    names = [name for bit, name in enumerate(CAP_NAMES) if value >> bit & 1]
-    missing, notes = [], []
-    for name, cost in CRIU_CAPS:
-        if name not in names:
-            missing.append(name)
-            notes.append("%s is missing: %s" % (name, cost))
-    if "CAP_SYS_ADMIN" in names and "CAP_CHECKPOINT_RESTORE" in missing:
-        # CAP_SYS_ADMIN covers everything CAP_CHECKPOINT_RESTORE grants.
-        idx = missing.index("CAP_CHECKPOINT_RESTORE")
-        missing.pop(idx)
-        notes.pop(idx)
-    return {"effective": mask, "names": names, "missing": missing, "notes": notes}
-
-
-def _which(name):
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin"):
-        cand = os.path.join(d, name)
-        if os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
-def probe_features(criu, names):
-    features, details = {}, {}
-    for name in names:
-        if name in features:
-            continue
-        if not FEATURE_NAME.match(name):
-            features[name] = False
-            details[name] = {"supported": False, "known": False, "rc": None,
-                             "output": "not a feature name; use the names criu check --feature knows"}
-            continue
-        res = criu_feature(criu, name)
-        known = "Unknown feature" not in res["output"]
-        features[name] = bool(res["supported"]) and known
-        details[name] = {"supported": features[name], "known": known, "rc": res.get("rc"),
-                         "output": res["output"]}
-    return features, details
-
-
-def gather(params):
-    result = {
-        "changed": False,
-        "criu": {"found": False, "path": None, "version": None, "major": None, "minor": None,
-                 "sublevel": None, "supported": False},
-        "check": {"ok": False, "rc": None, "output": "", "skipped": True},
-        "features": {},
-        "feature_details": {},
-        "pre_dump_supported": False,
-        "lazy_pages_supported": False,
-        "root": os.geteuid() == 0,
-        "capabilities": capabilities(),
-        "network_lock": {"iptables": _which("iptables-restore") is not None, "nftables": False,
-                         "available": [], "recommended": None},
-    }
-    problems = []
-    try:
-        criu = find_criu(params["criu_path"])
-    except CriuError as exc:
-        result["criu"]["msg"] = exc.msg
-        result["msg"] = exc.msg
-        _finish_network_lock(result)
-        return result, ["%s; %s" % (exc.msg.split(";")[0], INSTALL_HINT)]
-    result["criu"].update(found=True, path=criu)
-    try:
-        ver = criu_version(criu)
-        result["criu"].update(version=ver["version"], major=ver["major"], minor=ver["minor"],
-                              sublevel=ver["sublevel"], supported=bool(ver.get("supported")))
-        if not result["criu"]["supported"]:
-            problems.append("criu %s at %s is older than 4.1, which this collection needs; %s"
-                            % (ver["version"], criu, INSTALL_HINT))
-    except CriuError as exc:
-        result["criu"]["found"] = False
-        result["criu"]["msg"] = "%s exists but does not run as criu: %s" % (criu, exc.msg)
-        result["msg"] = result["criu"]["msg"]
-        _finish_network_lock(result)
-        return result, ["%s; %s" % (result["criu"]["msg"], INSTALL_HINT)]
-
-    if params["check"]:
-        chk = criu_check(criu)
-        result["check"] = {"ok": bool(chk["ok"]), "rc": chk.get("rc"), "output": chk["output"], "skipped": False}
-        if not chk["ok"]:
-            problems.append("criu check failed on this host (rc=%s): %s; fix what it reports (kernel "
-                            "configuration, privileges) before checkpointing here" % (
-                                chk.get("rc"), _last_line(chk["output"])))
-
-    names = list(params["features"] or []) + [n for n in ALWAYS_PROBED if n not in (params["features"] or [])]
-    feats, details = probe_features(criu, names)
-    result["features"], result["feature_details"] = feats, details
-    result["pre_dump_supported"] = feats.get("mem_dirty_track", False)
-    result["lazy_pages_supported"] = feats.get("uffd", False) and feats.get("uffd-noncoop", False)
-    result["network_lock"]["nftables"] = feats.get("network_lock_nftables", False)
-    _finish_network_lock(result)
-
-    summary = ["criu %s at %s" % (result["criu"]["version"], criu)]
-    if params["check"]:
-        summary.append("criu check %s" % ("passed" if result["check"]["ok"] else "FAILED"))
-    summary.append("pre-dump %s" % ("supported" if result["pre_dump_supported"]
-                                    else "not supported (no soft-dirty memory tracking)"))
-    summary.append("lazy pages %s" % ("supported" if result["lazy_pages_supported"] else "not supported"))
-    result["msg"] = "; ".join(summary)
-    return result, problems
-
-
-def _finish_network_lock(result):
-    nl = result["network_lock"]
-    available = []
-    if nl["nftables"]:
-        available.append("nftables")
-    if nl["iptables"]:
-        available.append("iptables")
-    available.append("skip")
-    nl["available"] = available
-    nl["recommended"] = available[0] if available[0] != "skip" else None
-
-
-def _last_line(text):
-    lines = [ln for ln in (text or "").splitlines() if ln.strip() and "RLIMIT_NOFILE" not in ln]
-    return lines[-1].strip() if lines else "no output"
+from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
+from ansible_collections.ckpt.criu.plugins.module_utils._probe import DEFAULT_FEATURES, PROBES, gather
 
 
 def main():
@@ -423,11 +297,9 @@ def main():
         argument_spec=dict(
             criu_path=dict(type="path"),
             required=dict(type="bool", default=False),
-            features=dict(type="list", elements="str", default=[
-                "mem_dirty_track", "uffd", "uffd-noncoop", "pidfd_store", "network_lock_nftables",
-                "has_ipt_legacy", "timens", "clone3_set_tid", "ns_pid", "tcp_half_closed",
-                "memfd_hugetlb", "get_rseq_conf", "pagemap_scan"]),
+            features=dict(type="list", elements="str", default=list(DEFAULT_FEATURES)),
             check=dict(type="bool", default=True),
+            probes=dict(type="list", elements="str", choices=list(PROBES), default=list(PROBES)),
         ),
         supports_check_mode=True,
     )

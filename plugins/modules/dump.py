@@ -134,6 +134,14 @@ options:
         journald-style stdout. The restore then needs that peer on the destination.
     type: bool
     default: false
+  inherit_fd:
+    description:
+      - Let through pipes to or from a process outside the dumped tree (refused otherwise, since after a
+        plain restore the process dies of SIGPIPE or reads end-of-file). The manifest records them,
+        and M(ckpt.criu.restore) hands the restored process a replacement for each with
+        C(--inherit-fd) (its O(ckpt.criu.restore#module:inherit_fd_file)).
+    type: bool
+    default: false
   external:
     description:
       - External resources, each passed as C(--external VALUE) (for example V(mnt[/data]:data)).
@@ -347,6 +355,7 @@ def main():
             shell_job=dict(type="bool", default=False),
             tcp_established=dict(type="bool", default=False),
             ext_unix_sk=dict(type="bool", default=False),
+            inherit_fd=dict(type="bool", default=False),
             external=dict(type="list", elements="str", default=[]),
             file_locks=dict(type="bool", default=False),
             ghost_limit=dict(type="str"),

@@ -82,7 +82,8 @@ options:
   inherit_fd:
     description:
       - The restore will hand the process a new other end of each pipe that leads outside the tree with
-        C(--inherit-fd). Lifts the refusal of external pipes.
+        C(--inherit-fd). Lifts the refusal of external pipes, as O(ckpt.criu.dump#module:inherit_fd) does;
+        M(ckpt.criu.restore) then needs O(ckpt.criu.restore#module:inherit_fd_file).
     type: bool
     default: false
   ghost_limit:

@@ -18,14 +18,15 @@ description:
     executable and every mapped file on this host have the sha256 recorded at dump time
     (a binary of the same size and build-id but other content would otherwise be restored
     silently, running the new code), that regular stdio files opened without C(O_APPEND)
-    have their recorded size, and that the PID is free. A zombie or exiting holder of the
-    PID is waited for up to O(pid_wait) seconds; a live holder is named and refused.
+    have their recorded size, and that every PID and thread ID of the dumped tree (read from its
+    C(pstree.img)) is free. A zombie or exiting holder is waited for up to O(pid_wait) seconds; a
+    live holder is named, with the member of the tree that needs its PID, and refused.
   - criu always runs detached (C(-d)) in its own work directory, with C(-v4) and a log
     C(restore.log) in O(images_dir). The restored process must still be alive after
     O(settle) seconds, running the recorded executable (sha256) with the recorded command
-    line; a process that criu restored with exit code 0 but that died a moment later (for
-    example because its stdout was a pipe to a reader outside the checkpoint) fails the task
-    with the likely cause.
+    line, and every process and thread of the tree must be back; a process that criu restored
+    with exit code 0 but that died a moment later (for example because its stdout was a pipe
+    to a reader outside the checkpoint) fails the task with the likely cause.
   - After a verified restore the module writes the restore record C(ckpt-restore.json)
     (mode 0600, atomically) into O(images_dir).
   - Idempotent. When the restore record names a process that runs here with the same
@@ -147,6 +148,17 @@ options:
       - Values for C(--external), one per item. When not set, the manifest's list is used.
     type: list
     elements: str
+  inherit_fd_file:
+    description:
+      - The file that replaces, in the restored process, each pipe to or from a process outside the
+        checkpoint that the dump let through with O(ckpt.criu.dump#module:inherit_fd=true) (recorded in the
+        manifest). It is opened by the restore (O_APPEND, created 0600, for a pipe the process wrote to;
+        read-only for one it read from) and handed to criu with C(--inherit-fd fd[N]:pipe:[INODE]).
+      - Required when the checkpoint has such pipes; the restore refuses before criu runs without it.
+      - Unix sockets the dump let through with O(ckpt.criu.dump#module:ext_unix_sk=true) need nothing here; the
+        restore passes C(--ext-unix-sk=INODE) for the inodes the manifest records, and the peer must be listening
+        at the same address.
+    type: path
   timeout:
     description:
       - Seconds after which criu is killed and the restore fails. No limit when not set.
@@ -207,10 +219,14 @@ verified:
   description:
     - What the post-restore verification observed. C(stdio_matches) says fds 0-2 point at what the
       checkpoint recorded (the same file, or the same kind of pipe or socket, or closed).
+    - C(processes) and C(threads) count the processes and threads of the dumped tree (read from its
+      C(pstree.img)); C(tree_matches) says every one of them is back (threads at the first look,
+      processes after the settle time, each with its recorded command name).
   returned: always
   type: dict
   sample: {"settle": 1.5, "alive": true, "state": "running", "exe_sha256": "0b7c...",
-           "exe_matches": true, "cmdline_matches": true, "stdio_matches": true}
+           "exe_matches": true, "cmdline_matches": true, "stdio_matches": true,
+           "processes": 4, "threads": 4, "tree_matches": true}
 timings:
   description: Where the time went.
   returned: always
@@ -312,6 +328,7 @@ def main():
             ext_unix_sk=dict(type="bool"),
             file_locks=dict(type="bool"),
             external=dict(type="list", elements="str"),
+            inherit_fd_file=dict(type="path"),
             timeout=dict(type="float"),
             criu_path=dict(type="path"),
         ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -93,6 +94,16 @@ class Workload:
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that is free now (bind port 0): no fixed ports in tests."""
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
 
 
 def wait_gone(pid, timeout=10.0):

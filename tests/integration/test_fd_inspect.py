@@ -3,13 +3,14 @@ real `criu dump` proving the verdicts where CRIU is the judge."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from ckpt_testlib import free_port
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
 
@@ -229,16 +230,8 @@ def test_big_deleted_file_needs_ghost_limit(workload, run_module):
     assert bad.failed and "ghost_limit must be a size" in bad["msg"]
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def test_tcp_listener(workload, run_module):
-    w = workload(stdio="devnull", extra=["--listen", str(_free_port())])
+    w = workload(stdio="devnull", extra=["--listen", str(free_port())])
     r = run_module("fd_inspect", {"pid": w.pid})
     items = [i for i in r["fds"] if i["classification"] == "tcp_listen"]
     assert len(items) == 1
@@ -384,7 +377,7 @@ def test_criu_agrees_pipe_inside_tree(spawn, run_module, criu_bin, tmp_path):
 
 @pytest.mark.criu
 def test_criu_agrees_tcp_listener(workload, run_module, criu_bin, tmp_path):
-    w = workload(stdio="devnull", extra=["--listen", str(_free_port())])
+    w = workload(stdio="devnull", extra=["--listen", str(free_port())])
     r = run_module("fd_inspect", {"pid": w.pid})
     rc, log = criu_dump(criu_bin, w.pid, tmp_path)
     if INET_BROKEN:

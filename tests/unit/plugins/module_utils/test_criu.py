@@ -158,3 +158,15 @@ def test_parse_size(value, expected):
 def test_parse_size_refuses_garbage_and_negative(value):
     with pytest.raises(_criu.CriuError, match="ghost_limit"):
         _criu.parse_size(value)
+
+
+def test_tcp_cause_does_not_ask_for_tcp_established_when_it_was_passed(tmp_path):
+    log = "(00.05) Error (criu/sk-tcp.c:100): tcp: Connected TCP socket, consider using --tcp-established option.\n"
+    path = tmp_path / "d.log"
+    path.write_text(log)
+    without = _criu.CriuResult(["criu", "dump"], 1, "", "", str(path), 0.1, "dump")
+    assert "pass tcp_established" in without.cause()
+    passed = _criu.CriuResult(["criu", "dump", "--tcp-established"], 1, "", "", str(path), 0.1, "dump")
+    assert "pass tcp_established" not in passed.cause()
+    assert "although --tcp-established was passed" in passed.cause()
+    assert "tcp: Connected TCP socket" in passed.cause()

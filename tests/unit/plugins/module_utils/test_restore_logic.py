@@ -486,3 +486,89 @@ def test_prefault_arrival_keeps_what_the_restore_needs(tmp_path, avail_mib, free
 
 def test_prefault_without_meminfo_touches_nothing(tmp_path):
     assert _restore.Prefault(8 << 20, proc_root=str(tmp_path / "missing")).release()["touched_bytes"] == 0
+
+
+# ------------------------------------------------------------------ trees
+
+def _pstree(images, entries):
+    """Write a pstree.img: two magics, then (u32 size, PstreeEntry) records."""
+    def varint(n):
+        out = b""
+        while True:
+            b = n & 0x7F
+            n >>= 7
+            if n:
+                out += bytes([b | 0x80])
+            else:
+                return out + bytes([b])
+    data = b"\x19\x43\x56\x54\x30\x30\x27\x50"
+    for pid, ppid, threads in entries:
+        msg = b"\x08" + varint(pid) + b"\x10" + varint(ppid) + b"\x18" + varint(pid) + b"\x20" + varint(pid)
+        msg += b"".join(b"\x28" + varint(t) for t in threads)
+        data += len(msg).to_bytes(4, "little") + msg
+    (images / "pstree.img").write_bytes(data)
+
+
+def test_dumped_tree_reads_every_pid_and_thread_from_the_images(tmp_path, exe):
+    images, manifest = make_checkpoint(tmp_path, exe, tree=[
+        {"pid": PID, "start_time": 1000, "comm": "nginx"}, {"pid": PID + 1, "start_time": 1001, "comm": "nginx"}])
+    _pstree(images, [(PID, 1, [PID, PID + 5, PID + 6]), (PID + 1, PID, [PID + 1])])
+    tree = _restore.dumped_tree(manifest, str(images))
+    assert [t["pid"] for t in tree] == [PID, PID + 1]
+    assert tree[0]["threads"] == [PID, PID + 5, PID + 6] and tree[1]["comm"] == "nginx"
+    assert [i[0] for i in _restore.tree_ids(tree)] == [PID, PID + 5, PID + 6, PID + 1]
+    # No pstree.img: the manifest's tree, then the root alone.
+    (images / "pstree.img").unlink()
+    assert [t["pid"] for t in _restore.dumped_tree(manifest, str(images))] == [PID, PID + 1]
+    manifest["tree"] = []
+    assert [t["pid"] for t in _restore.dumped_tree(manifest, str(images))] == [PID]
+
+
+def _two_process_tree(tmp_path, exe, comms):
+    """A checkpoint of PID (threads PID and PID+5) and its child PID+1, named ``comms``."""
+    images, manifest = make_checkpoint(tmp_path, exe, tree=[
+        {"pid": PID, "start_time": 1000, "comm": comms[0]}, {"pid": PID + 1, "start_time": 1001, "comm": comms[1]}])
+    _pstree(images, [(PID, 1, [PID, PID + 5]), (PID + 1, PID, [PID + 1])])
+    return manifest, _restore.dumped_tree(manifest, str(images))
+
+
+def test_every_pid_and_thread_of_the_tree_must_be_free(tmp_path, proc, exe):
+    manifest, tree = _two_process_tree(tmp_path, exe, ("nginx", "nginx"))
+    root = str(proc.root)
+    assert _restore.tree_pid_problems(manifest, tree, 0, root) == ([], [])
+    proc.add(PID + 1, 3000, comm="sleep", cmdline=("sleep", "100"))
+    proc.add(PID + 5, 3001, comm="bash", cmdline=("bash",))
+    problems, holders = _restore.tree_pid_problems(manifest, tree, 0, root)
+    assert len(problems) == 2 and [h["pid"] for h in holders] == [PID + 5, PID + 1]
+    assert "PID %d that the checkpoint needs (thread %d of process %d (nginx) of the checkpointed tree)" % (
+        PID + 5, PID + 5, PID) in problems[0]
+    assert "PID %d that the checkpoint needs (process %d (nginx)" % (PID + 1, PID + 1) in problems[1]
+    assert "sleep 100" in problems[1]
+    # The tree's own child still running (a dump with leave_running): kill the whole tree.
+    proc.remove(PID + 5)
+    proc.add(PID + 1, 1001, comm="nginx", cmdline=("nginx",))
+    problems, dummy = _restore.tree_pid_problems(manifest, tree, 0, root)
+    assert len(problems) == 1
+    assert problems[0].startswith("Process %d (nginx) of the checkpointed tree still runs here as pid %d"
+                                  % (PID + 1, PID + 1))
+    assert "kill the whole checkpointed tree first" in problems[0]
+
+
+def test_verification_wants_the_whole_tree_back(tmp_path, proc, exe):
+    manifest, tree = _two_process_tree(tmp_path, exe, ("python3", "worker"))
+    root = str(proc.root)
+    d = proc.add(PID, 7000, state="S", exe=str(exe))
+    (d / "task" / str(PID)).mkdir(parents=True)
+    (d / "task" / str(PID + 5)).mkdir()
+    verified, dummy, problem = _restore.verify_restored(manifest, 0.05, False, root, tree=tree)
+    assert "tree is not whole" in problem and "process %d (worker) is not running after the restore (gone)" % (
+        PID + 1) in problem
+    assert verified["tree_matches"] is False
+    proc.add(PID + 1, 7001, comm="worker")
+    (d / "task" / str(PID + 5)).rmdir()
+    verified, dummy, problem = _restore.verify_restored(manifest, 0.05, False, root, tree=tree)
+    assert "thread %d of process %d (python3) is not back" % (PID + 5, PID) in problem
+    (d / "task" / str(PID + 5)).mkdir()
+    verified, dummy, problem = _restore.verify_restored(manifest, 0.05, False, root, tree=tree)
+    assert problem is None and verified["tree_matches"] is True
+    assert verified["processes"] == 2 and verified["threads"] == 3

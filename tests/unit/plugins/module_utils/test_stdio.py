@@ -51,7 +51,8 @@ def test_plan_for_pipe_tree(pipe_tree):
     assert p["restorable"] is False and len(p["blockers"]) == 4  # fds 1, 2 of both processes
     lifted = _stdio.plan(r["items"], {"inherit_fd": True})
     assert lifted["restorable"] is True
-    assert lifted["restore_options"] == ["--inherit-fd=fd[1]:pipe:[164503]", "--inherit-fd=fd[2]:pipe:[164503]"]
+    assert lifted["restore_options"] == ["--inherit-fd=fd[N]:pipe:[164503]"]
+    assert lifted["external"]["inherit_fds"] == [{"pid": 8183, "fd": 1, "key": "pipe:[164503]", "writes": True}]
     assert lifted["dump_options"] == []
 
 
@@ -292,3 +293,77 @@ def test_every_reason_is_one_line(pipe_tree):
     for item in r["items"]:
         assert item["verdict"] in _stdio.VERDICTS
         assert item["reason"] and "\n" not in item["reason"]
+
+
+def test_inet_refusal_once_per_process_naming_criu_42():
+    socks = {9: _inet("LISTEN"), 10: _inet("", "udp"), 11: _inet("LISTEN")}
+    r = classify([_fd(3, "socket:[9]", 0o2), _fd(4, "socket:[10]", 0o2), _fd(5, "socket:[11]", 0o2)],
+                 sockets=socks, kernel="6.18.44")
+    assert all(_by(r, 100, fd)["verdict"] == "refuse" for fd in (3, 4, 5))
+    plan = _stdio.plan(r["items"])
+    inet = [b for b in plan["blockers"] if "criu#2705" in b]
+    assert len(inet) == 1, plan["blockers"]
+    assert "CRIU 4.2 or newer" in inet[0] and "3 TCP/UDP sockets (fd 3, 4, 5)" in inet[0]
+    assert "Process 100 (app)" in inet[0]
+    assert all("blocker" not in _stdio.public_item(i) for i in r["items"])
+
+
+def test_tcp_established_reason_when_it_is_set():
+    r = classify([_fd(3, "socket:[9]", 0o2)], sockets={9: _inet("ESTABLISHED")})
+    plan = _stdio.plan(r["items"], {"tcp_established": True})
+    assert plan["restorable"]
+    reason = _by(r, 100, 3)["reason"]
+    assert "Set tcp_established" not in reason and "tcp_established is set" in reason
+    r = classify([_fd(3, "socket:[9]", 0o2)], sockets={9: _inet("ESTABLISHED")})
+    plan = _stdio.plan(r["items"], {})
+    assert "Set tcp_established" in plan["blockers"][0]
+
+
+def test_exited_session_leader_is_named_as_exited():
+    ctx = _ctx([_fd(0, "/dev/null", 0o2, ftype="char")])
+    ctx["stat"][100] = {"comm": "app", "session": 4242, "pgrp": 100}
+    r = _stdio.classify(100, ctx=ctx)
+    proc = [i for i in r["items"] if i["fd"] is None]
+    assert proc[0]["classification"] == "session_outside"
+    assert "(?)" not in proc[0]["reason"]
+    assert "session of process 4242, which has exited" in proc[0]["reason"]
+
+
+def test_accepted_unix_connection_from_an_unnamed_client_is_refused_even_with_ext_unix_sk():
+    sock = {"inode": 9, "family": "unix", "type": "stream", "state": "connected", "listening": False,
+            "path": "/run/redis/redis.sock"}
+    diag = {9: {"type": "stream", "state": 1, "peer": 10, "name": "/run/redis/redis.sock"},
+            10: {"type": "stream", "state": 1, "peer": 9, "name": None}}
+    r = classify([_fd(9, "socket:[9]", 0o2)], sockets={9: sock}, diag=diag, holders={("socket", 10): [(200, 3)]})
+    item = _by(r, 100, 9)
+    assert (item["classification"], item["verdict"], item["lifted_by"]) == ("unix_accepted_external", "refuse", None)
+    assert "server's end of /run/redis/redis.sock" in item["reason"] and "200 (logger)" in item["reason"]
+    assert "restart" not in item["reason"].lower()
+    plan = _stdio.plan(r["items"], {"ext_unix_sk": True})
+    assert not plan["restorable"] and plan["criu_options"] == []
+
+
+def _creds(uid, gid=None):
+    gid = uid if gid is None else gid
+    return {"uid": (uid, uid, uid), "gid": (gid, gid, gid)}
+
+
+def test_tree_member_of_another_user_without_cap_sys_resource_is_refused():
+    ctx = _ctx([_fd(0, "/dev/null", 0o2, ftype="char")])
+    ctx.update(pids=[100, 101, 102], caller_ids=(0, 0), cap_sys_resource=False,
+               creds={100: _creds(0), 101: _creds(33), 102: _creds(33)})
+    ctx["fds"].update({101: [], 102: []})
+    ctx["stat"].update({101: {"comm": "nginx", "session": 100, "pgrp": 100},
+                        102: {"comm": "nginx", "session": 100, "pgrp": 100}})
+    r = _stdio.classify(100, ctx=ctx)
+    plan = _stdio.plan(r["items"], {"shell_job": True, "tcp_established": True, "ext_unix_sk": True})
+    caps = [b for b in plan["blockers"] if "CAP_SYS_RESOURCE" in b]
+    assert len(caps) == 1 and not plan["restorable"]
+    assert "Processes 101 (nginx), 102 (nginx)" in caps[0] and "uid 33" in caps[0]
+    assert "Can't get rlimit 0" in caps[0] and "user root;" in caps[0]
+    # With the capability, or all members as the caller, nothing is refused.
+    ctx["cap_sys_resource"] = True
+    assert _stdio.plan(_stdio.classify(100, ctx=ctx)["items"])["restorable"]
+    ctx.update(cap_sys_resource=False, creds={100: _creds(0), 101: _creds(0), 102: _creds(0, 4)})
+    plan = _stdio.plan(_stdio.classify(100, ctx=ctx)["items"])
+    assert any("102 (nginx)" in b for b in plan["blockers"])

@@ -40,8 +40,11 @@ import time
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
+from ansible_collections.ckpt.criu.plugins.module_utils import _guard
+from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
 
@@ -94,17 +97,10 @@ def validate_images_dir(path):
     for tree in FORBIDDEN_TREES:
         if norm.startswith(tree + "/"):
             raise DumpError("images_dir must not be inside %s (a kernel filesystem), got %s" % (tree, norm))
-    real = os.path.realpath(norm)
-    if real != norm:
-        raise DumpError("images_dir %s resolves through a symlink to %s; images_dir must not be or pass "
-                        "through a symlink, give the real path" % (norm, real))
-    if os.path.lexists(norm):
-        st = os.lstat(norm)
-        if not os.path.isdir(norm):
-            raise DumpError("images_dir %s exists and is not a directory" % norm)
-        if st.st_uid != 0:
-            raise DumpError("images_dir %s is owned by uid %d, not root; images are process memory, so "
-                            "images_dir must be owned by root" % (norm, st.st_uid))
+    try:
+        _safedir.check(norm)
+    except _safedir.UntrustedDirError as exc:
+        raise DumpError(exc.msg)
     return norm
 
 
@@ -363,7 +359,7 @@ class DirLock(object):
     def probe(self):
         """Without creating anything: DumpError when another dump holds the lock now."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | _safedir.NOFOLLOW)
         except OSError:
             return
         try:
@@ -375,8 +371,16 @@ class DirLock(object):
         finally:
             os.close(fd)
 
-    def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def acquire(self, held=None):
+        """Take the lock in the verified directory ``held`` (a _safedir.HeldDir; held here when
+        not given): the lock file is opened relative to it, never through a symlink."""
+        if held is None:
+            with hold_images_dir(self.images_dir, DumpError, create=False) as own:
+                return self.acquire(own)
+        try:
+            fd = held.open(_manifest.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except _safedir.UntrustedDirError as exc:
+            raise DumpError(exc.msg)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -590,20 +594,46 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         result.update(dict((k, v) for k, v in planned.items() if v))
         return result
 
-    # 5. Create images_dir, lock it.
-    # exist_ok: two dumps into one new directory may race here; the lock decides.
-    os.makedirs(images_dir, 0o700, exist_ok=True)
-    os.chmod(images_dir, 0o700)
-    lock = DirLock(images_dir).acquire()
+    # 5. Create images_dir (or hold the existing one) under the trust rule, checked again
+    # now, component by component, on what is held; lock it.
+    held = hold_images_dir(images_dir, DumpError)
     try:
-        return _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan,
-                            result, force, started, proc_root)
+        lock = DirLock(images_dir).acquire(held)
+        # criu never ends the process itself (see _guard): the module does, after the manifest.
+        guard = _guard.Guard(images_dir, kill_when_committed=not (opts.get("leave_running")
+                                                                  or opts.get("leave_stopped")))
+        try:
+            return _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan,
+                                result, force, started, proc_root, guard)
+        finally:
+            guard.close()
+            lock.release()
     finally:
-        lock.release()
+        held.close()
 
 
-def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan, result, force,
-                 started, proc_root):
+def hold_images_dir(images_dir, error, create=True):
+    """The verified images_dir held open (created 0700 when missing); ``error`` raised on a broken rule."""
+    try:
+        return _safedir.hold(images_dir, create=create)
+    except _safedir.UntrustedDirError as exc:
+        raise error(exc.msg)
+    except OSError as exc:
+        raise error("cannot create or open images_dir %s: %s" % (images_dir, exc.strerror or exc))
+
+
+def fresh_log(held, name, error):
+    """A new, empty log file NAME in the held directory (an old one, or a planted symlink, is unlinked)."""
+    try:
+        held.check_path()
+        return held.fresh(name)
+    except _safedir.UntrustedDirError as exc:
+        raise error(exc.msg)
+
+
+def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan, result, force,
+                 started, proc_root, guard):
+    images_dir = held.path
     # Re-read under the lock: a concurrent dump may have finished meanwhile.
     live, info, action, note = _look(images_dir, pid, force, proc_root)
     if action == "unchanged":
@@ -634,7 +664,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc))
     host = _manifest.host_identity()
 
-    log_path = os.path.join(images_dir, _manifest.DUMP_LOG_NAME)
+    log_path = fresh_log(held, _manifest.DUMP_LOG_NAME, DumpError)
     work_dir = tempfile.mkdtemp(prefix=_manifest.PRIVATE_PREFIX + "work-", dir=images_dir)
     before = set(_manifest.list_images(images_dir))
     try:
@@ -644,8 +674,8 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
                         "--track-mem"]
             if opts.get("shell_job"):
                 pre_args.append("--shell-job")
-            os.makedirs(os.path.join(images_dir, PRE_DUMP_DIR), 0o700)
-            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, os.path.join(images_dir, "pre-dump.log"),
+            os.mkdir(PRE_DUMP_DIR, 0o700, dir_fd=held.fd)
+            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, fresh_log(held, "pre-dump.log", DumpError),
                                      timeout=params.get("timeout") or None)
             pre["duration"] = round(pre_res.duration, 4)
             if not pre_res.ok:
@@ -654,11 +684,15 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
                 shutil.rmtree(os.path.join(images_dir, PRE_DUMP_DIR), ignore_errors=True)
             else:
                 pre_dir = PRE_DUMP_DIR
-        args = build_dump_args(pid, images_dir, work_dir, opts, pre_dir)
+        args = build_dump_args(pid, images_dir, work_dir,
+                               dict(opts, leave_stopped=True) if guard.kill_when_committed else opts, pre_dir)
+        guard.tree = tree
         # Wall clock of the freeze: with the destination restore's resumed_at,
         # the downtime of a migration.
         frozen_at = time.time()
-        res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None)
+        held.check_path()
+        res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None,
+                             on_start=guard.start)
         stats = _criu.read_stats(work_dir, "dump")
         if os.path.exists(os.path.join(work_dir, "stats-dump")):
             try:
@@ -673,14 +707,10 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
 
     # 9. Success: the process must be where the options say.
     notes = []
-    if opts.get("leave_stopped"):
+    if opts.get("leave_stopped") or guard.kill_when_committed:
         state = wait_state(pid, ("T",), 2.0, proc_root)
         if state != "T":
             notes.append("criu reported success but PID %d is in state %s, not stopped" % (pid, state))
-    elif not opts.get("leave_running"):
-        state = wait_state(pid, (None,), 3.0, proc_root)
-        if state not in (None,) + _procfs.DEAD_STATES:
-            notes.append("criu reported success but PID %d still exists (state %s)" % (pid, state))
     manifest = {
         "schema": _manifest.SCHEMA,
         "complete": True,
@@ -716,6 +746,14 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         if pusher is not None:
             pusher.abort()
         raise
+    guard.committed()
+    if guard.kill_when_committed:
+        # The checkpoint is complete: now, and only now, the process ends (a dump's default).
+        _guard.kill_tree(tree, proc_root)
+        state = wait_state(pid, (None,), 3.0, proc_root)
+        if state not in (None,) + _procfs.DEAD_STATES:
+            notes.append("the checkpoint is complete but PID %d still exists after SIGKILL (state %s)"
+                         % (pid, state))
     timings = _stats_timings(stats, res.duration, time.monotonic() - started)
     timings["frozen_at"] = round(frozen_at, 6)
     if pusher is not None:
@@ -856,10 +894,12 @@ def _ps_result(record, images_dir, changed, msg):
 
 
 def stop_page_server(record, timeout=3.0, proc_root=PROC):
-    pid = record["pid"]
-    os.kill(pid, signal.SIGTERM)
+    """SIGTERM, then SIGKILL, the page server the record names, through a pidfd pinned to
+    its recorded start time (a reused PID is never signalled)."""
+    pid, start = record["pid"], record.get("start_time")
+    _identity.send_signal(pid, signal.SIGTERM, start_time=start, proc_root=proc_root)
     if wait_state(pid, (None,), timeout, proc_root) not in (None,) + _procfs.DEAD_STATES:
-        os.kill(pid, signal.SIGKILL)
+        _identity.send_signal(pid, signal.SIGKILL, start_time=start, proc_root=proc_root)
         wait_state(pid, (None,), timeout, proc_root)
 
 
@@ -910,9 +950,15 @@ def page_server(params, check_mode=False, proc_root=PROC):
             "criu_cmd": None}
 
     criu = _criu.find_criu(params.get("criu_path"))
-    # exist_ok: another task may create the directory at the same moment.
-    os.makedirs(images_dir, 0o700, exist_ok=True)
-    os.chmod(images_dir, 0o700)
+    held = hold_images_dir(images_dir, DumpError)
+    try:
+        return _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root)
+    finally:
+        held.close()
+
+
+def _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root):
+    images_dir = held.path
     moved = None
     if leftovers and info["state"] != "empty":
         try:
@@ -921,7 +967,7 @@ def page_server(params, check_mode=False, proc_root=PROC):
             raise DumpError("cannot move the old content of %s aside (%s); empty it yourself"
                             % (images_dir, exc.strerror or exc))
     pidfile = os.path.join(images_dir, PS_PIDFILE_NAME)
-    log_path = os.path.join(images_dir, PS_LOG_NAME)
+    log_path = fresh_log(held, PS_LOG_NAME, DumpError)
     attempts = 3 if port == 0 else 1
     res = None
     for dummy in range(attempts):

@@ -143,13 +143,58 @@ def wait_state(pid, words, timeout, proc_root=PROC, interval=0.02):
         time.sleep(interval)
 
 
-def send_signal(pid, sig):
-    """os.kill that treats 'already gone' as done."""
+def send_signal(pid, sig, start_time=None, proc_root=PROC):
+    """Signal PID, treating 'already gone' as done; False when nothing was signalled.
+
+    Where the kernel offers pidfds (Linux >= 5.3, Python >= 3.9), the process
+    is pinned first with ``pidfd_open`` and its start time checked through
+    that pin, then signalled with ``pidfd_send_signal``: if PID was reused
+    since the caller checked who holds it, the pidfd names the new holder,
+    whose start time differs, and nothing is sent. Without pidfds, ``os.kill``
+    right after the same check.
+    """
+    pid = int(pid)
     try:
-        os.kill(int(pid), sig)
-        return True
+        pidfd = _pidfd_open(pid)
     except ProcessLookupError:
         return False
+    if pidfd is None:
+        if start_time is not None and not _started_at(pid, start_time, proc_root):
+            return False
+        try:
+            os.kill(pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+    try:
+        # The pidfd pins the process: /proc/PID read now is that process, or it is gone.
+        if start_time is not None and not _started_at(pid, start_time, proc_root):
+            return False
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+            return True
+        except ProcessLookupError:
+            return False
+    finally:
+        os.close(pidfd)
+
+
+def _pidfd_open(pid):
+    """A pidfd for PID, or None when the kernel or Python has none; ProcessLookupError when PID is gone."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None or not hasattr(signal, "pidfd_send_signal"):
+        return None
+    try:
+        return opener(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:
+        return None  # ENOSYS: a kernel without pidfds
+
+
+def _started_at(pid, start_time, proc_root):
+    st = read_stat(pid, proc_root)
+    return st is not None and st["start_time"] == int(start_time)
 
 
 SIGNALS = {"running": signal.SIGCONT, "stopped": signal.SIGSTOP, "killed": signal.SIGKILL}

@@ -759,7 +759,9 @@ def ensure_process_state(params, check_mode=False, proc_root=_identity.PROC):
         result["msg"] = "process %d from %s would be sent %s" % (pid, source, result["signal"])
         return result
 
-    _identity.send_signal(pid, _identity.SIGNALS[want])
+    if not _identity.send_signal(pid, _identity.SIGNALS[want], start_time=live["start_time"], proc_root=proc_root):
+        raise RestoreError("process %d from %s exited or was replaced before it could be sent %s; nothing was "
+                           "signalled" % (pid, source, result["signal"]), details={"pid": pid, "before": before})
     if want == "killed":
         gone = _identity.wait_gone(pid, wait, proc_root, start_time=live["start_time"])
         now = _identity.read_stat(pid, proc_root)

@@ -43,6 +43,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 
 MANIFEST_NAME = _manifest.MANIFEST_NAME
 RECORD_NAME = _manifest.RESTORE_RECORD_NAME
@@ -52,6 +53,8 @@ LOG_NAME = "restore.log"
 # touching never competes with the dump for the CPU and memory bandwidth.
 READY_NAME = _manifest.PRIVATE_PREFIX + "restore-ready"
 SCHEMA = 1
+DEFAULT_TIMEOUT_BASE = 30.0
+DEFAULT_TIMEOUT_RATE = float(16 << 20)  # bytes per second of the default timeout
 
 # Restore-time flags that mirror the dump's options (manifest `options`).
 BOOL_FLAGS = (
@@ -568,6 +571,8 @@ def restore(params, check_mode=False, proc_root=_identity.PROC):
     """
     prefault = ready = None
     if params.get("wait_for_manifest") and not check_mode and os.geteuid() == 0:
+        if os.path.isdir(params["images_dir"]):
+            hold_trusted(os.path.abspath(params["images_dir"])).close()  # the rule before any write
         ready = os.path.join(os.path.abspath(params["images_dir"]), READY_NAME)
         clear_ready(ready)
         if params.get("prefault"):
@@ -594,6 +599,33 @@ def _restore(params, check_mode, proc_root, prefault):
         waited = wait_for_manifest(images_dir, params["wait_for_manifest"],
                                    on_arrival=prefault.arrival if prefault is not None else None)
         t0 = time.monotonic()
+    held = hold_trusted(images_dir)
+    try:
+        return _restore_held(params, check_mode, proc_root, prefault, held, t0, waited)
+    finally:
+        held.close()
+
+
+def hold_trusted(images_dir):
+    """images_dir held open after the trust rule (_safedir); RestoreError naming the broken rule."""
+    try:
+        return _safedir.hold(images_dir)
+    except _safedir.UntrustedDirError as exc:
+        raise RestoreError("refusing to restore %s: %s" % (images_dir, exc.msg))
+    except FileNotFoundError:
+        raise RestoreError("no complete checkpoint in %s: the directory does not exist" % images_dir)
+    except OSError as exc:
+        raise RestoreError("cannot open %s: %s" % (images_dir, exc.strerror or exc))
+
+
+def default_timeout(manifest):
+    """Seconds a restore of this checkpoint may take before criu is killed:
+    30 s plus 1 s per 16 MiB of images (criu restores hundreds of MB/s here)."""
+    return round(DEFAULT_TIMEOUT_BASE + float(manifest.get("images_total_bytes") or 0) / DEFAULT_TIMEOUT_RATE, 1)
+
+
+def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
+    images_dir = held.path
     manifest, manifest_sha = load_manifest(images_dir)
     pid = manifest["process"]["pid"]
     log_path = os.path.join(images_dir, LOG_NAME)
@@ -634,14 +666,28 @@ def _restore(params, check_mode, proc_root, prefault):
                 "msg": "process %d would be restored from %s" % (pid, images_dir)}
 
     prefaulted = prefault.release() if prefault is not None else None
+    timeout = params.get("timeout") or default_timeout(manifest)
+    try:
+        held.check_path()
+        held.fresh(LOG_NAME)
+    except _safedir.UntrustedDirError as exc:
+        raise RestoreError("refusing to restore %s: %s" % (images_dir, exc.msg))
     work_dir = tempfile.mkdtemp(prefix="ckpt-restore-")
     try:
         pidfile = os.path.join(work_dir, "restore.pid")
         args = restore_args(images_dir, work_dir, pidfile, opts)
-        result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"))
+        result = _criu.run_criu(criu, "restore", args, log_path, timeout=timeout)
         # Wall clock of the moment the process runs again (criu restore -d has
         # returned): with the dump's frozen_at, the downtime of a migration.
         resumed_at = time.time()
+        if result.timed_out:
+            raise RestoreError("criu restore of %s did not finish within %.0f s (%s) and was killed, with every "
+                               "process it had restored so far; see %s" % (
+                                   images_dir, timeout, "the timeout option" if params.get("timeout") else
+                                   "the default for %d bytes of images" % (manifest.get("images_total_bytes") or 0),
+                                   log_path),
+                               rc=result.rc, log_path=log_path, log_errors=result.log_errors, argv=result.argv,
+                               details={"pid": pid, "timeout": timeout})
         result.raise_for_failure("criu restore of %s failed" % images_dir)
         # criu writes stats-restore into its work directory (-W), not the images.
         stats = _criu.read_stats(work_dir, "restore")
@@ -657,6 +703,13 @@ def _restore(params, check_mode, proc_root, prefault):
                "total": round(time.monotonic() - t0, 4), "resumed_at": round(resumed_at, 6),
                "waited_for_manifest": None if waited is None else round(waited, 4),
                "prefault": prefaulted}
+    if problem and ident is not None and verified.get("alive") and not verified.get("exe_matches"):
+        # It runs code other than the checkpointed one (verify_binaries off, or the file changed
+        # since): it is never left running.
+        killed = _criu.kill_tree(pid)
+        problem += ("; it was killed (with %d descendants) rather than left running code that is not the "
+                    "checkpoint's%s" % (len(killed), "" if params.get("verify_binaries", True) else
+                                        " (verify_binaries was off, so this was not caught before the restore)"))
     if problem:
         raise RestoreError(problem, rc=result.rc, log_path=log_path, log_errors=result.log_errors,
                            argv=result.argv,

@@ -104,6 +104,33 @@ def validate_images_dir(path):
     return norm
 
 
+def port_problem(port, what, allow_zero=False):
+    """A sentence when ``port`` is not a TCP port (1-65535, or 0 when ``allow_zero``), else None."""
+    try:
+        n = int(port)
+    except (TypeError, ValueError):
+        return "%s must be a TCP port number, got %r" % (what, port)
+    if isinstance(port, bool) or not (0 if allow_zero else 1) <= n <= 65535:
+        return "%s must be between 1 and 65535%s, got %r" % (what, ", or 0 to pick a free one" if allow_zero
+                                                            else "", port)
+    return None
+
+
+def address_problem(address, what):
+    """A sentence when ``address`` is not an IPv4/IPv6 address or host name, else None."""
+    import ipaddress
+    try:
+        ipaddress.ip_address(address)
+        return None
+    except ValueError:
+        pass
+    if isinstance(address, str) and 0 < len(address) <= 253 and all(
+            part and len(part) <= 63 and part.replace("-", "").isalnum() and not part.startswith("-")
+            for part in address.split(".")):
+        return None
+    return "%s must be an IP address or a host name, got %r" % (what, address)
+
+
 def parse_size(value, what="ghost_limit"):
     """Bytes from an int or a human size (``1M``, ``512K``, ``2G``, ``1048576``)."""
     try:
@@ -167,7 +194,8 @@ def process_tree(pid, proc_root=PROC):
     for p in _procfs.process_tree(pid, proc_root):
         ident = current_identity(p, proc_root)
         if ident is not None:
-            out.append(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe", "cmdline")))
+            out.append(_identity.private(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe",
+                                                                          "cmdline"))))
     return out
 
 
@@ -534,6 +562,10 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     if ps:
         if not ps.get("address") or not ps.get("port"):
             raise DumpError("page_server needs address and port (the destination's page server)")
+        problem = port_problem(ps.get("port"), "page_server.port") or address_problem(ps["address"],
+                                                                                     "page_server.address")
+        if problem:
+            raise DumpError(problem + "; nothing was frozen")
         for key in ("tls_cacert", "tls_cert", "tls_key"):
             if ps.get(key) and not os.path.isfile(ps[key]):
                 raise DumpError("page_server.%s %s does not exist on this host" % (key, ps[key]))
@@ -655,7 +687,8 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     # 7. Everything that must be read while the process still exists.
     tree = process_tree(pid, proc_root)
     tree_pids = [t["pid"] for t in tree]
-    process = dict(live)
+    # Only what the identity checks need: the program and a hash of its arguments.
+    process = _identity.private(live)
     process["sid"] = read_sid(pid, proc_root)
     process.pop("state", None)
     try:
@@ -921,9 +954,10 @@ def page_server(params, check_mode=False, proc_root=PROC):
         return _ps_result(record, images_dir, True, "stopped the page server PID %d" % record["pid"])
 
     address = params.get("address") or "0.0.0.0"
+    problem = port_problem(params.get("port") or 0, "port", allow_zero=True) or address_problem(address, "address")
+    if problem:
+        raise DumpError(problem)
     port = int(params.get("port") or 0)
-    if not 0 <= port <= 65535:
-        raise DumpError("port must be between 1 and 65535, or 0 to pick a free one; got %d" % port)
     tls = dict((k, params.get(k)) for k in ("tls", "tls_cacert", "tls_cert", "tls_key"))
     for key in ("tls_cacert", "tls_cert", "tls_key"):
         if tls.get(key) and not os.path.isfile(tls[key]):

@@ -17,6 +17,7 @@ when it is provably the one named).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -73,11 +74,54 @@ def read_identity(pid, proc_root=PROC):
         return None
 
 
+def cmdline_sha256(cmdline):
+    """sha256 of a command line (its arguments joined by NUL, as in /proc/PID/cmdline)."""
+    return hashlib.sha256("\0".join(cmdline or []).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def private(ident):
+    """A copy of an identity whose command line keeps only the program (argv[0]), plus
+    ``cmdline_sha256`` (enough to recognise the same command line) and ``cmdline_args``
+    (how many arguments were left out). Arguments often carry secrets
+    (``--db-password=...``); results, reports and manifests carry this form."""
+    if not isinstance(ident, dict) or not isinstance(ident.get("cmdline"), list) or "cmdline_sha256" in ident:
+        return ident
+    out = dict(ident)
+    out["cmdline_sha256"] = cmdline_sha256(ident["cmdline"])
+    out["cmdline_args"] = max(0, len(ident["cmdline"]) - 1)
+    out["cmdline"] = ident["cmdline"][:1]
+    return out
+
+
+def cmdline_matches(recorded, cmdline):
+    """True when the live ``cmdline`` is the one ``recorded`` (a full or a :func:`private` identity)."""
+    if not isinstance(recorded, dict) or cmdline is None:
+        return False
+    if recorded.get("cmdline_sha256"):
+        return cmdline_sha256(cmdline) == recorded["cmdline_sha256"]
+    return recorded.get("cmdline") == cmdline
+
+
+def hide_cmdlines(obj):
+    """``obj`` (a result) with every identity-like dict's command line made :func:`private`."""
+    if isinstance(obj, dict):
+        out = dict((k, hide_cmdlines(v)) for k, v in obj.items())
+        return private(out) if isinstance(out.get("cmdline"), list) else out
+    if isinstance(obj, list):
+        return [hide_cmdlines(v) for v in obj]
+    return obj
+
+
 def describe(ident):
-    """'pid 1234 (python3 /srv/app.py, started at tick 5678)' for messages."""
+    """'pid 1234 [python3 +1 args] (start time 5678, ...)' for messages: the program, never its
+    arguments (they may carry secrets)."""
     if not ident:
         return "no process"
-    cmd = " ".join(ident.get("cmdline") or []) or ident.get("comm") or "?"
+    args = ident.get("cmdline") or []
+    cmd = args[0] if args else (ident.get("comm") or "?")
+    extra_args = ident.get("cmdline_args", max(0, len(args) - 1))
+    if extra_args:
+        cmd += " +%d args" % extra_args
     if len(cmd) > 120:
         cmd = cmd[:117] + "..."
     extra = []

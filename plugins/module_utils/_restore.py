@@ -425,13 +425,13 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     verified["state"] = _identity.state_word(ident["state"])
     verified["exe_sha256"] = _exe_sha256(pid, proc_root)
     verified["exe_matches"] = verified["exe_sha256"] == want_exe
-    verified["cmdline_matches"] = ident.get("cmdline") == manifest["process"].get("cmdline")
+    verified["cmdline_matches"] = _identity.cmdline_matches(manifest["process"], ident.get("cmdline"))
     if not verified["exe_matches"]:
         return verified, ident, ("restored process %d runs an executable whose sha256 (%s) is not the "
                                  "checkpoint's (%s)" % (pid, verified["exe_sha256"], want_exe))
     if not verified["cmdline_matches"]:
-        return verified, ident, ("restored process %d has the command line %r, the checkpoint recorded %r"
-                                 % (pid, ident.get("cmdline"), manifest["process"].get("cmdline")))
+        return verified, ident, ("restored process %d has another command line than the checkpoint recorded "
+                                 "(now %s)" % (pid, _identity.describe(ident)))
     problems = stdio_problems(manifest, pid, proc_root)
     verified["stdio_matches"] = not problems
     if problems:
@@ -452,7 +452,7 @@ def already_restored(manifest, manifest_sha256, record, proc_root=_identity.PROC
         return False, ident
     if _identity.differences({k: rec_proc.get(k) for k in _identity.IDENTITY_KEYS}, ident):
         return False, ident
-    if ident.get("cmdline") != manifest["process"].get("cmdline"):
+    if not _identity.cmdline_matches(manifest["process"], ident.get("cmdline")):
         return False, ident
     if _exe_sha256(pid, proc_root) != manifest["binaries"]["exe"]["sha256"]:
         return False, ident
@@ -473,8 +473,9 @@ def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_ro
         "manifest_sha256": manifest_sha256,
         "host": _manifest.host_identity(proc_root=proc_root),
         "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "process": {"pid": ident["pid"], "start_time": ident["start_time"], "boot_id": ident["boot_id"],
-                    "exe": ident.get("exe"), "cmdline": ident.get("cmdline")},
+        "process": _identity.private({"pid": ident["pid"], "start_time": ident["start_time"],
+                                      "boot_id": ident["boot_id"], "exe": ident.get("exe"),
+                                      "cmdline": ident.get("cmdline")}),
         "criu": {"argv": argv, "log": LOG_NAME, "duration": round(duration, 4), "stats": stats},
         "verified": verified,
     }

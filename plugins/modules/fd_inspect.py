@@ -90,6 +90,13 @@ options:
       - The C(--ghost-limit) the dump will use, in bytes or as a size such as V(1M) or V(512K) (as for
         M(ckpt.criu.dump)). Deleted files larger than this are refused; CRIU's default is 1 MiB.
     type: str
+  include_cmdline:
+    description:
+      - Return full command lines. By default a command line in the result keeps only the program
+        (its first word) plus C(cmdline_sha256) and C(cmdline_args) (how many arguments were left
+        out), since arguments often carry secrets such as C(--db-password=...).
+    type: bool
+    default: false
 attributes:
   platform:
     platforms: posix
@@ -296,9 +303,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu, parse_size
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
 
 LIFT_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "inherit_fd", "ghost_limit")
+
+
+def private(module, result):
+    return result if module.params["include_cmdline"] else hide_cmdlines(result)
 
 
 def run(module):
@@ -330,7 +342,7 @@ def run(module):
     if p["assert_stdio"] and plan["blockers"]:
         out["msg"] = "PID %d cannot be checkpointed and restored safely: %s" % (
             identity["pid"], " ".join(plan["blockers"]))
-        module.fail_json(**out)
+        module.fail_json(**private(module, out))
     return out
 
 
@@ -347,6 +359,7 @@ def main():
             inherit_fd=dict(type="bool", default=False),
             ghost_limit=dict(type="str"),
             criu_path=dict(type="path"),
+            include_cmdline=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("pid", "pidfile")],
         required_one_of=[("pid", "pidfile")],
@@ -360,7 +373,7 @@ def main():
         result = run(module)
     except (ProcfsError, CriuError) as exc:
         module.fail_json(msg=str(exc), changed=False)
-    module.exit_json(**result)
+    module.exit_json(**private(module, result))
 
 
 if __name__ == "__main__":

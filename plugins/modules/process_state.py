@@ -70,6 +70,13 @@ options:
       - Seconds to wait for the process to reach O(state) after the signal.
     type: float
     default: 10.0
+  include_cmdline:
+    description:
+      - Return full command lines. By default a command line in the result keeps only the program
+        (its first word) plus C(cmdline_sha256) and C(cmdline_args) (how many arguments were left
+        out), since arguments often carry secrets such as C(--db-password=...).
+    type: bool
+    default: false
 notes:
   - Must run as a user allowed to signal the process (root for a restored process).
   - A process killed while its parent does not reap it stays a zombie; the module then
@@ -138,6 +145,7 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import ensure_process_state
 
 
@@ -150,6 +158,7 @@ def main():
             instance=dict(type="str", choices=["source", "restored"], default="source"),
             state=dict(type="str", choices=["running", "stopped", "killed"], required=True),
             wait=dict(type="float", default=10.0),
+            include_cmdline=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("images_dir", "manifest", "identity")],
         required_one_of=[("images_dir", "manifest", "identity")],
@@ -158,10 +167,14 @@ def main():
     try:
         result = ensure_process_state(module.params, check_mode=module.check_mode)
     except CriuError as exc:
-        module.fail_json(**exc.to_fail_kwargs())
+        module.fail_json(**private(module, exc.to_fail_kwargs()))
     for warning in result.pop("warnings", []):
         module.warn(warning)
-    module.exit_json(**result)
+    module.exit_json(**private(module, result))
+
+
+def private(module, result):
+    return result if module.params["include_cmdline"] else hide_cmdlines(result)
 
 
 if __name__ == "__main__":

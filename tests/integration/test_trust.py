@@ -397,6 +397,20 @@ def test_killing_the_dump_module_loses_nothing(ansible_env, run_module, workload
 
 # ------------------------------------------------ finding 9: a restore that hangs
 
+def _criu_descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for tid in os.listdir("/proc/%d/task" % parent) if os.path.isdir("/proc/%d/task" % parent) else []:
+            try:
+                kids = [int(x) for x in Path("/proc/%d/task/%s/children" % (parent, tid)).read_text().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
 MEASURE = "import resource, subprocess, sys; subprocess.run(sys.argv[1:]); " \
           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
 
@@ -415,11 +429,24 @@ def test_a_broken_restore_ends_kills_what_it_restored_and_reads_its_log_bounded(
     os.truncate(str(pages), pages.stat().st_size // 2)
     rfile = tmp_path / "restore.jsonl"
     env = dict(ansible_env, CKPT_RESULT_FILE=str(rfile))
-    p = subprocess.run([sys.executable, "-c", MEASURE, str(VENV_BIN / "ansible"), "localhost", "-m",
-                        "ckpt.criu.restore", "-a", json.dumps({"images_dir": str(images), "verify_images": False})],
-                       env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, timeout=300, check=False)
-    maxrss_kib = int(p.stdout.strip().splitlines()[-1])
+    p = subprocess.Popen([sys.executable, "-c", MEASURE, str(VENV_BIN / "ansible"), "localhost", "-m",
+                          "ckpt.criu.restore", "-a", json.dumps({"images_dir": str(images), "verify_images": False})],
+                         env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output = p.communicate(timeout=90)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)  # ansible and the module with it, before it reads the log
+        p.wait()
+        raise AssertionError("the restore of a broken checkpoint did not end within 90 s (no default timeout)")
+    finally:
+        # This test's own leftovers, whatever happened: the criu restores of this images dir and their tree.
+        for pid in find_criu("restore", str(images)):
+            os.kill(pid, signal.SIGSTOP)
+            for kid in _criu_descendants(pid):
+                os.kill(kid, signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
+    maxrss_kib = int(output.strip().splitlines()[-1])
     rec = json.loads(rfile.read_text().splitlines()[-1])
     res = rec["result"]
     try:
@@ -484,18 +511,26 @@ def test_process_state_and_page_server_signal_through_a_pidfd(monkeypatch, run_m
     def kill_by_number(pid, sig):
         raise AssertionError("os.kill(%d, %d): a signal by PID number, which may have been reused" % (pid, sig))
 
+    real_kill = os.kill
     monkeypatch.setattr(os, "kill", kill_by_number)
-    ident = {"pid": w.pid, "start_time": start}
-    out = _restore.ensure_process_state({"state": "stopped", "identity": ident, "wait": 5})
-    assert out["after"] == "stopped"
-    # A PID that now names another process (another start time) is never signalled.
-    assert _identity.send_signal(w.pid, signal.SIGCONT, start_time=start + 1) is False
-    assert _state(w.pid) == "T"
-    out = _restore.ensure_process_state({"state": "running", "identity": ident, "wait": 5})
-    assert out["after"] == "running"
-    _dump.stop_page_server(record)
-    assert wait_gone(record["pid"], 5)
-    monkeypatch.undo()
+    try:
+        ident = {"pid": w.pid, "start_time": start}
+        out = _restore.ensure_process_state({"state": "stopped", "identity": ident, "wait": 5})
+        assert out["after"] == "stopped"
+        # A PID that now names another process (another start time) is never signalled.
+        assert _identity.send_signal(w.pid, signal.SIGCONT, start_time=start + 1) is False
+        assert _state(w.pid) == "T"
+        out = _restore.ensure_process_state({"state": "running", "identity": ident, "wait": 5})
+        assert out["after"] == "running"
+        _dump.stop_page_server(record)
+        assert wait_gone(record["pid"], 5)
+    finally:
+        monkeypatch.undo()
+        for pid in (record["pid"], w.pid):
+            if _state(pid) in ("T", "t"):
+                real_kill(pid, signal.SIGCONT)
+        if _state(record["pid"]) is not None:
+            real_kill(record["pid"], signal.SIGKILL)
     assert_ticks_on(w)
 
 

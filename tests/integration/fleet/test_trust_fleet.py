@@ -85,6 +85,7 @@ def _criu_wrapper(fleet, host, name, on_restore):
     path = "/srv/%s" % name
     with open(fleet.host_path(host, path), "w") as fh:
         fh.write("#!/bin/sh\n"
+                 "prev=; for a in \"$@\"; do [ \"$prev\" = -o ] && log=$a; prev=$a; done\n"
                  "for a in \"$@\"; do [ \"$a\" = restore ] && { %s; }; done\n"
                  "exec /opt/ckpt-criu/bin/criu \"$@\"\n" % on_restore)
     os.chmod(fleet.host_path(host, path), 0o755)
@@ -105,7 +106,7 @@ def test_rollback_keeps_the_destinations_logs_and_says_where(fleet, clean_hosts,
     """Finding 13: a rolled-back migration named the destination's restore.log, but the rollback had
     already deleted it, even with keep_images."""
     wrapper = _criu_wrapper(fleet, "node2", "criu-fails-restore",
-                            "echo 'injected restore failure' >&2; exit 1")
+                            "echo 'injected restore failure' >> \"$log\"; exit 1")
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
                           hostvars={"node1": {"ckpt_migrate_destination_criu_path": wrapper}})
     w = workload("node1")
@@ -117,7 +118,8 @@ def test_rollback_keeps_the_destinations_logs_and_says_where(fleet, clean_hosts,
     assert os.path.dirname(log) in row["cause"], row["cause"]
     st = os.stat(fleet.host_path("node2", log))
     assert st.st_uid == 0 and st.st_mode & 0o777 == 0o600
-    assert "injected restore failure" in open(fleet.host_path("node2", log)).read() or st.st_size > 0
+    with open(fleet.host_path("node2", log)) as fh:
+        assert "injected restore failure" in fh.read(), "the kept log is not the failed restore's"
 
 
 def test_a_killed_destination_restore_is_reported_as_dead(fleet, clean_hosts, workload, playbook, tmp_path):

@@ -111,8 +111,8 @@ def port_problem(port, what, allow_zero=False):
     except (TypeError, ValueError):
         return "%s must be a TCP port number, got %r" % (what, port)
     if isinstance(port, bool) or not (0 if allow_zero else 1) <= n <= 65535:
-        return "%s must be between 1 and 65535%s, got %r" % (what, ", or 0 to pick a free one" if allow_zero
-                                                            else "", port)
+        extra = ", or 0 to pick a free one" if allow_zero else ""
+        return "%s must be between 1 and 65535%s, got %r" % (what, extra, port)
     return None
 
 
@@ -562,8 +562,8 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     if ps:
         if not ps.get("address") or not ps.get("port"):
             raise DumpError("page_server needs address and port (the destination's page server)")
-        problem = port_problem(ps.get("port"), "page_server.port") or address_problem(ps["address"],
-                                                                                     "page_server.address")
+        problem = (port_problem(ps.get("port"), "page_server.port")
+                   or address_problem(ps["address"], "page_server.address"))
         if problem:
             raise DumpError(problem + "; nothing was frozen")
         for key in ("tls_cacert", "tls_cert", "tls_key"):

@@ -102,12 +102,9 @@ def _who(mode):
     return " and ".join(w for w, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit)
 
 
-def check(path):
-    """The trust rule for PATH without creating anything.
-
-    Returns the number of missing trailing components (0 when PATH exists);
-    raises UntrustedDirError naming the first rule broken.
-    """
+def _walk(path, create, mode=0o700):
+    """(fd of the verified directory, 0), or (None, number of missing components) when
+    PATH is incomplete and not ``create``; UntrustedDirError on a broken rule."""
     parts = _components(path)
     fd = os.open("/", _DIR_FLAGS)
     try:
@@ -117,34 +114,11 @@ def check(path):
             try:
                 nfd = _open_component(fd, name, shown)
             except OSError as exc:
-                if exc.errno == errno.ENOENT:
-                    return len(parts) - i
-                raise UntrustedDirError("cannot open %s: %s" % (shown, exc.strerror or exc))
-            os.close(fd)
-            fd = nfd
-        _check_final(os.fstat(fd), "/" + "/".join(parts))
-        return 0
-    finally:
-        os.close(fd)
-
-
-def hold(path, create=False, mode=0o700):
-    """A HeldDir of PATH after checking the trust rule; missing components are created
-    (0700) only with ``create``. UntrustedDirError when a rule is broken,
-    FileNotFoundError when PATH is missing and ``create`` is false."""
-    parts = _components(path)
-    fd = os.open("/", _DIR_FLAGS)
-    try:
-        for i, name in enumerate(parts):
-            shown = "/" + "/".join(parts[:i + 1])
-            _check_ancestor(os.fstat(fd), "/" + "/".join(parts[:i]))
-            try:
-                nfd = _open_component(fd, name, shown)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT or not create:
-                    if exc.errno == errno.ENOENT:
-                        raise FileNotFoundError(errno.ENOENT, "no such directory", shown)
+                if exc.errno != errno.ENOENT:
                     raise UntrustedDirError("cannot open %s: %s" % (shown, exc.strerror or exc))
+                if not create:
+                    os.close(fd)
+                    return None, len(parts) - i
                 try:
                     os.mkdir(name, mode, dir_fd=fd)
                 except FileExistsError:
@@ -156,7 +130,29 @@ def hold(path, create=False, mode=0o700):
     except BaseException:
         os.close(fd)
         raise
-    return HeldDir("/" + "/".join(parts), fd)
+    return fd, 0
+
+
+def check(path):
+    """The trust rule for PATH without creating anything.
+
+    Returns the number of missing trailing components (0 when PATH exists);
+    raises UntrustedDirError naming the first rule broken.
+    """
+    fd, missing = _walk(path, create=False)
+    if fd is not None:
+        os.close(fd)
+    return missing
+
+
+def hold(path, create=False, mode=0o700):
+    """A HeldDir of PATH after checking the trust rule; missing components are created
+    (0700) only with ``create``. UntrustedDirError when a rule is broken,
+    FileNotFoundError when PATH is missing and ``create`` is false."""
+    fd, missing = _walk(path, create, mode)
+    if fd is None:
+        raise FileNotFoundError(errno.ENOENT, "no such directory (%d components missing)" % missing, path)
+    return HeldDir("/" + "/".join(_components(path)), fd)
 
 
 class HeldDir(object):

@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE
   - ckpt.criu.criu
+  - ckpt.criu.criu.CMDLINE
 options:
   pid:
     description:
@@ -90,13 +91,6 @@ options:
       - The C(--ghost-limit) the dump will use, in bytes or as a size such as V(1M) or V(512K) (as for
         M(ckpt.criu.dump)). Deleted files larger than this are refused; CRIU's default is 1 MiB.
     type: str
-  include_cmdline:
-    description:
-      - Return full command lines. By default a command line in the result keeps only the program
-        (its first word) plus C(cmdline_sha256) and C(cmdline_args) (how many arguments were left
-        out), since arguments often carry secrets such as C(--db-password=...).
-    type: bool
-    default: false
 attributes:
   platform:
     platforms: posix

@@ -26,6 +26,7 @@ author:
   - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
     support: full
@@ -70,13 +71,6 @@ options:
       - Seconds to wait for the process to reach O(state) after the signal.
     type: float
     default: 10.0
-  include_cmdline:
-    description:
-      - Return full command lines. By default a command line in the result keeps only the program
-        (its first word) plus C(cmdline_sha256) and C(cmdline_args) (how many arguments were left
-        out), since arguments often carry secrets such as C(--db-password=...).
-    type: bool
-    default: false
 notes:
   - Must run as a user allowed to signal the process (root for a restored process).
   - A process killed while its parent does not reap it stays a zombie; the module then

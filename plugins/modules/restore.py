@@ -38,6 +38,7 @@ author:
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.criu
+  - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
     support: full
@@ -136,15 +137,8 @@ options:
     description:
       - Seconds after which criu is killed, together with every process it restored so far, and the
         restore fails.
-      - When not set, 30 seconds plus one second per 16 MiB of images: a restore never hangs.
+      - When not set, 30 seconds plus one second per 16 MiB of images, so a restore never hangs.
     type: float
-  include_cmdline:
-    description:
-      - Return full command lines. By default a command line in the result keeps only the program
-        (its first word) plus C(cmdline_sha256) and C(cmdline_args) (how many arguments were left
-        out), since arguments often carry secrets such as C(--db-password=...).
-    type: bool
-    default: false
 notes:
   - Must run as root on the managed node.
   - criu writes C(stats-restore) into its work directory; the module returns those

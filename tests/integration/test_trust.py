@@ -102,6 +102,19 @@ def copy_as_attackers(src, dest):
             os.chown(str(dest / f.name), uid, gid)
 
 
+def attackers_checkpoint(run_module, workload, base, attacker_home):
+    """(workload, root's checkpoint of it, the attacker's copy of that checkpoint); the workload is gone."""
+    w = workload("devnull")
+    w.wait_ticks(3)
+    good = base / "good"
+    dump_ok(run_module, w.pid, good)
+    assert wait_gone(w.pid)
+    evil = attacker_home / "evil"
+    as_attacker("mkdir", "-m", "0755", str(evil))
+    copy_as_attackers(good, evil)
+    return w, good, evil
+
+
 def assert_ticks_on(w):
     w.wait_ticks(5)
     ok, gap = w.continuity()
@@ -111,17 +124,10 @@ def assert_ticks_on(w):
 
 # ------------------------------------------------- finding 2: restore's trust
 
-def test_restore_refuses_a_checkpoint_in_a_directory_another_user_owns(run_module, workload, base,
-                                                                      attacker_home):
+def test_restore_refuses_a_checkpoint_in_a_directory_another_user_owns(
+        run_module, workload, base, attacker_home):
     """Finding 2: root restored, as root, a checkpoint from a directory owned by nobody."""
-    w = workload("devnull")
-    w.wait_ticks(3)
-    good = base / "good"
-    dump_ok(run_module, w.pid, good)
-    assert wait_gone(w.pid)
-    evil = attacker_home / "evil"
-    as_attacker("mkdir", "-m", "0755", str(evil))
-    copy_as_attackers(good, evil)
+    w, good, evil = attackers_checkpoint(run_module, workload, base, attacker_home)
     before = sorted(p.name for p in evil.iterdir())
     try:
         res = run_module("restore", {"images_dir": str(evil)})
@@ -140,14 +146,7 @@ def test_restore_refuses_a_checkpoint_in_a_directory_another_user_owns(run_modul
 def test_restore_never_writes_its_log_through_a_planted_symlink(run_module, workload, base, attacker_home):
     """Finding 2: a restore.log that nobody planted as a symlink made criu overwrite a root 0600 file."""
     target = victim(base, "victim")
-    w = workload("devnull")
-    w.wait_ticks(3)
-    good = base / "good"
-    dump_ok(run_module, w.pid, good)
-    assert wait_gone(w.pid)
-    evil = attacker_home / "evil"
-    as_attacker("mkdir", "-m", "0755", str(evil))
-    copy_as_attackers(good, evil)
+    w, dummy, evil = attackers_checkpoint(run_module, workload, base, attacker_home)
     as_attacker("ln", "-s", str(target), str(evil / "restore.log"))
     try:
         res = run_module("restore", {"images_dir": str(evil)})

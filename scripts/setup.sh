@@ -61,7 +61,14 @@ fi
 # ansible-test's pip bootstrap, from here rather than from the network.
 bash scripts/ansible-test-pip.sh .venv/bin/python | while read -r line; do say "$line"; done
 
-# 4. The collection as ckpt.criu for ansible-playbook (symlink; ansible.cfg
+# 4. An unprivileged local user for the attack tests (tests/integration/
+#    test_trust.py): the one who plants symlinks and owns directories.
+if ! id -u ckpt-attacker >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ckpt-attacker
+  say "created the system user ckpt-attacker (attack tests)"
+fi
+
+# 5. The collection as ckpt.criu for ansible-playbook (symlink; ansible.cfg
 #    points collections_path here).
 link=.build/collections/ansible_collections/ckpt/criu
 mkdir -p "$(dirname "$link")"

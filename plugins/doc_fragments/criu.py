@@ -24,3 +24,15 @@ notes:
     and stdout/stderr on pipes, so criu never inherits a closed or redirected
     stdio from the process that started Ansible.
 """
+
+    # For modules whose results name processes (see docs/security.md).
+    CMDLINE = r"""
+options:
+  include_cmdline:
+    description:
+      - Return full command lines. By default a command line in the result keeps only the program
+        (its first word) plus C(cmdline_sha256) and C(cmdline_args) (how many arguments were left
+        out), since arguments often carry secrets such as C(--db-password=...).
+    type: bool
+    default: false
+"""

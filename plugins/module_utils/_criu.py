@@ -172,14 +172,41 @@ class CriuResult(object):
             argv=self.argv, stdout=self.stdout, stderr=self.stderr)
 
 
-def read_log(path):
+# A criu log is read bounded: its head (where criu names what it starts) and its
+# tail (where it says how it ended). A restorer that loops can write tens of
+# MB/s of log; reading all of it would take the module's memory with it.
+LOG_HEAD_BYTES = 256 * 1024
+LOG_TAIL_BYTES = 1024 * 1024
+
+
+def read_log(path, head=LOG_HEAD_BYTES, tail=LOG_TAIL_BYTES):
+    """The text of a criu log, at most ``head + tail`` bytes of it: the whole log when it
+    is small, else its first ``head`` and last ``tail`` bytes with a line saying how
+    much was left out between them. Never follows a symlink."""
     if not path:
         return ""
     try:
-        with open(path, "r", errors="replace") as fh:
-            return fh.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0))
     except (IOError, OSError):
         return ""
+    try:
+        size = os.fstat(fd).st_size
+        if size <= head + tail:
+            data = os.pread(fd, size, 0)
+            return data.decode("utf-8", "replace")
+        first = os.pread(fd, head, 0)
+        last = os.pread(fd, tail, size - tail)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    # Cut at line boundaries so no half line is parsed.
+    first = first[:first.rfind(b"\n") + 1]
+    last = last[last.find(b"\n") + 1:]
+    skipped = size - len(first) - len(last)
+    return (first.decode("utf-8", "replace")
+            + "[... %d bytes of the log left out: read the file itself ...]\n" % skipped
+            + last.decode("utf-8", "replace"))
 
 
 def is_noise(line):
@@ -382,6 +409,61 @@ def _kill_group(pgid):
         return False
 
 
+def descendants(pid, proc_root="/proc"):
+    """PIDs of every live descendant of PID (children of each of its threads, recursively)."""
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tids = os.listdir(os.path.join(proc_root, str(parent), "task"))
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(os.path.join(proc_root, str(parent), "task", tid, "children")) as fh:
+                    kids = [int(x) for x in fh.read().split()]
+            except (IOError, OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in out:
+                    out.append(kid)
+                    todo.append(kid)
+    return out
+
+
+def kill_tree(pid, rounds=20):
+    """SIGKILL PID, its process group and every descendant, wherever their sessions are.
+
+    A restore that criu forked puts each restored task in the session and group the
+    image says, so killing criu's group alone leaves a half-restored task running.
+    criu is stopped first (it can neither fork nor reap meanwhile), its descendants are
+    killed, then criu itself; this repeats until no descendant is left.
+    """
+    try:
+        os.kill(pid, signal.SIGSTOP)
+    except OSError:
+        pass
+    killed = []
+    for dummy in range(rounds):
+        kids = descendants(pid)
+        if not kids:
+            break
+        for kid in kids:
+            try:
+                os.kill(kid, signal.SIGKILL)
+                if kid not in killed:
+                    killed.append(kid)
+            except OSError:
+                pass
+        time.sleep(0.01)
+    _kill_group(pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    return killed
+
+
 def _collect(proc, timeout, grace=0.5):
     """Read criu's stdout/stderr until EOF, criu's exit or the timeout.
 
@@ -409,7 +491,7 @@ def _collect(proc, timeout, grace=0.5):
                 break
             if deadline is not None and now > deadline and not timed_out:
                 timed_out = True
-                _kill_group(proc.pid) or proc.kill()
+                kill_tree(proc.pid)
                 deadline = None
             for key, dummy in sel.select(0.05):
                 data = os.read(key.fd, 65536)

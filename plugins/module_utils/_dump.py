@@ -40,8 +40,11 @@ import time
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
+from ansible_collections.ckpt.criu.plugins.module_utils import _guard
+from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
 from ansible_collections.ckpt.criu.plugins.module_utils import _unit
@@ -95,18 +98,38 @@ def validate_images_dir(path):
     for tree in FORBIDDEN_TREES:
         if norm.startswith(tree + "/"):
             raise DumpError("images_dir must not be inside %s (a kernel filesystem), got %s" % (tree, norm))
-    real = os.path.realpath(norm)
-    if real != norm:
-        raise DumpError("images_dir %s resolves through a symlink to %s; images_dir must not be or pass "
-                        "through a symlink, give the real path" % (norm, real))
-    if os.path.lexists(norm):
-        st = os.lstat(norm)
-        if not os.path.isdir(norm):
-            raise DumpError("images_dir %s exists and is not a directory" % norm)
-        if st.st_uid != 0:
-            raise DumpError("images_dir %s is owned by uid %d, not root; images are process memory, so "
-                            "images_dir must be owned by root" % (norm, st.st_uid))
+    try:
+        _safedir.check(norm)
+    except _safedir.UntrustedDirError as exc:
+        raise DumpError(exc.msg)
     return norm
+
+
+def port_problem(port, what, allow_zero=False):
+    """A sentence when ``port`` is not a TCP port (1-65535, or 0 when ``allow_zero``), else None."""
+    try:
+        n = int(port)
+    except (TypeError, ValueError):
+        return "%s must be a TCP port number, got %r" % (what, port)
+    if isinstance(port, bool) or not (0 if allow_zero else 1) <= n <= 65535:
+        extra = ", or 0 to pick a free one" if allow_zero else ""
+        return "%s must be between 1 and 65535%s, got %r" % (what, extra, port)
+    return None
+
+
+def address_problem(address, what):
+    """A sentence when ``address`` is not an IPv4/IPv6 address or host name, else None."""
+    import ipaddress
+    try:
+        ipaddress.ip_address(address)
+        return None
+    except ValueError:
+        pass
+    if isinstance(address, str) and 0 < len(address) <= 253 and all(
+            part and len(part) <= 63 and part.replace("-", "").isalnum() and not part.startswith("-")
+            for part in address.split(".")):
+        return None
+    return "%s must be an IP address or a host name, got %r" % (what, address)
 
 
 def parse_size(value, what="ghost_limit"):
@@ -204,7 +227,8 @@ def process_tree(pid, proc_root=PROC):
     for p in _procfs.process_tree(pid, proc_root):
         ident = current_identity(p, proc_root)
         if ident is not None:
-            out.append(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe", "cmdline")))
+            out.append(_identity.private(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe",
+                                                                          "cmdline"))))
     return out
 
 
@@ -398,7 +422,7 @@ class DirLock(object):
     def probe(self):
         """Without creating anything: DumpError when another dump holds the lock now."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | _safedir.NOFOLLOW)
         except OSError:
             return
         try:
@@ -410,8 +434,16 @@ class DirLock(object):
         finally:
             os.close(fd)
 
-    def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def acquire(self, held=None):
+        """Take the lock in the verified directory ``held`` (a _safedir.HeldDir; held here when
+        not given): the lock file is opened relative to it, never through a symlink."""
+        if held is None:
+            with hold_images_dir(self.images_dir, DumpError, create=False) as own:
+                return self.acquire(own)
+        try:
+            fd = held.open(_manifest.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+        except _safedir.UntrustedDirError as exc:
+            raise DumpError(exc.msg)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -570,6 +602,10 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     if ps:
         if not ps.get("address") or not ps.get("port"):
             raise DumpError("page_server needs address and port (the destination's page server)")
+        problem = (port_problem(ps.get("port"), "page_server.port")
+                   or address_problem(ps["address"], "page_server.address"))
+        if problem:
+            raise DumpError(problem + "; nothing was frozen")
         for key in ("tls_cacert", "tls_cert", "tls_key"):
             if ps.get(key) and not os.path.isfile(ps[key]):
                 raise DumpError("page_server.%s %s does not exist on this host" % (key, ps[key]))
@@ -633,20 +669,46 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         result.update(dict((k, v) for k, v in planned.items() if v))
         return result
 
-    # 5. Create images_dir, lock it.
-    # exist_ok: two dumps into one new directory may race here; the lock decides.
-    os.makedirs(images_dir, 0o700, exist_ok=True)
-    os.chmod(images_dir, 0o700)
-    lock = DirLock(images_dir).acquire()
+    # 5. Create images_dir (or hold the existing one) under the trust rule, checked again
+    # now, component by component, on what is held; lock it.
+    held = hold_images_dir(images_dir, DumpError)
     try:
-        return _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan,
-                            result, force, started, proc_root, unit)
+        lock = DirLock(images_dir).acquire(held)
+        # criu never ends the process itself (see _guard): the module does, after the manifest.
+        guard = _guard.Guard(images_dir, kill_when_committed=not (opts.get("leave_running")
+                                                                  or opts.get("leave_stopped")))
+        try:
+            return _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan,
+                                result, force, started, proc_root, guard, unit)
+        finally:
+            guard.close()
+            lock.release()
     finally:
-        lock.release()
+        held.close()
 
 
-def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdio_plan, result, force,
-                 started, proc_root, unit=None):
+def hold_images_dir(images_dir, error, create=True):
+    """The verified images_dir held open (created 0700 when missing); ``error`` raised on a broken rule."""
+    try:
+        return _safedir.hold(images_dir, create=create)
+    except _safedir.UntrustedDirError as exc:
+        raise error(exc.msg)
+    except OSError as exc:
+        raise error("cannot create or open images_dir %s: %s" % (images_dir, exc.strerror or exc))
+
+
+def fresh_log(held, name, error):
+    """A new, empty log file NAME in the held directory (an old one, or a planted symlink, is unlinked)."""
+    try:
+        held.check_path()
+        return held.fresh(name)
+    except _safedir.UntrustedDirError as exc:
+        raise error(exc.msg)
+
+
+def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan, result, force,
+                 started, proc_root, guard, unit=None):
+    images_dir = held.path
     # Re-read under the lock: a concurrent dump may have finished meanwhile.
     live, info, action, note = _look(images_dir, pid, force, proc_root)
     if action == "unchanged":
@@ -668,7 +730,8 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     # 7. Everything that must be read while the process still exists.
     tree = process_tree(pid, proc_root)
     tree_pids = [t["pid"] for t in tree]
-    process = dict(live)
+    # Only what the identity checks need: the program and a hash of its arguments.
+    process = _identity.private(live)
     process["sid"] = read_sid(pid, proc_root)
     process.pop("state", None)
     try:
@@ -677,7 +740,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc))
     host = _manifest.host_identity()
 
-    log_path = os.path.join(images_dir, _manifest.DUMP_LOG_NAME)
+    log_path = fresh_log(held, _manifest.DUMP_LOG_NAME, DumpError)
     work_dir = tempfile.mkdtemp(prefix=_manifest.PRIVATE_PREFIX + "work-", dir=images_dir)
     before = set(_manifest.list_images(images_dir))
     try:
@@ -687,8 +750,8 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
                         "--track-mem"]
             if opts.get("shell_job"):
                 pre_args.append("--shell-job")
-            os.makedirs(os.path.join(images_dir, PRE_DUMP_DIR), 0o700)
-            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, os.path.join(images_dir, "pre-dump.log"),
+            os.mkdir(PRE_DUMP_DIR, 0o700, dir_fd=held.fd)
+            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, fresh_log(held, "pre-dump.log", DumpError),
                                      timeout=params.get("timeout") or None)
             pre["duration"] = round(pre_res.duration, 4)
             if not pre_res.ok:
@@ -697,22 +760,26 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
                 shutil.rmtree(os.path.join(images_dir, PRE_DUMP_DIR), ignore_errors=True)
             else:
                 pre_dir = PRE_DUMP_DIR
-        args = build_dump_args(pid, images_dir, work_dir, opts, pre_dir)
-        held = False
+        args = build_dump_args(pid, images_dir, work_dir,
+                               dict(opts, leave_stopped=True) if guard.kill_when_committed else opts, pre_dir)
+        guard.tree = tree
+        unit_held = False
         if unit and not opts.get("leave_running"):
-            # systemd must neither restart the unit nor fail it when criu ends its process.
+            # systemd must neither restart the unit nor fail it when its process ends.
             _unit.hold(unit["name"], images_dir, _manifest.utc_now(), boot=bool(params.get("unit_boot_hold")))
-            held = True
+            unit_held = True
         # Wall clock of the freeze: with the destination restore's resumed_at,
         # the downtime of a migration.
         frozen_at = time.time()
+        held.check_path()
         try:
-            res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None)
+            res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None,
+                                 on_start=guard.start)
         except BaseException:
-            if held:
+            if unit_held:
                 _unit.release(unit["name"])
             raise
-        if held and not res.ok:         # the process still runs: its unit is itself again
+        if unit_held and not res.ok:         # the process still runs: its unit is itself again
             _unit.release(unit["name"])
         stats = _criu.read_stats(work_dir, "dump")
         if os.path.exists(os.path.join(work_dir, "stats-dump")):
@@ -728,14 +795,10 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
 
     # 9. Success: the process must be where the options say.
     notes = []
-    if opts.get("leave_stopped"):
+    if opts.get("leave_stopped") or guard.kill_when_committed:
         state = wait_state(pid, ("T",), 2.0, proc_root)
         if state != "T":
             notes.append("criu reported success but PID %d is in state %s, not stopped" % (pid, state))
-    elif not opts.get("leave_running"):
-        state = wait_state(pid, (None,), 3.0, proc_root)
-        if state not in (None,) + _procfs.DEAD_STATES:
-            notes.append("criu reported success but PID %d still exists (state %s)" % (pid, state))
     manifest = {
         "schema": _manifest.SCHEMA,
         "complete": True,
@@ -752,8 +815,8 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         "binaries": binaries,
     }
     if unit:
-        manifest["unit"] = dict(unit["record"], stdio_sockets=unit["stdio_sockets"], held=held,
-                                boot_hold=held and bool(params.get("unit_boot_hold")))
+        manifest["unit"] = dict(unit["record"], stdio_sockets=unit["stdio_sockets"], held=unit_held,
+                                boot_hold=unit_held and bool(params.get("unit_boot_hold")))
     if opts.get("page_server"):
         manifest["remote_pages"] = {"address": opts["page_server"]["address"],
                                     "port": int(opts["page_server"]["port"]),
@@ -774,6 +837,14 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         if pusher is not None:
             pusher.abort()
         raise
+    guard.committed()
+    if guard.kill_when_committed:
+        # The checkpoint is complete: now, and only now, the process ends (a dump's default).
+        _guard.kill_tree(tree, proc_root)
+        state = wait_state(pid, (None,), 3.0, proc_root)
+        if state not in (None,) + _procfs.DEAD_STATES:
+            notes.append("the checkpoint is complete but PID %d still exists after SIGKILL (state %s)"
+                         % (pid, state))
     timings = _stats_timings(stats, res.duration, time.monotonic() - started)
     timings["frozen_at"] = round(frozen_at, 6)
     if pusher is not None:
@@ -914,10 +985,12 @@ def _ps_result(record, images_dir, changed, msg):
 
 
 def stop_page_server(record, timeout=3.0, proc_root=PROC):
-    pid = record["pid"]
-    os.kill(pid, signal.SIGTERM)
+    """SIGTERM, then SIGKILL, the page server the record names, through a pidfd pinned to
+    its recorded start time (a reused PID is never signalled)."""
+    pid, start = record["pid"], record.get("start_time")
+    _identity.send_signal(pid, signal.SIGTERM, start_time=start, proc_root=proc_root)
     if wait_state(pid, (None,), timeout, proc_root) not in (None,) + _procfs.DEAD_STATES:
-        os.kill(pid, signal.SIGKILL)
+        _identity.send_signal(pid, signal.SIGKILL, start_time=start, proc_root=proc_root)
         wait_state(pid, (None,), timeout, proc_root)
 
 
@@ -939,9 +1012,10 @@ def page_server(params, check_mode=False, proc_root=PROC):
         return _ps_result(record, images_dir, True, "stopped the page server PID %d" % record["pid"])
 
     address = params.get("address") or "0.0.0.0"
+    problem = port_problem(params.get("port") or 0, "port", allow_zero=True) or address_problem(address, "address")
+    if problem:
+        raise DumpError(problem)
     port = int(params.get("port") or 0)
-    if not 0 <= port <= 65535:
-        raise DumpError("port must be between 1 and 65535, or 0 to pick a free one; got %d" % port)
     tls = dict((k, params.get(k)) for k in ("tls", "tls_cacert", "tls_cert", "tls_key"))
     for key in ("tls_cacert", "tls_cert", "tls_key"):
         if tls.get(key) and not os.path.isfile(tls[key]):
@@ -968,9 +1042,15 @@ def page_server(params, check_mode=False, proc_root=PROC):
             "criu_cmd": None}
 
     criu = _criu.find_criu(params.get("criu_path"))
-    # exist_ok: another task may create the directory at the same moment.
-    os.makedirs(images_dir, 0o700, exist_ok=True)
-    os.chmod(images_dir, 0o700)
+    held = hold_images_dir(images_dir, DumpError)
+    try:
+        return _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root)
+    finally:
+        held.close()
+
+
+def _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root):
+    images_dir = held.path
     moved = None
     if leftovers and info["state"] != "empty":
         try:
@@ -979,7 +1059,7 @@ def page_server(params, check_mode=False, proc_root=PROC):
             raise DumpError("cannot move the old content of %s aside (%s); empty it yourself"
                             % (images_dir, exc.strerror or exc))
     pidfile = os.path.join(images_dir, PS_PIDFILE_NAME)
-    log_path = os.path.join(images_dir, PS_LOG_NAME)
+    log_path = fresh_log(held, PS_LOG_NAME, DumpError)
     attempts = 3 if port == 0 else 1
     res = None
     for dummy in range(attempts):

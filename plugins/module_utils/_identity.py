@@ -17,6 +17,7 @@ when it is provably the one named).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import time
@@ -73,11 +74,54 @@ def read_identity(pid, proc_root=PROC):
         return None
 
 
+def cmdline_sha256(cmdline):
+    """sha256 of a command line (its arguments joined by NUL, as in /proc/PID/cmdline)."""
+    return hashlib.sha256("\0".join(cmdline or []).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def private(ident):
+    """A copy of an identity whose command line keeps only the program (argv[0]), plus
+    ``cmdline_sha256`` (enough to recognise the same command line) and ``cmdline_args``
+    (how many arguments were left out). Arguments often carry secrets
+    (``--db-password=...``); results, reports and manifests carry this form."""
+    if not isinstance(ident, dict) or not isinstance(ident.get("cmdline"), list) or "cmdline_sha256" in ident:
+        return ident
+    out = dict(ident)
+    out["cmdline_sha256"] = cmdline_sha256(ident["cmdline"])
+    out["cmdline_args"] = max(0, len(ident["cmdline"]) - 1)
+    out["cmdline"] = ident["cmdline"][:1]
+    return out
+
+
+def cmdline_matches(recorded, cmdline):
+    """True when the live ``cmdline`` is the one ``recorded`` (a full or a :func:`private` identity)."""
+    if not isinstance(recorded, dict) or cmdline is None:
+        return False
+    if recorded.get("cmdline_sha256"):
+        return cmdline_sha256(cmdline) == recorded["cmdline_sha256"]
+    return recorded.get("cmdline") == cmdline
+
+
+def hide_cmdlines(obj):
+    """``obj`` (a result) with every identity-like dict's command line made :func:`private`."""
+    if isinstance(obj, dict):
+        out = dict((k, hide_cmdlines(v)) for k, v in obj.items())
+        return private(out) if isinstance(out.get("cmdline"), list) else out
+    if isinstance(obj, list):
+        return [hide_cmdlines(v) for v in obj]
+    return obj
+
+
 def describe(ident):
-    """'pid 1234 (python3 /srv/app.py, started at tick 5678)' for messages."""
+    """'pid 1234 [python3 +1 args] (start time 5678, ...)' for messages: the program, never its
+    arguments (they may carry secrets)."""
     if not ident:
         return "no process"
-    cmd = " ".join(ident.get("cmdline") or []) or ident.get("comm") or "?"
+    args = ident.get("cmdline") or []
+    cmd = args[0] if args else (ident.get("comm") or "?")
+    extra_args = ident.get("cmdline_args", max(0, len(args) - 1))
+    if extra_args:
+        cmd += " +%d args" % extra_args
     if len(cmd) > 120:
         cmd = cmd[:117] + "..."
     extra = []
@@ -143,13 +187,58 @@ def wait_state(pid, words, timeout, proc_root=PROC, interval=0.02):
         time.sleep(interval)
 
 
-def send_signal(pid, sig):
-    """os.kill that treats 'already gone' as done."""
+def send_signal(pid, sig, start_time=None, proc_root=PROC):
+    """Signal PID, treating 'already gone' as done; False when nothing was signalled.
+
+    Where the kernel offers pidfds (Linux >= 5.3, Python >= 3.9), the process
+    is pinned first with ``pidfd_open`` and its start time checked through
+    that pin, then signalled with ``pidfd_send_signal``: if PID was reused
+    since the caller checked who holds it, the pidfd names the new holder,
+    whose start time differs, and nothing is sent. Without pidfds, ``os.kill``
+    right after the same check.
+    """
+    pid = int(pid)
     try:
-        os.kill(int(pid), sig)
-        return True
+        pidfd = _pidfd_open(pid)
     except ProcessLookupError:
         return False
+    if pidfd is None:
+        if start_time is not None and not _started_at(pid, start_time, proc_root):
+            return False
+        try:
+            os.kill(pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+    try:
+        # The pidfd pins the process: /proc/PID read now is that process, or it is gone.
+        if start_time is not None and not _started_at(pid, start_time, proc_root):
+            return False
+        try:
+            signal.pidfd_send_signal(pidfd, sig)
+            return True
+        except ProcessLookupError:
+            return False
+    finally:
+        os.close(pidfd)
+
+
+def _pidfd_open(pid):
+    """A pidfd for PID, or None when the kernel or Python has none; ProcessLookupError when PID is gone."""
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None or not hasattr(signal, "pidfd_send_signal"):
+        return None
+    try:
+        return opener(pid)
+    except ProcessLookupError:
+        raise
+    except OSError:
+        return None  # ENOSYS: a kernel without pidfds
+
+
+def _started_at(pid, start_time, proc_root):
+    st = read_stat(pid, proc_root)
+    return st is not None and st["start_time"] == int(start_time)
 
 
 SIGNALS = {"running": signal.SIGCONT, "stopped": signal.SIGSTOP, "killed": signal.SIGKILL}

@@ -44,6 +44,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _unit
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 
 MANIFEST_NAME = _manifest.MANIFEST_NAME
 RECORD_NAME = _manifest.RESTORE_RECORD_NAME
@@ -53,6 +54,8 @@ LOG_NAME = "restore.log"
 # touching never competes with the dump for the CPU and memory bandwidth.
 READY_NAME = _manifest.PRIVATE_PREFIX + "restore-ready"
 SCHEMA = 1
+DEFAULT_TIMEOUT_BASE = 30.0
+DEFAULT_TIMEOUT_RATE = float(16 << 20)  # bytes per second of the default timeout
 
 # Restore-time flags that mirror the dump's options (manifest `options`).
 BOOL_FLAGS = (
@@ -570,13 +573,13 @@ def verify_restored(manifest, settle, leave_stopped, proc_root=_identity.PROC, i
     verified["state"] = _identity.state_word(ident["state"])
     verified["exe_sha256"] = _exe_sha256(pid, proc_root)
     verified["exe_matches"] = verified["exe_sha256"] == want_exe
-    verified["cmdline_matches"] = ident.get("cmdline") == manifest["process"].get("cmdline")
+    verified["cmdline_matches"] = _identity.cmdline_matches(manifest["process"], ident.get("cmdline"))
     if not verified["exe_matches"]:
         return verified, ident, ("restored process %d runs an executable whose sha256 (%s) is not the "
                                  "checkpoint's (%s)" % (pid, verified["exe_sha256"], want_exe))
     if not verified["cmdline_matches"]:
-        return verified, ident, ("restored process %d has the command line %r, the checkpoint recorded %r"
-                                 % (pid, ident.get("cmdline"), manifest["process"].get("cmdline")))
+        return verified, ident, ("restored process %d has another command line than the checkpoint recorded "
+                                 "(now %s)" % (pid, _identity.describe(ident)))
     problems = stdio_problems(manifest, pid, proc_root, replaced)
     verified["stdio_matches"] = not problems
     if problems:
@@ -607,7 +610,7 @@ def already_restored(manifest, manifest_sha256, record, proc_root=_identity.PROC
         return False, ident
     if _identity.differences({k: rec_proc.get(k) for k in _identity.IDENTITY_KEYS}, ident):
         return False, ident
-    if ident.get("cmdline") != manifest["process"].get("cmdline"):
+    if not _identity.cmdline_matches(manifest["process"], ident.get("cmdline")):
         return False, ident
     if _exe_sha256(pid, proc_root) != manifest["binaries"]["exe"]["sha256"]:
         return False, ident
@@ -628,8 +631,9 @@ def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_ro
         "manifest_sha256": manifest_sha256,
         "host": _manifest.host_identity(proc_root=proc_root),
         "restored_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "process": {"pid": ident["pid"], "start_time": ident["start_time"], "boot_id": ident["boot_id"],
-                    "exe": ident.get("exe"), "cmdline": ident.get("cmdline")},
+        "process": _identity.private({"pid": ident["pid"], "start_time": ident["start_time"],
+                                      "boot_id": ident["boot_id"], "exe": ident.get("exe"),
+                                      "cmdline": ident.get("cmdline")}),
         "criu": {"argv": argv, "log": LOG_NAME, "duration": round(duration, 4), "stats": stats},
         "verified": verified,
     }
@@ -726,6 +730,8 @@ def restore(params, check_mode=False, proc_root=_identity.PROC):
     """
     prefault = ready = None
     if params.get("wait_for_manifest") and not check_mode and os.geteuid() == 0:
+        if os.path.isdir(params["images_dir"]):
+            hold_trusted(os.path.abspath(params["images_dir"])).close()  # the rule before any write
         ready = os.path.join(os.path.abspath(params["images_dir"]), READY_NAME)
         clear_ready(ready)
         if params.get("prefault"):
@@ -752,6 +758,33 @@ def _restore(params, check_mode, proc_root, prefault):
         waited = wait_for_manifest(images_dir, params["wait_for_manifest"],
                                    on_arrival=prefault.arrival if prefault is not None else None)
         t0 = time.monotonic()
+    held = hold_trusted(images_dir)
+    try:
+        return _restore_held(params, check_mode, proc_root, prefault, held, t0, waited)
+    finally:
+        held.close()
+
+
+def hold_trusted(images_dir):
+    """images_dir held open after the trust rule (_safedir); RestoreError naming the broken rule."""
+    try:
+        return _safedir.hold(images_dir)
+    except _safedir.UntrustedDirError as exc:
+        raise RestoreError("refusing to restore %s: %s" % (images_dir, exc.msg))
+    except FileNotFoundError:
+        raise RestoreError("no complete checkpoint in %s: the directory does not exist" % images_dir)
+    except OSError as exc:
+        raise RestoreError("cannot open %s: %s" % (images_dir, exc.strerror or exc))
+
+
+def default_timeout(manifest):
+    """Seconds a restore of this checkpoint may take before criu is killed:
+    30 s plus 1 s per 16 MiB of images (criu restores hundreds of MB/s here)."""
+    return round(DEFAULT_TIMEOUT_BASE + float(manifest.get("images_total_bytes") or 0) / DEFAULT_TIMEOUT_RATE, 1)
+
+
+def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
+    images_dir = held.path
     manifest, manifest_sha = load_manifest(images_dir)
     pid = manifest["process"]["pid"]
     log_path = os.path.join(images_dir, LOG_NAME)
@@ -794,6 +827,12 @@ def _restore(params, check_mode, proc_root, prefault):
                 "msg": "process %d would be restored from %s" % (pid, images_dir)}
 
     prefaulted = prefault.release() if prefault is not None else None
+    timeout = params.get("timeout") or default_timeout(manifest)
+    try:
+        held.check_path()
+        held.fresh(LOG_NAME)
+    except _safedir.UntrustedDirError as exc:
+        raise RestoreError("refusing to restore %s: %s" % (images_dir, exc.msg))
     work_dir = tempfile.mkdtemp(prefix="ckpt-restore-")
     inherited = open_inherited(inherit, params.get("inherit_fd_file")) if inherit else []
     try:
@@ -806,16 +845,23 @@ def _restore(params, check_mode, proc_root, prefault):
             pidfile = _unit.pidfile_for(unit)
             args = restore_args(images_dir, work_dir, pidfile, opts) + \
                 _unit.inherit_args(manifest["unit"].get("stdio_sockets"))
-            result = _unit.restore_in_unit(unit, criu, args, log_path,
-                                           params.get("timeout") or UNIT_START_TIMEOUT)
+            result = _unit.restore_in_unit(unit, criu, args, log_path, timeout)
         else:
             pidfile = os.path.join(work_dir, "restore.pid")
             args = restore_args(images_dir, work_dir, pidfile, opts, inherited)
-            result = _criu.run_criu(criu, "restore", args, log_path, timeout=params.get("timeout"),
+            result = _criu.run_criu(criu, "restore", args, log_path, timeout=timeout,
                                     pass_fds=[fd for fd, dummy in inherited])
         # Wall clock of the moment the process runs again (criu restore -d has
         # returned): with the dump's frozen_at, the downtime of a migration.
         resumed_at = time.time()
+        if result.timed_out:
+            raise RestoreError("criu restore of %s did not finish within %.0f s (%s) and was killed, with every "
+                               "process it had restored so far; see %s" % (
+                                   images_dir, timeout, "the timeout option" if params.get("timeout") else
+                                   "the default for %d bytes of images" % (manifest.get("images_total_bytes") or 0),
+                                   log_path),
+                               rc=result.rc, log_path=log_path, log_errors=result.log_errors, argv=result.argv,
+                               details={"pid": pid, "timeout": timeout})
         result.raise_for_failure("criu restore of %s failed" % images_dir)
         # criu writes stats-restore into its work directory (-W), not the images.
         stats = _criu.read_stats(work_dir, "restore")
@@ -836,6 +882,13 @@ def _restore(params, check_mode, proc_root, prefault):
                "total": round(time.monotonic() - t0, 4), "resumed_at": round(resumed_at, 6),
                "waited_for_manifest": None if waited is None else round(waited, 4),
                "prefault": prefaulted}
+    if problem and ident is not None and verified.get("alive") and not verified.get("exe_matches"):
+        # It runs code other than the checkpointed one (verify_binaries off, or the file changed
+        # since): it is never left running.
+        killed = _criu.kill_tree(pid)
+        problem += ("; it was killed (with %d descendants) rather than left running code that is not the "
+                    "checkpoint's%s" % (len(killed), "" if params.get("verify_binaries", True) else
+                                        " (verify_binaries was off, so this was not caught before the restore)"))
     if problem:
         if unit:
             _unit.release(unit)
@@ -863,9 +916,6 @@ def _restore(params, check_mode, proc_root, prefault):
         out["unit"] = unit_state
         out["msg"] += "; unit %s is active with it as MainPID" % unit
     return out
-
-
-UNIT_START_TIMEOUT = 300
 
 
 def unit_target(manifest, params, images_dir):
@@ -1028,7 +1078,9 @@ def _ensure_process_state(params, check_mode, proc_root):
         result["msg"] = "process %d from %s would be sent %s" % (pid, source, result["signal"])
         return result
 
-    _identity.send_signal(pid, _identity.SIGNALS[want])
+    if not _identity.send_signal(pid, _identity.SIGNALS[want], start_time=live["start_time"], proc_root=proc_root):
+        raise RestoreError("process %d from %s exited or was replaced before it could be sent %s; nothing was "
+                           "signalled" % (pid, source, result["signal"]), details={"pid": pid, "before": before})
     if want == "killed":
         gone = _identity.wait_gone(pid, wait, proc_root, start_time=live["start_time"])
         now = _identity.read_stat(pid, proc_root)

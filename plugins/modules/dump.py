@@ -209,7 +209,7 @@ options:
       rsh:
         description:
           - The remote shell command as a list of single words (rsync's C(--rsh)), for example
-            V(["ssh", "-o", "ControlMaster=auto", "-o", "ControlPath=/tmp/.ckpt-ssh-%C"]) to reuse a
+            V(["ssh", "-o", "ControlMaster=auto", "-o", "ControlPath=/run/ckpt-criu-ssh/%C"]) to reuse a
             connection warmed before the freeze.
         type: list
         elements: str

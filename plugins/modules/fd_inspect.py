@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE
   - ckpt.criu.criu
+  - ckpt.criu.criu.CMDLINE
 options:
   pid:
     description:
@@ -297,9 +298,14 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu, parse_size
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
 
 LIFT_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "inherit_fd", "ghost_limit")
+
+
+def private(module, result):
+    return result if module.params["include_cmdline"] else hide_cmdlines(result)
 
 
 def run(module):
@@ -331,7 +337,7 @@ def run(module):
     if p["assert_stdio"] and plan["blockers"]:
         out["msg"] = "PID %d cannot be checkpointed and restored safely: %s" % (
             identity["pid"], " ".join(plan["blockers"]))
-        module.fail_json(**out)
+        module.fail_json(**private(module, out))
     return out
 
 
@@ -348,6 +354,7 @@ def main():
             inherit_fd=dict(type="bool", default=False),
             ghost_limit=dict(type="str"),
             criu_path=dict(type="path"),
+            include_cmdline=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("pid", "pidfile")],
         required_one_of=[("pid", "pidfile")],
@@ -361,7 +368,7 @@ def main():
         result = run(module)
     except (ProcfsError, CriuError) as exc:
         module.fail_json(msg=str(exc), changed=False)
-    module.exit_json(**result)
+    module.exit_json(**private(module, result))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ author:
   - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
     support: full
@@ -155,6 +156,7 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import ensure_process_state
 
 
@@ -168,6 +170,7 @@ def main():
             state=dict(type="str", choices=["running", "stopped", "killed"], required=True),
             wait=dict(type="float", default=10.0),
             unit=dict(type="str"),
+            include_cmdline=dict(type="bool", default=False),
         ),
         mutually_exclusive=[("images_dir", "manifest", "identity")],
         required_one_of=[("images_dir", "manifest", "identity")],
@@ -176,10 +179,14 @@ def main():
     try:
         result = ensure_process_state(module.params, check_mode=module.check_mode)
     except CriuError as exc:
-        module.fail_json(**exc.to_fail_kwargs())
+        module.fail_json(**private(module, exc.to_fail_kwargs()))
     for warning in result.pop("warnings", []):
         module.warn(warning)
-    module.exit_json(**result)
+    module.exit_json(**private(module, result))
+
+
+def private(module, result):
+    return result if module.params["include_cmdline"] else hide_cmdlines(result)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ author:
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.criu
+  - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
     support: full
@@ -161,7 +162,9 @@ options:
     type: path
   timeout:
     description:
-      - Seconds after which criu is killed and the restore fails. No limit when not set.
+      - Seconds after which criu is killed, together with every process it restored so far, and the
+        restore fails.
+      - When not set, 30 seconds plus one second per 16 MiB of images, so a restore never hangs.
     type: float
 notes:
   - Must run as root on the managed node.
@@ -308,6 +311,7 @@ problems:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, parse_size
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import restore
 
 
@@ -331,6 +335,7 @@ def main():
             inherit_fd_file=dict(type="path"),
             timeout=dict(type="float"),
             criu_path=dict(type="path"),
+            include_cmdline=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -341,8 +346,12 @@ def main():
         params["prefault"] = parse_size(params["prefault"], "prefault") if params["prefault"] not in (None, "") else None
         result = restore(params, check_mode=module.check_mode)
     except CriuError as exc:
-        module.fail_json(**exc.to_fail_kwargs())
-    module.exit_json(**result)
+        module.fail_json(**private(module, exc.to_fail_kwargs()))
+    module.exit_json(**private(module, result))
+
+
+def private(module, result):
+    return result if module.params["include_cmdline"] else hide_cmdlines(result)
 
 
 if __name__ == "__main__":

@@ -241,7 +241,8 @@ def test_pid_taken_by_live_process_refused(run_module, workload, tmp_path, criu_
     res = _restore(run_module, images, pid_wait=0.5)
     assert res.failed, res
     assert "PID %d" % w.pid in res["msg"] or "pid %d" % w.pid in res["msg"], res
-    assert "counter.py" in res["msg"], "the holder is named with its command line"
+    # The holder is named by its program and start time, never its arguments (they may hold secrets).
+    assert "python" in res["msg"] and "start time" in res["msg"] and "counter.py" not in res["msg"], res["msg"]
     assert res["holder"]["pid"] == w.pid
     assert dir_snapshot(images) == snap
     w.wait_ticks(3)

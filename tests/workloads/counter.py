@@ -21,6 +21,8 @@ def main():
     ap.add_argument("--mem", type=int, default=0, help="MiB of touched memory")
     ap.add_argument("--stdout", action="store_true", help="also print each tick on stdout")
     ap.add_argument("--listen", type=int, default=0, help="TCP port on 127.0.0.1 to listen on")
+    ap.add_argument("--label", default="", help="ignored; puts an argument of the test's own (a fake "
+                    "secret, say) on the command line")
     args = ap.parse_args()
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)

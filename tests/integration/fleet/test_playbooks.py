@@ -116,7 +116,7 @@ def test_destination_restore_fails(fleet, clean_hosts, workload, playbook, tmp_p
     ok = w.continuity()[0]
     assert ok
     assert not w.running_on("node2") and w.state("node2") is None
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])  # only the kept logs
 
 
 def test_destination_restore_ended_before_the_freeze(fleet, clean_hosts, workload, playbook, tmp_path):
@@ -137,7 +137,7 @@ def test_destination_restore_ended_before_the_freeze(fleet, clean_hosts, workloa
     assert w.wait_ticks(5)
     ok, gap = w.continuity()
     assert ok and gap < 0.5, "the source was disturbed (largest gap %.2f s)" % gap
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])  # only the kept logs
 
 
 def test_stdio_blocker_refuses_one(fleet, clean_hosts, workload, playbook, tmp_path):

@@ -123,9 +123,22 @@ def test_differences_compare_identity_and_exe():
     assert _identity.differences({"pid": "1", "start_time": "10"}, want) == []
 
 
-def test_describe_names_pid_cmdline_and_start_time():
-    text = _identity.describe({"pid": 9, "cmdline": ["python3", "counter.py"], "start_time": 5, "exe": "/x"})
-    assert "pid 9" in text and "python3 counter.py" in text and "start time 5" in text
+def test_describe_names_pid_program_and_start_time_never_arguments():
+    text = _identity.describe({"pid": 9, "cmdline": ["python3", "--db-password=s3cret"], "start_time": 5,
+                               "exe": "/x"})
+    assert "pid 9" in text and "python3 +1 args" in text and "start time 5" in text
+    assert "s3cret" not in text
+
+
+def test_private_identity_keeps_what_identity_checks_need():
+    full = {"pid": 9, "cmdline": ["python3", "app.py", "--db-password=s3cret"]}
+    priv = _identity.private(full)
+    assert priv["cmdline"] == ["python3"] and priv["cmdline_args"] == 2 and "s3cret" not in json.dumps(priv)
+    assert _identity.cmdline_matches(priv, full["cmdline"])
+    assert not _identity.cmdline_matches(priv, ["python3", "app.py", "--db-password=other"])
+    assert _identity.cmdline_matches(full, full["cmdline"])  # manifests written before keep the full form
+    hidden = _identity.hide_cmdlines({"process": full, "tree": [full], "n": 1})
+    assert "s3cret" not in json.dumps(hidden) and hidden["n"] == 1
 
 
 # ---------------------------------------------------------------- manifest
@@ -245,7 +258,7 @@ def test_pid_free_zombie_and_live_holders(tmp_path, proc, exe):
     assert "checkpointed process itself" in msg and "state=killed" in msg and "stopped" in msg
     proc.add(PID, 2000, state="S", comm="nginx", cmdline=("nginx", "-g", "daemon off;"), exe="/usr/sbin/nginx")
     msg = _restore.pid_problem(manifest, _restore.pid_holder(manifest, 0, root), 0)
-    assert "another live process" in msg and "nginx -g daemon off;" in msg and "pid %d" % PID in msg
+    assert "another live process" in msg and "nginx +2 args" in msg and "pid %d" % PID in msg
 
 
 # -------------------------------------------------------------------- args

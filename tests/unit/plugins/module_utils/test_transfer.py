@@ -8,7 +8,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
 
 def test_good_spec():
     assert _transfer.validate({"destination": "root@10.0.0.2", "path": "/var/lib/ckpt/pid-42",
-                               "rsh": ["ssh", "-p", "22", "-o", "ControlPath=/tmp/.ckpt-ssh-%C"]}) == []
+                               "rsh": ["ssh", "-p", "22", "-o", "ControlPath=/run/ckpt-criu-ssh/%C"]}) == []
 
 
 @pytest.mark.parametrize("spec,word", [

@@ -1,0 +1,164 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""A dump survives the death of the module that runs it.
+
+criu never holds the point of no return: a dump always runs with
+``--leave-stopped`` (never criu's own "kill the tree when done"), so criu
+finishing or dying leaves the workload stopped, not gone.  The module kills
+the tree itself, and only after the manifest is written (the default
+dump's promise: the process ends *because* a complete checkpoint exists).
+
+If the module process dies anywhere in between (SIGKILL by a timeout, an
+OOM kill, a lost controller), a guard finishes the job.  The guard is a fork
+of the module made the moment criu starts; it is in its own session, holds
+nothing of Ansible's (fds 0-2 on /dev/null), keeps the read ends of criu's
+stdout and stderr open (so criu never dies of SIGPIPE halfway through), and
+waits on a pipe from the module:
+
+* ``C`` (committed): the manifest is written;
+* ``D`` (done): the module finished; the guard exits;
+* end of file without ``D``: the module died.  The guard waits for criu to
+  end, then, when the manifest was not committed, resumes every task of the
+  tree that is still the process it was (SIGCONT through a pidfd) and marks
+  the directory with ``ckpt-failed.json``; when it was committed and the
+  dump was to end the process, kills the tree.
+
+So after any death of the module the workload is running, or a complete,
+restorable checkpoint with its manifest exists.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+
+
+def kill_tree(tree, proc_root=_identity.PROC):
+    """SIGKILL every task of ``tree`` ([{pid, start_time}]) that is still that process."""
+    for entry in tree:
+        _identity.send_signal(entry["pid"], signal.SIGKILL, start_time=entry.get("start_time"),
+                              proc_root=proc_root)
+
+
+def resume_tree(tree, proc_root=_identity.PROC):
+    """SIGCONT every task of ``tree`` that is still that process; the PIDs resumed."""
+    resumed = []
+    for entry in tree:
+        st = _identity.read_stat(entry["pid"], proc_root)
+        if st is None or st["state"] not in ("T", "t"):
+            continue
+        if _identity.send_signal(entry["pid"], signal.SIGCONT, start_time=entry.get("start_time"),
+                                 proc_root=proc_root):
+            resumed.append(entry["pid"])
+    return resumed
+
+
+class Guard(object):
+    """The watcher of one dump; see the module docstring."""
+
+    def __init__(self, images_dir, kill_when_committed):
+        self.tree = []  # [{pid, start_time}] of the dumped tree, set before criu starts
+        self.images_dir = images_dir
+        self.kill_when_committed = kill_when_committed
+        self.is_committed = False
+        self.pid = None
+        self._w = None
+
+    def start(self, criu_proc):
+        """Fork the guard (call right after criu started; ``criu_proc`` is its Popen)."""
+        r, w = os.pipe()
+        keep = [r, criu_proc.stdout.fileno(), criu_proc.stderr.fileno()]
+        criu = (criu_proc.pid, _start_time(criu_proc.pid))
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked guard
+            try:
+                os.close(w)
+                self._watch(r, keep, criu)
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.pid, self._w = pid, w
+
+    def _send(self, code):
+        if self._w is not None:
+            try:
+                os.write(self._w, code)
+            except OSError:
+                pass
+
+    def committed(self):
+        """The manifest is written: from now on the checkpoint is the truth."""
+        self.is_committed = True
+        self._send(b"C")
+
+    def close(self):
+        """The module leaves the dump: a tree that criu left stopped only because the dump was to end it
+        is resumed when no manifest was committed (a failure after criu); then the guard exits."""
+        if self.pid is not None and self.kill_when_committed and not self.is_committed:
+            resume_tree(self.tree)
+        self.done()
+
+    def done(self):
+        """The module is done with the dump (success or failure handled); the guard exits."""
+        if self._w is None:
+            return
+        self._send(b"D")
+        os.close(self._w)
+        self._w = None
+        try:
+            os.waitpid(self.pid, 0)
+        except OSError:
+            pass
+
+    # ---------------------------------------------------------- in the guard
+
+    def _watch(self, r, keep, criu):  # pragma: no cover - runs in the forked guard
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd > 2 and fd not in keep:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        seen = b""
+        while True:
+            data = os.read(r, 64)
+            if not data:
+                break
+            seen += data
+            if b"D" in seen:
+                return
+        # The module died. Let criu finish (it leaves the tree stopped, never killed).
+        while _start_time(criu[0]) == criu[1] and criu[1] is not None:
+            time.sleep(0.05)
+        if b"C" in seen:
+            if self.kill_when_committed:
+                kill_tree(self.tree)
+            return
+        resumed = resume_tree(self.tree)
+        if not os.path.exists(_manifest.manifest_path(self.images_dir)):
+            try:
+                _manifest.write_failed_marker(self.images_dir, (
+                    "the module process died during the dump, before the manifest was written; the workload "
+                    "was resumed (PIDs %s) and these images are incomplete" % (resumed or "none stopped")),
+                    {"module_died": True})
+            except (IOError, OSError):
+                pass
+
+
+def _start_time(pid):
+    st = _identity.read_stat(pid)
+    return None if st is None or st["state"] in _identity.DEAD_STATES else st["start_time"]

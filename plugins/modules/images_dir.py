@@ -1,0 +1,113 @@
+#!/usr/bin/python
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: images_dir
+short_description: Check an images directory against the trust rule, and create it only then
+version_added: 0.2.0
+description:
+  - Checkpoint images are a process's whole memory, restored as root. A directory for them
+    is trusted only when every component of its path, from C(/) down, is a real directory
+    (no symlink) owned by root; every directory above it is writable only by root or is
+    sticky; and the directory itself is owned by root and writable by no group or other.
+  - The module applies that rule before anything is created or changed. A directory that
+    breaks it (a 1777 directory, one owned by another user, a path through a symlink) is
+    refused with the reason and left exactly as it was; it is never chmod-ed or chown-ed
+    into shape.
+  - With O(state=present), missing components are created with mode 0700, each relative to
+    the directory above it, never through a symlink.
+  - M(ckpt.criu.dump), M(ckpt.criu.restore) and M(ckpt.criu.page_server) apply the same rule
+    themselves; the roles call this module first for their images roots.
+author:
+  - ckpt.criu contributors (@ckpt-criu)
+extends_documentation_fragment:
+  - ckpt.criu.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks the rule and predicts RV(ignore:changed); creates nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+options:
+  path:
+    description:
+      - Absolute path of the directory.
+    type: path
+    required: true
+  state:
+    description:
+      - V(present) checks the rule and creates what is missing (0700).
+      - V(checked) only checks; a missing directory is then an error.
+    type: str
+    choices: [present, checked]
+    default: present
+notes:
+  - Must run as root on the managed node.
+seealso:
+  - module: ckpt.criu.dump
+  - module: ckpt.criu.restore
+"""
+
+EXAMPLES = r"""
+- name: Create the images root, refusing one that others can write
+  ckpt.criu.images_dir:
+    path: /var/lib/ckpt/checkpoint
+"""
+
+RETURN = r"""
+path:
+  description: The normalised path.
+  returned: always
+  type: str
+  sample: /var/lib/ckpt/checkpoint
+created:
+  description: How many missing path components were (or, in check mode, would be) created.
+  returned: success
+  type: int
+  sample: 1
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            state=dict(type="str", choices=["present", "checked"], default="present"),
+        ),
+        supports_check_mode=True,
+    )
+    path = os.path.normpath(module.params["path"])
+    if os.geteuid() != 0:
+        module.fail_json(msg="ckpt.criu.images_dir must run as root (become: true); running as uid %d"
+                         % os.geteuid(), path=path)
+    try:
+        missing = _safedir.check(path)
+    except _safedir.UntrustedDirError as exc:
+        module.fail_json(msg="%s; nothing was changed" % exc.msg, path=path)
+    if missing and module.params["state"] == "checked":
+        module.fail_json(msg="images directory %s does not exist" % path, path=path)
+    if missing and not module.check_mode:
+        try:
+            _safedir.hold(path, create=True).close()
+        except _safedir.UntrustedDirError as exc:
+            module.fail_json(msg="%s; nothing more was changed" % exc.msg, path=path)
+        except OSError as exc:
+            module.fail_json(msg="cannot create %s: %s" % (path, exc.strerror or exc), path=path)
+    module.exit_json(changed=bool(missing), path=path, created=missing)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Trust between hosts, tried as the unprivileged local user ckpt-attacker on the SSH test fleet."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet_testlib import write_inventory
+
+pytestmark = [pytest.mark.fleet, pytest.mark.criu]
+
+# A fake SSH connection-sharing master: accepts on a unix socket and counts who connects.
+FAKE_MASTER = r'''
+import os, socket, sys
+path, log = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path)
+os.chmod(path, 0o777)
+s.listen(16)
+open(log, "a").close()
+while True:
+    c, _ = s.accept()
+    with open(log, "a") as fh:
+        fh.write("connection\n")
+    c.close()
+'''
+
+
+def _attacker():
+    try:
+        pw = pwd.getpwnam("ckpt-attacker")
+    except KeyError:
+        pytest.fail("the unprivileged user ckpt-attacker is missing: run `make setup`")
+    return ["setpriv", "--reuid=%d" % pw.pw_uid, "--regid=%d" % pw.pw_gid, "--clear-groups", "--"]
+
+
+def test_ssh_control_socket_cannot_be_planted_by_another_user(fleet, clean_hosts, workload, playbook, tmp_path):
+    """Finding 1: the ControlPath was /tmp/.ckpt-ssh-%C, predictable and in a world-writable directory;
+    nobody listened there as a fake master and root's rsync handed it the whole checkpoint."""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    local = fleet.exec("node1", ["hostname"], stdout=subprocess.PIPE, text=True).stdout.strip()
+    # ssh's %C: sha1 of local host name, remote host, port and remote user.
+    digest = hashlib.sha1(("%s%s%s%s" % (local, fleet.address("node2"), "22", "root")).encode()).hexdigest()
+    planted = "/tmp/.ckpt-ssh-%s" % digest
+    own = tempfile.mkdtemp(prefix="ckpt-attacker-", dir="/var/tmp")
+    os.chmod(own, 0o755)
+    os.chown(own, pwd.getpwnam("ckpt-attacker").pw_uid, -1)
+    log = Path(own) / "fake-master.log"
+    try:
+        os.unlink(planted)
+    except FileNotFoundError:
+        pass
+    fake = subprocess.Popen(_attacker() + [sys.executable, "-c", FAKE_MASTER, planted, str(log)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not log.exists():
+            time.sleep(0.05)
+        assert log.exists(), "the attacker's fake master did not start"
+        w = workload("node1")
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1"})
+        assert log.read_text() == "", "root's ssh connected to a control socket another user planted"
+        assert run.rc == 0, run.output[-4000:]
+        assert w.running_on("node2") and w.wait_ticks(5) and w.continuity()[0]
+    finally:
+        fake.kill()
+        fake.wait()
+        try:
+            os.unlink(planted)
+        except OSError:
+            pass
+        shutil.rmtree(own, ignore_errors=True)
+
+
+def _criu_wrapper(fleet, host, name, on_restore):
+    """A criu on host that runs ``on_restore`` (sh) instead of criu restore."""
+    path = "/srv/%s" % name
+    with open(fleet.host_path(host, path), "w") as fh:
+        fh.write("#!/bin/sh\n"
+                 "prev=; for a in \"$@\"; do [ \"$prev\" = -o ] && log=$a; prev=$a; done\n"
+                 "for a in \"$@\"; do [ \"$a\" = restore ] && { %s; }; done\n"
+                 "exec /opt/ckpt-criu/bin/criu \"$@\"\n" % on_restore)
+    os.chmod(fleet.host_path(host, path), 0o755)
+    return path
+
+
+def _assert_rolled_back(run, w, fleet):
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "rolled back" and row["source_resumed"] is True, row
+    assert w.running_on("node1"), "the source was not resumed"
+    assert w.wait_ticks(10) and w.continuity()[0], "the source does not count on without a gap in its sequence"
+    assert not w.running_on("node2")
+    return row
+
+
+def test_rollback_keeps_the_destinations_logs_and_says_where(fleet, clean_hosts, workload, playbook, tmp_path):
+    """Finding 13: a rolled-back migration named the destination's restore.log, but the rollback had
+    already deleted it, even with keep_images."""
+    wrapper = _criu_wrapper(fleet, "node2", "criu-fails-restore",
+                            "echo 'injected restore failure' >> \"$log\"; exit 1")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
+                          hostvars={"node1": {"ckpt_migrate_destination_criu_path": wrapper}})
+    w = workload("node1")
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})
+    row = _assert_rolled_back(run, w, fleet)
+    kept = row.get("destination_logs") or []
+    assert any(k.endswith("/restore.log") for k in kept), row
+    log = [k for k in kept if k.endswith("/restore.log")][0]
+    assert os.path.dirname(log) in row["cause"], row["cause"]
+    st = os.stat(fleet.host_path("node2", log))
+    assert st.st_uid == 0 and st.st_mode & 0o777 == 0o600
+    with open(fleet.host_path("node2", log)) as fh:
+        assert "injected restore failure" in fh.read(), "the kept log is not the failed restore's"
+
+
+def test_a_killed_destination_restore_is_reported_as_dead(fleet, clean_hosts, workload, playbook, tmp_path):
+    """Finding 15: a killed destination restore showed async_wrapper's traceback ("No start of json char
+    found") as the cause, not "the restore died"."""
+    # criu's parent is the restore module: the wrapper kills it the moment criu restore would start.
+    wrapper = _criu_wrapper(fleet, "node2", "criu-kills-module", "kill -9 $PPID; sleep 1; exit 1")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
+                          hostvars={"node1": {"ckpt_migrate_destination_criu_path": wrapper}})
+    w = workload("node1")
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})
+    row = _assert_rolled_back(run, w, fleet)
+    assert "No start of json char found" not in row["cause"] and "Traceback" not in row["cause"], row["cause"]
+    assert "the restore on node2 died" in row["cause"], row["cause"]

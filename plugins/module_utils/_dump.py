@@ -41,6 +41,7 @@ import time
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
@@ -558,6 +559,12 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     # 3. Preflight: the target, its stdio, the session rule, pre-dump, criu.
     validate_target(pid, proc_root)
     check_session_leader(pid, params.get("shell_job"), proc_root)
+    if params.get("service_address"):
+        spec = params["service_address"]
+        try:
+            _netaddr.parse_service_address(spec.get("address"), spec.get("interface"))
+        except _netaddr.AddressError as exc:
+            raise DumpError("refusing to dump PID %d: %s" % (pid, exc.msg))
     if opts.get("tcp_established") and not opts.get("network_lock"):
         opts["network_lock"] = None
     criu = _criu.find_criu(params.get("criu_path"))
@@ -703,6 +710,14 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     # With a transfer, the images leave now, while they are hashed and the manifest is
     # written here (both only read the images): the hashing is off the critical path of
     # the frozen window. The manifest itself is sent only after every image arrived.
+    # The service address leaves with the process: off this host now, before the
+    # manifest goes out (the destination claims it only once the manifest arrived).
+    if params.get("service_address"):
+        try:
+            result["service_address"] = _netaddr.release(params["service_address"])
+        except _netaddr.AddressError as exc:
+            raise DumpError("dumped PID %d into %s, but the service address could not be taken off this host: %s"
+                            % (pid, images_dir, exc.msg), rc=exc.rc, cmd=exc.argv, stderr=exc.stderr)
     transfer = params.get("transfer")
     pusher = None
     if transfer:

@@ -42,6 +42,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
 MANIFEST_NAME = _manifest.MANIFEST_NAME
@@ -589,6 +590,12 @@ def _restore(params, check_mode, proc_root, prefault):
     if os.geteuid() != 0:
         raise RestoreError("restoring a checkpoint needs root, this runs as uid %d; use become: true"
                            % os.geteuid())
+    service = params.get("service_address")
+    if service:
+        try:
+            _netaddr.parse_service_address(service.get("address"), service.get("interface"))
+        except _netaddr.AddressError as exc:
+            raise RestoreError("refusing to restore %s: %s" % (images_dir, exc.msg))
     waited = None
     if params.get("wait_for_manifest") and not check_mode:
         waited = wait_for_manifest(images_dir, params["wait_for_manifest"],
@@ -634,6 +641,10 @@ def _restore(params, check_mode, proc_root, prefault):
                 "msg": "process %d would be restored from %s" % (pid, images_dir)}
 
     prefaulted = prefault.release() if prefault is not None else None
+    moved = None
+    if service:
+        # The source took it off before it sent the manifest; criu binds the sockets to it.
+        moved = _claim(service, images_dir)
     work_dir = tempfile.mkdtemp(prefix="ckpt-restore-")
     try:
         pidfile = os.path.join(work_dir, "restore.pid")
@@ -647,6 +658,10 @@ def _restore(params, check_mode, proc_root, prefault):
         stats = _criu.read_stats(work_dir, "restore")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    if moved is not None:
+        # Only now that the process owns its sockets here: a peer that learnt the new
+        # MAC address earlier could have been answered with a reset.
+        moved["announced"] = _announce(service, images_dir)
 
     tv = time.monotonic()
     verified, ident, problem = verify_restored(manifest, float(params.get("settle") or 0),
@@ -665,11 +680,32 @@ def _restore(params, check_mode, proc_root, prefault):
     rec = make_record(manifest_sha, ident, result.argv, result.duration, stats, verified, proc_root)
     _manifest.write_json_atomic(os.path.join(images_dir, RECORD_NAME), rec)
     timings["total"] = round(time.monotonic() - t0, 4)
-    return {"changed": True, "pid": pid, "process": _public_identity(ident), "restore_record": rec,
-            "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,
-            "timings": timings,
-            "msg": "process %d restored from %s and verified after %.1f s" % (
-                pid, images_dir, verified["settle"])}
+    out = {"changed": True, "pid": pid, "process": _public_identity(ident), "restore_record": rec,
+           "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,
+           "timings": timings,
+           "msg": "process %d restored from %s and verified after %.1f s" % (
+               pid, images_dir, verified["settle"])}
+    if moved is not None:
+        out["service_address"] = moved
+    return out
+
+
+def _claim(service, images_dir):
+    try:
+        return _netaddr.claim(service)
+    except _netaddr.AddressError as exc:
+        raise RestoreError("refusing to restore %s: the service address could not be put on this host: %s"
+                           % (images_dir, exc.msg), rc=exc.rc, argv=exc.argv, stderr=exc.stderr)
+
+
+def _announce(service, images_dir):
+    """Frames sent; a failure is reported, not fatal: the process runs, and peers find the
+    address by ARP once their neighbour entry expires."""
+    try:
+        return _netaddr.announce(*_netaddr.parse_service_address(service["address"], service["interface"]))
+    except _netaddr.AddressError as exc:
+        return "restored %s, but the service address was not announced (%s); peers reach it once their " \
+               "ARP entry for it expires" % (images_dir, exc.msg)
 
 
 # ------------------------------------------------------------ process_state

@@ -662,6 +662,10 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
             else:
                 pre_dir = PRE_DUMP_DIR
         args = build_dump_args(pid, images_dir, work_dir, opts, pre_dir)
+        # criu keeps the connections of a process it leaves stopped locked in an
+        # nftables table of its own: name it for the caller, who ends or resumes it.
+        locks_before = _netaddr.criu_lock_tables() if opts.get("tcp_established") and opts.get(
+            "leave_stopped") else None
         # Wall clock of the freeze: with the destination restore's resumed_at,
         # the downtime of a migration.
         frozen_at = time.time()
@@ -739,7 +743,13 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
         try:
             timings["transfer"] = pusher.finish()
         except _transfer.TransferError as exc:
-            raise _send_failed(pid, images_dir, transfer, exc)
+            err = _send_failed(pid, images_dir, transfer, exc)
+            if locks_before is not None:
+                err.details["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or [])
+                                                      if t not in locks_before]
+            raise err
+    if locks_before is not None:
+        result["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or []) if t not in locks_before]
     result.update({
         "changed": True,
         "msg": "dumped PID %d into %s" % (pid, images_dir),

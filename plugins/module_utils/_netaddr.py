@@ -32,6 +32,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -261,6 +262,27 @@ def destination_problems(sockets, dest_addresses, dest_listeners, service, desti
                         "what listens on it, or migrate to another host"
                         % (proto, port, destination, other["local_address"], other["local_port"], describe(sk)))
     return problems
+
+
+# --------------------------------------------------------- criu's network lock
+
+def criu_lock_tables():
+    """The nftables tables criu's network lock made here (names like 'inet CRIU-1a2b...'), or None without nft.
+
+    A dump with tcp_established that leaves the process stopped keeps its connections
+    locked (dropped) in such a table; criu removes it only when the process runs on.
+    """
+    nft = shutil.which("nft")
+    if nft is None:
+        return None
+    try:
+        p = subprocess.run([nft, "-j", "list", "tables"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, universal_newlines=True, timeout=30, check=False)
+        items = json.loads(p.stdout or "{}").get("nftables", []) if p.returncode == 0 else []
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+    return sorted("%s %s" % (t["table"].get("family"), t["table"].get("name")) for t in items
+                  if "table" in t and str(t["table"].get("name", "")).startswith("CRIU"))
 
 
 # ------------------------------------------------------------- move, announce

@@ -259,6 +259,15 @@ service_address:
   returned: when O(service_address) was given and criu dumped the process
   type: dict
   sample: {"address": "192.0.2.50/24", "interface": "eth0", "changed": true, "seconds": 0.004}
+network_lock_tables:
+  description:
+    - With O(tcp_established) and O(leave_stopped), the nftables tables (V(FAMILY NAME)) criu's network lock
+      left on this host: the dumped connections stay dropped there while the process is stopped. Delete them
+      once the process is killed (or resumed); the C(migrate) role does. Empty when C(nft) is missing.
+  returned: when O(tcp_established) and O(leave_stopped) and criu dumped the process
+  type: list
+  elements: str
+  sample: ["inet CRIU-ecdc463f-eaa0-4abe-8c"]
 images_dir:
   description: The images directory, normalised.
   returned: always

@@ -26,7 +26,7 @@ sanity: setup
 	@cd "$$(bash scripts/sync-collection.sh)" && $(CURDIR)/.venv/bin/ansible-test sanity --python 3.11 --color no
 
 docs: setup
-	@for m in fd_inspect binary_checksum criu_info dump restore page_server process_state; do ANSIBLE_CONFIG=ansible.cfg .venv/bin/ansible-doc ckpt.criu.$$m >/dev/null || exit 1; done; echo "ansible-doc renders every module"
+	@for m in fd_inspect binary_checksum criu_info dump restore page_server process_state inet_sockets service_address; do ANSIBLE_CONFIG=ansible.cfg .venv/bin/ansible-doc ckpt.criu.$$m >/dev/null || exit 1; done; echo "ansible-doc renders every module"
 
 clean:
 	rm -rf .build tests/output

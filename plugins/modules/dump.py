@@ -262,7 +262,7 @@ service_address:
 network_lock_tables:
   description:
     - With O(tcp_established) and O(leave_stopped), the nftables tables (V(FAMILY NAME)) criu's network lock
-      left on this host: the dumped connections stay dropped there while the process is stopped. Delete them
+      left on this host; the dumped connections stay dropped there while the process is stopped. Delete them
       once the process is killed (or resumed); the C(migrate) role does. Empty when C(nft) is missing.
   returned: when O(tcp_established) and O(leave_stopped) and criu dumped the process
   type: list

@@ -109,7 +109,7 @@ options:
         restored sockets to it. Once criu has restored the process, it is announced with gratuitous ARP
         (a request and a reply, twice, 0.2 s apart), so that peers on the link send to this host at once.
       - A bad value fails the task before anything is touched. When the restore fails after the address
-        was added, it stays here: the caller removes it (M(ckpt.criu.service_address) with V(absent)).
+        was added, it stays here; the caller removes it (M(ckpt.criu.service_address) with V(absent)).
     type: dict
     suboptions:
       address:
@@ -188,7 +188,8 @@ RETURN = r"""
 service_address:
   description:
     - The service address put on this host before criu ran (O(service_address)), with the time it took
-      and the number of gratuitous ARP frames sent after the restore.
+      and C(announced), the number of gratuitous ARP frames sent after the restore (or, when they could
+      not be sent, the sentence saying why; the restore still succeeds).
   returned: when O(service_address) was given and criu ran
   type: dict
   sample: {"address": "192.0.2.50/24", "interface": "eth0", "changed": true, "seconds": 0.004, "announced": 4}

@@ -88,7 +88,9 @@ def test_redis_moves_with_service_address(fleet, clean_hosts, started, service_a
     # criu's network lock of the held connection is gone from both hosts.
     for h in ("node1", "node2"):
         assert "CRIU" not in fleet.exec(h, ["nft", "list", "tables"], stdout=subprocess.PIPE, text=True).stdout, h
+    assert row["service_address"] == service_address and row["address_move_s"] > 0
     record("redis_service_address", frozen_s=row["frozen_s"], criu_frozen_s=row.get("criu_frozen_s"),
+           address_move_s=row["address_move_s"],
            image_bytes=row["image_bytes"], client_longest_wait_s=round(pinger.longest, 3), pings=pinger.count)
 
 
@@ -111,6 +113,31 @@ def test_redis_moves_on_wildcard_without_service_address(fleet, clean_hosts, sta
     c.close()
     record("redis_no_service_address", frozen_s=row["frozen_s"], criu_frozen_s=row.get("criu_frozen_s"),
            image_bytes=row["image_bytes"])
+
+
+def test_redis_service_address_without_clients(fleet, clean_hosts, started, service_address, playbook, tmp_path):
+    """The address alone (no connection held, no tcp_established): a new client reaches
+    redis at the service address on node2 with every key; the frozen time against the
+    wildcard case above is the cost of moving the address."""
+    w = start_redis(fleet, "node1", others=["node2"])
+    started.append(w.pid)
+    c = Resp(service_ip())
+    load_keys(c)
+    c.close()
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
+                                        "ckpt_migrate_service_address": service_address,
+                                        "ckpt_migrate_service_interface": "eth0"})
+    assert run.rc == 0, run.output[-5000:]
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "migrated" and row["address_move_s"] > 0, row
+    assert w.running_on("node2") and w.state("node1") is None
+    assert service_ip() in addresses(fleet, "node2") and service_ip() not in addresses(fleet, "node1")
+    c = Resp(service_ip())
+    assert check_keys(c) == []
+    c.close()
+    record("redis_service_address_no_client", frozen_s=row["frozen_s"], criu_frozen_s=row.get("criu_frozen_s"),
+           address_move_s=row["address_move_s"], image_bytes=row["image_bytes"])
 
 
 def test_nginx_master_and_workers_move(fleet, clean_hosts, started, playbook, tmp_path):

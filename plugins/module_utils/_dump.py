@@ -718,7 +718,7 @@ def _locked_dump(params, opts, criu, version, pid, images_dir, pre, report, stdi
     # manifest goes out (the destination claims it only once the manifest arrived).
     if params.get("service_address"):
         try:
-            result["service_address"] = _netaddr.release(params["service_address"])
+            result["service_address"] = _netaddr.place(params["service_address"], present=False)
         except _netaddr.AddressError as exc:
             raise DumpError("dumped PID %d into %s, but the service address could not be taken off this host: %s"
                             % (pid, images_dir, exc.msg), rc=exc.rc, cmd=exc.argv, stderr=exc.stderr)

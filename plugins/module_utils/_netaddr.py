@@ -14,8 +14,8 @@ anything is frozen:
   address*, which moves with the process.
 
 The service address (IPv4 ``address/prefix`` on an interface) is removed from
-the source right after criu dumped the frozen process (``release``), and added
-on the destination right before criu restores it (``claim``); the destination
+the source right after criu dumped the frozen process, and added on the
+destination right before criu restores it (:func:`place`); the destination
 then announces it with a gratuitous ARP, so that peers on the link send to its
 MAC address at once instead of waiting for their neighbour entry to expire.
 The order is guaranteed by the checkpoint itself: the source releases before
@@ -24,7 +24,7 @@ it sends the manifest, the destination claims after the manifest arrived.
 Public API: :func:`tree_sockets`, :func:`host_addresses`, :func:`listening`,
 :func:`parse_service_address`, :func:`source_problems`,
 :func:`destination_problems`, :func:`ensure_address`, :func:`announce`,
-:func:`release`, :func:`claim`.
+:func:`place`, :func:`criu_lock_tables`.
 """
 
 from __future__ import annotations
@@ -356,19 +356,12 @@ def announce(service, ifname, repeats=ANNOUNCE_REPEATS):
     return sent
 
 
-def release(spec):
-    """Inside the frozen window on the source: take the service address off (spec: {address, interface})."""
+def place(spec, present):
+    """Inside the frozen window: take the service address off the source (present=False, after
+    criu dumped) or put it on the destination (present=True, before criu restores).
+    spec: {address, interface}."""
     service, ifname = parse_service_address(spec.get("address"), spec.get("interface"))
     t0 = time.monotonic()
-    changed = ensure_address(service, ifname, present=False)
-    return {"address": str(service), "interface": ifname, "changed": changed,
-            "seconds": round(time.monotonic() - t0, 4)}
-
-
-def claim(spec):
-    """Inside the frozen window on the destination, before criu restores: put the service address on."""
-    service, ifname = parse_service_address(spec.get("address"), spec.get("interface"))
-    t0 = time.monotonic()
-    changed = ensure_address(service, ifname, present=True)
+    changed = ensure_address(service, ifname, present=present)
     return {"address": str(service), "interface": ifname, "changed": changed,
             "seconds": round(time.monotonic() - t0, 4)}

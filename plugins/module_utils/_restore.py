@@ -692,7 +692,7 @@ def _restore(params, check_mode, proc_root, prefault):
 
 def _claim(service, images_dir):
     try:
-        return _netaddr.claim(service)
+        return _netaddr.place(service, present=True)
     except _netaddr.AddressError as exc:
         raise RestoreError("refusing to restore %s: the service address could not be put on this host: %s"
                            % (images_dir, exc.msg), rc=exc.rc, argv=exc.argv, stderr=exc.stderr)

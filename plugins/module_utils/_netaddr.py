@@ -56,7 +56,7 @@ class AddressError(_criu.CriuError):
 
 def split_endpoint(text):
     """'10.0.0.1:80' or '[::1]:80' -> ('10.0.0.1', 80)."""
-    host, _, port = text.rpartition(":")
+    host, port = text.rsplit(":", 1)
     return host.strip("[]"), int(port)
 
 

@@ -114,7 +114,7 @@ def main():
     try:
         service = None
         if p["service_address"]:
-            service, _ = _netaddr.parse_service_address(p["service_address"], p["service_interface"])
+            service = _netaddr.parse_service_address(p["service_address"], p["service_interface"])[0]
         link_list = _netaddr.links()
         addresses = _netaddr.host_addresses(link_list)
         if p["pid"] is not None:

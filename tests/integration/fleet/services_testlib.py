@@ -125,7 +125,7 @@ class Resp:
             n = int(rest)
             return None if n < 0 else self._exact(n).decode()
         if kind == b"*":
-            return [self.reply() for _ in range(int(rest))]
+            return [self.reply() for _i in range(int(rest))]
         raise RuntimeError("unexpected redis reply %r" % line)
 
     def cmd(self, *args):
@@ -134,7 +134,7 @@ class Resp:
 
     def pipeline(self, commands):
         self.sock.sendall(b"".join(self.encode(*c) for c in commands))
-        return [self.reply() for _ in commands]
+        return [self.reply() for _c in commands]
 
 
 def key(i):
@@ -272,7 +272,7 @@ def http_get(address, port=NGINX_PORT, path="/index.html"):
             if not chunk:
                 break
             data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = data.split(b"\r\n\r\n", 1)
     return int(head.split()[1]), body
 
 

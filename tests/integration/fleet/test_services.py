@@ -146,7 +146,7 @@ def test_nginx_master_and_workers_move(fleet, clean_hosts, started, playbook, tm
     started.append(w.pid)
     workers = children(fleet, "node1", w.pid)
     assert len(workers) == 3, workers
-    started.extend(int(p) for p, _ in workers)
+    started.extend(int(pw[0]) for pw in workers)
     status, before = http_get(fleet.address("node1"))
     assert status == 200 and len(before) > 100000
 
@@ -158,7 +158,7 @@ def test_nginx_master_and_workers_move(fleet, clean_hosts, started, playbook, tm
     after_workers = children(fleet, "node2", w.pid)
     assert sorted(after_workers) == sorted(workers), (workers, after_workers)
     assert children(fleet, "node1", w.pid) == []
-    for _ in range(6):      # more requests than workers
+    for _request in range(6):      # more requests than workers
         status, after = http_get(fleet.address("node2"))
         assert status == 200 and after == before
     record("nginx", frozen_s=run.rows(pid=w.pid)[0]["frozen_s"])

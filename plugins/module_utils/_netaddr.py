@@ -212,6 +212,7 @@ def source_problems(sockets, addresses, service, interface, link_list=None):
     if service is None:
         return problems
     names = [link["ifname"] for link in link_list or []]
+    on_iface = [a["address"] for link in link_list or [] if link["ifname"] == interface for a in link["addresses"]]
     if link_list is not None and interface not in names:
         problems.append("the service address %s is to move on interface %s, which this host does not have "
                         "(it has %s); set ckpt_migrate_service_interface to the right one"
@@ -220,10 +221,14 @@ def source_problems(sockets, addresses, service, interface, link_list=None):
         problems.append("the service address %s is not on this host (the process must be reached at it "
                         "before it moves); add it here first (ip addr add %s dev %s)"
                         % (service, service, interface))
+    elif link_list is not None and str(service.ip) not in on_iface:
+        problems.append("the service address %s is on this host, but not on interface %s; set "
+                        "ckpt_migrate_service_interface to the interface that holds it" % (service.ip, interface))
     return problems
 
 
-def destination_problems(sockets, dest_addresses, dest_listeners, service, destination):
+def destination_problems(sockets, dest_addresses, dest_listeners, service, destination, interface=None,
+                         dest_links=None):
     """Sentences that refuse a migration of ``sockets`` to ``destination``.
 
     ``dest_addresses``: the destination's addresses; ``dest_listeners``: its
@@ -231,6 +236,11 @@ def destination_problems(sockets, dest_addresses, dest_listeners, service, desti
     IPv4Interface that moves with the process, or None.
     """
     problems = []
+    names = [link["ifname"] for link in dest_links or []]
+    if service is not None and dest_links is not None and interface not in names:
+        problems.append("the service address %s is to move to interface %s, which %s does not have (it has %s); "
+                        "the interface must have the same name on both hosts"
+                        % (service, interface, destination, ", ".join(names) or "none"))
     if service is not None and str(service.ip) in dest_addresses:
         problems.append("the service address %s is already on %s; it must move with the process, so remove it "
                         "there first" % (service.ip, destination))

@@ -19,7 +19,8 @@ description:
     sockets could not be restored here (RV(problems)), each a sentence saying what to do. A listener
     whose port is taken here (at its address or on the wildcard) is refused, naming the port. A socket
     bound to an address this host does not have is refused, naming the address, unless it is the
-    O(service_address), which moves with the process. A service address already on this host is refused.
+    O(service_address), which moves with the process. A service address already on this host, or whose
+    O(service_interface) this host lacks, is refused.
     Loopback and wildcard addresses exist everywhere.
   - Read-only; never reports a change.
 author:
@@ -123,7 +124,7 @@ def main():
         else:
             sockets = p["sockets"]
             problems = _netaddr.destination_problems(sockets, addresses, _netaddr.listening(), service,
-                                                     p["destination"])
+                                                     p["destination"], p["service_interface"], link_list)
     except _netaddr.AddressError as exc:
         module.fail_json(**exc.to_fail_kwargs())
     except _procfs.ProcfsError as exc:

@@ -73,11 +73,22 @@ def test_service_address_already_on_destination_is_refused():
     assert problems and "already on node2" in problems[0]
 
 
-def test_source_must_hold_the_service_address():
-    links = [{"ifname": "eth0", "mac": "02:00:00:00:00:01", "addresses": [{"address": "10.0.0.11", "prefixlen": 24}]}]
+def test_source_must_hold_the_service_address_on_its_interface():
+    links = [{"ifname": "eth0", "mac": "02:00:00:00:00:01", "addresses": [{"address": "10.0.0.11", "prefixlen": 24}]},
+             {"ifname": "eth1", "mac": "02:00:00:00:00:02", "addresses": []}]
     assert "is not on this host" in _netaddr.source_problems([], ["10.0.0.11"], SERVICE, "eth0", links)[0]
     assert "does not have" in _netaddr.source_problems([], ["10.0.0.11"], SERVICE, "eth9", links)[0]
-    assert _netaddr.source_problems([], ["10.0.0.11", "10.0.0.200"], SERVICE, "eth0", links) == []
+    held = [dict(links[0], addresses=links[0]["addresses"] + [{"address": "10.0.0.200", "prefixlen": 24}]), links[1]]
+    assert _netaddr.source_problems([], ["10.0.0.11", "10.0.0.200"], SERVICE, "eth0", held) == []
+    assert "not on interface eth1" in _netaddr.source_problems([], ["10.0.0.11", "10.0.0.200"], SERVICE, "eth1",
+                                                                held)[0]
+
+
+def test_destination_needs_the_service_interface():
+    links = [{"ifname": "ens3", "mac": "02:00:00:00:00:03", "addresses": [{"address": "10.0.0.12", "prefixlen": 24}]}]
+    problems = _netaddr.destination_problems([], ["10.0.0.12"], [], SERVICE, "node2", "eth0", links)
+    assert len(problems) == 1 and "interface eth0, which node2 does not have (it has ens3)" in problems[0]
+    assert _netaddr.destination_problems([], ["10.0.0.12"], [], SERVICE, "node2", "ens3", links) == []
     assert _netaddr.source_problems([], [], None, "", links) == []
 
 

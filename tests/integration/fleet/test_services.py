@@ -199,6 +199,19 @@ def test_service_address_rollback(fleet, clean_hosts, started, service_address, 
     c.close()
 
 
+def assert_refused(playbook, fleet, tmp_path, w, *texts):
+    """Migrate w from node1 to node2: refused by preflight with every text in its cause, nothing frozen."""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "refused", row
+    for text in texts:
+        assert text in row["cause"], row["cause"]
+    assert "FROZEN: freeze" not in run.output
+    assert w.running_on("node1") and w.state("node2") is None
+
+
 def test_preflight_refuses_port_taken_on_destination(fleet, clean_hosts, started, playbook, tmp_path):
     """node2 already listens on redis's port: refused naming the port; nothing frozen."""
     w = start_redis(fleet, "node1", others=["node2"])
@@ -209,14 +222,7 @@ def test_preflight_refuses_port_taken_on_destination(fleet, clean_hosts, started
                       "s.bind(('127.0.0.1', %d)); s.listen(1); time.sleep(600)" % REDIS_PORT])
     started.append(squatter)
     time.sleep(0.5)
-    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
-    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})
-    assert run.rc != 0
-    row = run.rows(pid=w.pid)[0]
-    assert row["result"] == "refused", row
-    assert "port tcp/%d is already in use on node2" % REDIS_PORT in row["cause"], row["cause"]
-    assert "FROZEN: freeze" not in run.output
-    assert w.running_on("node1") and w.state("node2") is None
+    assert_refused(playbook, fleet, tmp_path, w, "port tcp/%d is already in use on node2" % REDIS_PORT)
 
 
 def test_preflight_refuses_address_only_on_source(fleet, clean_hosts, started, playbook, tmp_path):
@@ -225,12 +231,5 @@ def test_preflight_refuses_address_only_on_source(fleet, clean_hosts, started, p
     own = fleet.address("node1")
     w = start_redis(fleet, "node1", others=["node2"], bind=own)
     started.append(w.pid)
-    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
-    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})
-    assert run.rc != 0
-    row = run.rows(pid=w.pid)[0]
-    assert row["result"] == "refused", row
-    assert "bound to %s, an address only this host has" % own in row["cause"], row["cause"]
-    assert "ckpt_migrate_service_address=%s/PREFIX" % own in row["cause"]
-    assert "FROZEN: freeze" not in run.output
-    assert w.running_on("node1") and w.state("node2") is None
+    assert_refused(playbook, fleet, tmp_path, w, "bound to %s, an address only this host has" % own,
+                   "ckpt_migrate_service_address=%s/PREFIX" % own)

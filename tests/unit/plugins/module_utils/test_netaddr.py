@@ -80,8 +80,8 @@ def test_source_must_hold_the_service_address_on_its_interface():
     assert "does not have" in _netaddr.source_problems([], ["10.0.0.11"], SERVICE, "eth9", links)[0]
     held = [dict(links[0], addresses=links[0]["addresses"] + [{"address": "10.0.0.200", "prefixlen": 24}]), links[1]]
     assert _netaddr.source_problems([], ["10.0.0.11", "10.0.0.200"], SERVICE, "eth0", held) == []
-    assert "not on interface eth1" in _netaddr.source_problems([], ["10.0.0.11", "10.0.0.200"], SERVICE, "eth1",
-                                                                held)[0]
+    other = _netaddr.source_problems([], ["10.0.0.11", "10.0.0.200"], SERVICE, "eth1", held)
+    assert "not on interface eth1" in other[0]
 
 
 def test_destination_needs_the_service_interface():

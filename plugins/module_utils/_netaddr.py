@@ -295,6 +295,51 @@ def criu_lock_tables():
                   if "table" in t and str(t["table"].get("name", "")).startswith("CRIU"))
 
 
+TCP_REPAIR = 19          # linux/tcp.h
+SYS_PIDFD_GETFD = 438    # the same number on every architecture
+
+
+def _pidfd_getfd(pidfd, fd):
+    import ctypes  # pylint: disable=import-outside-toplevel
+    libc = ctypes.CDLL(None, use_errno=True)
+    dup = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+    if dup < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return dup
+
+
+def leave_repair(pid, proc_root=_procfs.PROC):
+    """Take the TCP connections of the tree rooted at ``pid`` out of repair mode.
+
+    criu dump with --tcp-established leaves a process it leaves stopped with its
+    connections in TCP repair mode (and locked); resumed like that, they neither
+    send nor answer. Turning repair off (as criu does for a process it lets run on)
+    sends a window probe and the connection goes on. Returns the sockets changed as
+    'PID fd N', and the sentences of those that could not be.
+    """
+    changed, problems = [], []
+    for sk in tree_sockets(pid, proc_root):
+        if sk["proto"] != "tcp" or sk["listening"]:
+            continue
+        try:
+            pidfd = os.pidfd_open(sk["pid"])
+        except (AttributeError, OSError) as exc:
+            problems.append("PID %s fd %s: %s" % (sk["pid"], sk["fd"], exc))
+            continue
+        try:
+            dup = _pidfd_getfd(pidfd, sk["fd"])
+            with socket.socket(fileno=dup) as s:
+                if s.getsockopt(socket.IPPROTO_TCP, TCP_REPAIR):
+                    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+                    changed.append("PID %s fd %s" % (sk["pid"], sk["fd"]))
+        except OSError as exc:
+            problems.append("PID %s fd %s: %s" % (sk["pid"], sk["fd"], exc.strerror or exc))
+        finally:
+            os.close(pidfd)
+    return changed, problems
+
+
 # ------------------------------------------------------------- move, announce
 
 def _link(ifname, link_list):

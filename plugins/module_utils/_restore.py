@@ -795,6 +795,16 @@ def ensure_process_state(params, check_mode=False, proc_root=_identity.PROC):
         result["msg"] = "process %d from %s would be sent %s" % (pid, source, result["signal"])
         return result
 
+    if want == "running" and before == "stopped":
+        # A process criu dumped with tcp_established and left stopped (a rolled-back
+        # migration) has its connections in TCP repair mode: take them out first.
+        repaired, unrepaired = _netaddr.leave_repair(pid, proc_root)
+        if repaired:
+            result["tcp_repair_off"] = repaired
+        if unrepaired:
+            result.setdefault("warnings", []).append(
+                "some TCP connections of process %d could not be taken out of repair mode, so they will not "
+                "work: %s" % (pid, "; ".join(unrepaired)))
     _identity.send_signal(pid, _identity.SIGNALS[want])
     if want == "killed":
         gone = _identity.wait_gone(pid, wait, proc_root, start_time=live["start_time"])

@@ -166,7 +166,8 @@ def test_nginx_master_and_workers_move(fleet, clean_hosts, started, playbook, tm
 
 def test_service_address_rollback(fleet, clean_hosts, started, service_address, playbook, tmp_path):
     """The destination's criu restore fails after the address moved there: it goes back
-    to node1, off node2, and redis answers at it on node1 with its keys."""
+    to node1, off node2, and redis answers at it on node1 with its keys, on the client's
+    held connection too (tcp_established)."""
     wrapper = fleet.host_path("node2", "/srv/criu-fails-restore")
     with open(wrapper, "w") as fh:
         fh.write("#!/bin/sh\n"
@@ -179,12 +180,22 @@ def test_service_address_rollback(fleet, clean_hosts, started, service_address, 
     started.append(w.pid)
     c = Resp(service_ip())
     load_keys(c, 1000)
-    c.close()
+    pinger = Pinger(c)          # a client holding its connection through the failed move
+    pinger.start()
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
                           hostvars={"node1": {"ckpt_migrate_destination_criu_path": "/srv/criu-fails-restore"}})
     run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile,
+                                        "ckpt_migrate_tcp_established": "true",
                                         "ckpt_migrate_service_address": service_address,
                                         "ckpt_migrate_service_interface": "eth0"})
+    time.sleep(1)
+    pinger.finish()
+    assert pinger.error is None, "the held connection broke: %r" % pinger.error
+    # The same connection answers from the resumed source (out of TCP repair mode, criu's lock lifted).
+    assert c.cmd("DBSIZE") == 1000
+    c.close()
+    for h in ("node1", "node2"):
+        assert "CRIU" not in fleet.exec(h, ["nft", "list", "tables"], stdout=subprocess.PIPE, text=True).stdout, h
     assert run.rc != 0
     row = run.rows(pid=w.pid)[0]
     assert row["result"] == "rolled back" and row["source_resumed"] is True, row

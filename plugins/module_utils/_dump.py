@@ -43,6 +43,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _guard
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
@@ -634,6 +635,12 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     # 3. Preflight: the target, its stdio, the session rule, pre-dump, criu.
     validate_target(pid, proc_root)
     check_session_leader(pid, params.get("shell_job"), proc_root)
+    if params.get("service_address"):
+        spec = params["service_address"]
+        try:
+            _netaddr.parse_service_address(spec.get("address"), spec.get("interface"))
+        except _netaddr.AddressError as exc:
+            raise DumpError("refusing to dump PID %d: %s" % (pid, exc.msg))
     if opts.get("tcp_established") and not opts.get("network_lock"):
         opts["network_lock"] = None
     criu = _criu.find_criu(params.get("criu_path"))
@@ -763,6 +770,10 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         args = build_dump_args(pid, images_dir, work_dir,
                                dict(opts, leave_stopped=True) if guard.kill_when_committed else opts, pre_dir)
         guard.tree = tree
+        # criu keeps the connections of a process it leaves stopped locked in an
+        # nftables table of its own: name it for the caller, who ends or resumes it.
+        locks_before = _netaddr.criu_lock_tables() if opts.get("tcp_established") and opts.get(
+            "leave_stopped") else None
         unit_held = False
         if unit and not opts.get("leave_running"):
             # systemd must neither restart the unit nor fail it when its process ends.
@@ -824,6 +835,14 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     # With a transfer, the images leave now, while they are hashed and the manifest is
     # written here (both only read the images): the hashing is off the critical path of
     # the frozen window. The manifest itself is sent only after every image arrived.
+    # The service address leaves with the process: off this host now, before the
+    # manifest goes out (the destination claims it only once the manifest arrived).
+    if params.get("service_address"):
+        try:
+            result["service_address"] = _netaddr.place(params["service_address"], present=False)
+        except _netaddr.AddressError as exc:
+            raise DumpError("dumped PID %d into %s, but the service address could not be taken off this host: %s"
+                            % (pid, images_dir, exc.msg), rc=exc.rc, cmd=exc.argv, stderr=exc.stderr)
     transfer = params.get("transfer")
     pusher = None
     if transfer:
@@ -853,7 +872,13 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         try:
             timings["transfer"] = pusher.finish()
         except _transfer.TransferError as exc:
-            raise _send_failed(pid, images_dir, transfer, exc)
+            err = _send_failed(pid, images_dir, transfer, exc)
+            if locks_before is not None:
+                err.details["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or [])
+                                                      if t not in locks_before]
+            raise err
+    if locks_before is not None:
+        result["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or []) if t not in locks_before]
     result.update({
         "changed": True,
         "msg": "dumped PID %d into %s" % (pid, images_dir),

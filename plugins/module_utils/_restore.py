@@ -43,6 +43,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _unit
+from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 
@@ -753,6 +754,12 @@ def _restore(params, check_mode, proc_root, prefault):
     if os.geteuid() != 0:
         raise RestoreError("restoring a checkpoint needs root, this runs as uid %d; use become: true"
                            % os.geteuid())
+    service = params.get("service_address")
+    if service:
+        try:
+            _netaddr.parse_service_address(service.get("address"), service.get("interface"))
+        except _netaddr.AddressError as exc:
+            raise RestoreError("refusing to restore %s: %s" % (images_dir, exc.msg))
     waited = None
     if params.get("wait_for_manifest") and not check_mode:
         waited = wait_for_manifest(images_dir, params["wait_for_manifest"],
@@ -828,6 +835,10 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
 
     prefaulted = prefault.release() if prefault is not None else None
     timeout = params.get("timeout") or default_timeout(manifest)
+    moved = None
+    if service:
+        # The source took it off before it sent the manifest; criu binds the sockets to it.
+        moved = _claim(service, images_dir)
     try:
         held.check_path()
         held.fresh(LOG_NAME)
@@ -868,6 +879,10 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
     finally:
         close_inherited(inherited)
         shutil.rmtree(work_dir, ignore_errors=True)
+    if moved is not None:
+        # Only now that the process owns its sockets here: a peer that learnt the new
+        # MAC address earlier could have been answered with a reset.
+        moved["announced"] = _announce(service, images_dir)
 
     tv = time.monotonic()
     keys = set(rec[0] for rec in inherit)
@@ -915,6 +930,8 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
     if unit_state:
         out["unit"] = unit_state
         out["msg"] += "; unit %s is active with it as MainPID" % unit
+    if moved is not None:
+        out["service_address"] = moved
     return out
 
 
@@ -946,6 +963,24 @@ def unit_target(manifest, params, images_dir):
                                images_dir, name, here["main_pid"], name),
                            details={"unit": name, "fresh_copy": True, "main_pid": here["main_pid"]})
     return name
+
+
+def _claim(service, images_dir):
+    try:
+        return _netaddr.place(service, present=True)
+    except _netaddr.AddressError as exc:
+        raise RestoreError("refusing to restore %s: the service address could not be put on this host: %s"
+                           % (images_dir, exc.msg), rc=exc.rc, argv=exc.argv, stderr=exc.stderr)
+
+
+def _announce(service, images_dir):
+    """Frames sent; a failure is reported, not fatal: the process runs, and peers find the
+    address by ARP once their neighbour entry expires."""
+    try:
+        return _netaddr.announce(*_netaddr.parse_service_address(service["address"], service["interface"]))
+    except _netaddr.AddressError as exc:
+        return "restored %s, but the service address was not announced (%s); peers reach it once their " \
+               "ARP entry for it expires" % (images_dir, exc.msg)
 
 
 # ------------------------------------------------------------ process_state
@@ -1078,6 +1113,16 @@ def _ensure_process_state(params, check_mode, proc_root):
         result["msg"] = "process %d from %s would be sent %s" % (pid, source, result["signal"])
         return result
 
+    if want == "running" and before == "stopped":
+        # A process criu dumped with tcp_established and left stopped (a rolled-back
+        # migration) has its connections in TCP repair mode: take them out first.
+        repaired, unrepaired = _netaddr.leave_repair(pid, proc_root)
+        if repaired:
+            result["tcp_repair_off"] = repaired
+        if unrepaired:
+            result.setdefault("warnings", []).append(
+                "some TCP connections of process %d could not be taken out of repair mode, so they will not "
+                "work: %s" % (pid, "; ".join(unrepaired)))
     if not _identity.send_signal(pid, _identity.SIGNALS[want], start_time=live["start_time"], proc_root=proc_root):
         raise RestoreError("process %d from %s exited or was replaced before it could be sent %s; nothing was "
                            "signalled" % (pid, source, result["signal"]), details={"pid": pid, "before": before})

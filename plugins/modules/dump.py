@@ -214,6 +214,26 @@ options:
         type: list
         elements: str
         default: [ssh]
+  service_address:
+    description:
+      - An IPv4 address that moves with the process (see M(ckpt.criu.service_address)). Right after criu
+        dumped the frozen process, and before the manifest is sent with O(transfer), it is removed from
+        O(service_address.interface) on this host, inside this task; the destination's
+        M(ckpt.criu.restore) with the same O(ckpt.criu.restore#module:service_address) adds it there once
+        the manifest arrived. Requires O(leave_stopped) (the process must not answer from here without it).
+      - It is checked before criu runs; a bad value fails the task with nothing frozen. When the removal
+        fails, the task fails with the checkpoint complete and the process stopped, for the caller to roll
+        back (M(ckpt.criu.service_address) puts the address back).
+    type: dict
+    suboptions:
+      address:
+        description: The address with its prefix length, for example V(192.0.2.50/24).
+        type: str
+        required: true
+      interface:
+        description: The interface it is on, for example V(eth0).
+        type: str
+        required: true
   pre_dump:
     description:
       - Whether to pre-dump memory while the process runs, to shorten the frozen time.
@@ -270,6 +290,20 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+service_address:
+  description: The service address taken off this host after the dump (O(service_address)).
+  returned: when O(service_address) was given and criu dumped the process
+  type: dict
+  sample: {"address": "192.0.2.50/24", "interface": "eth0", "changed": true, "seconds": 0.004}
+network_lock_tables:
+  description:
+    - With O(tcp_established) and O(leave_stopped), the nftables tables (V(FAMILY NAME)) criu's network lock
+      left on this host; the dumped connections stay dropped there while the process is stopped. Delete them
+      once the process is killed (or resumed); the C(migrate) role does. Empty when C(nft) is missing.
+  returned: when O(tcp_established) and O(leave_stopped) and criu dumped the process
+  type: list
+  elements: str
+  sample: ["inet CRIU-ecdc463f-eaa0-4abe-8c"]
 images_dir:
   description: The images directory, normalised.
   returned: always
@@ -372,6 +406,10 @@ def main():
                 path=dict(type="str", required=True),
                 rsh=dict(type="list", elements="str", default=["ssh"]),
             )),
+            service_address=dict(type="dict", options=dict(
+                address=dict(type="str", required=True),
+                interface=dict(type="str", required=True),
+            )),
             pre_dump=dict(type="str", default="auto", choices=["auto", "never", "always"]),
             force=dict(type="bool", default=False),
             timeout=dict(type="float", default=0),
@@ -381,6 +419,9 @@ def main():
         mutually_exclusive=[("pid", "pidfile", "unit"), ("leave_running", "leave_stopped")],
         supports_check_mode=True,
     )
+    if module.params["service_address"] and not module.params["leave_stopped"]:
+        module.fail_json(msg="service_address moves the address away with the process, so it needs "
+                             "leave_stopped: true (the process must not run here without its address)")
     if module.params["timeout"] < 0:
         module.fail_json(msg="timeout must not be negative (0 means no limit)")
     try:

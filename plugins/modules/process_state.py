@@ -146,6 +146,16 @@ expected:
   returned: always
   type: dict
   sample: {"pid": 4242, "start_time": 1289474, "boot_id": "3f0c..."}
+tcp_repair_off:
+  description:
+    - With O(state=running), the TCP connections (V(PID N fd M)) that were in TCP repair mode and were taken out
+      of it before the process was resumed, as M(ckpt.criu.dump) with O(ckpt.criu.dump#module:tcp_established)
+      and O(ckpt.criu.dump#module:leave_stopped) leaves them; resumed in repair mode they would neither send
+      nor answer.
+  returned: when such connections were found
+  type: list
+  elements: str
+  sample: ["PID 4242 fd 9"]
 process:
   description: The live identity of the process after the module ran, null when it is gone.
   returned: always

@@ -102,6 +102,26 @@ options:
       - At most half of the memory available when the restore starts is touched; the touching stops the
         moment the first image arrives. Ignored without O(wait_for_manifest) and in check mode.
     type: raw
+  service_address:
+    description:
+      - An IPv4 address that moves with the process (see M(ckpt.criu.service_address)). After every check
+        passed (and, with O(wait_for_manifest), after the manifest arrived, so after the source's
+        M(ckpt.criu.dump) with the same O(ckpt.criu.dump#module:service_address) took it off the source),
+        it is added on O(service_address.interface) right before criu restores, so that criu can bind the
+        restored sockets to it. Once criu has restored the process, it is announced with gratuitous ARP
+        (a request and a reply, twice, 0.2 s apart), so that peers on the link send to this host at once.
+      - A bad value fails the task before anything is touched. When the restore fails after the address
+        was added, it stays here; the caller removes it (M(ckpt.criu.service_address) with V(absent)).
+    type: dict
+    suboptions:
+      address:
+        description: The address with its prefix length, for example V(192.0.2.50/24).
+        type: str
+        required: true
+      interface:
+        description: The interface to put it on, for example V(eth0).
+        type: str
+        required: true
   verify_images:
     description:
       - Verify the size and sha256 of every image file against the manifest before restoring.
@@ -195,6 +215,14 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+service_address:
+  description:
+    - The service address put on this host before criu ran (O(service_address)), with the time it took
+      and C(announced), the number of gratuitous ARP frames sent after the restore (or, when they could
+      not be sent, the sentence saying why; the restore still succeeds).
+  returned: when O(service_address) was given and criu ran
+  type: dict
+  sample: {"address": "192.0.2.50/24", "interface": "eth0", "changed": true, "seconds": 0.004, "announced": 4}
 pid:
   description: PID of the restored root process.
   returned: always
@@ -324,6 +352,10 @@ def main():
             pid_wait=dict(type="float", default=5.0),
             wait_for_manifest=dict(type="float", default=0.0),
             prefault=dict(type="raw"),
+            service_address=dict(type="dict", options=dict(
+                address=dict(type="str", required=True),
+                interface=dict(type="str", required=True),
+            )),
             verify_images=dict(type="bool", default=True),
             verify_binaries=dict(type="bool", default=True),
             as_unit=dict(type="bool", default=True),

@@ -57,7 +57,7 @@ class ModuleResult(dict):
 def run_module(ansible_env, tmp_path):
     counter = {"n": 0}
 
-    def _run(name, args=None, check=False, diff=False, env=None, timeout=300):
+    def _run(name, args=None, check=False, diff=False, env=None, timeout=300, prefix=None):
         counter["n"] += 1
         rfile = tmp_path / ("result-%d.jsonl" % counter["n"])
         e = dict(ansible_env)
@@ -65,8 +65,9 @@ def run_module(ansible_env, tmp_path):
         if env:
             e.update(env)
         fqcn = name if "." in name else "ckpt.criu." + name
-        cmd = [str(VENV_BIN / "ansible"), "localhost", "-m", fqcn,
-               "-a", json.dumps(args or {})]
+        # prefix: a command that runs ansible elsewhere, e.g. ["ip", "netns", "exec", NAME].
+        cmd = list(prefix or []) + [str(VENV_BIN / "ansible"), "localhost", "-m", fqcn,
+                                    "-a", json.dumps(args or {})]
         if check:
             cmd.append("--check")
         if diff:

@@ -1,0 +1,137 @@
+#!/usr/bin/python
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: inet_sockets
+short_description: The TCP and UDP sockets of a process tree, and whether they can be restored on a destination
+version_added: 0.2.0
+description:
+  - A migration restores every socket at the address and port it had. This module answers, before
+    anything is frozen, whether that can work.
+  - With O(pid), on the source, it lists the TCP and UDP sockets of the process tree (RV(sockets)) and
+    the addresses of this host (RV(addresses)). With O(service_address) it also checks that the service
+    address is on this host (RV(problems)).
+  - With O(sockets) (the RV(sockets) of the source), on the destination, it names every reason the
+    sockets could not be restored here (RV(problems)), each a sentence saying what to do. A listener
+    whose port is taken here (at its address or on the wildcard) is refused, naming the port. A socket
+    bound to an address this host does not have is refused, naming the address, unless it is the
+    O(service_address), which moves with the process. A service address already on this host, or whose
+    O(service_interface) this host lacks, is refused.
+    Loopback and wildcard addresses exist everywhere.
+  - Read-only; never reports a change.
+author:
+  - ckpt.criu contributors (@ckpt-criu)
+extends_documentation_fragment:
+  - ckpt.criu.attributes
+  - ckpt.criu.attributes.INFO_MODULE
+options:
+  pid:
+    description: Root of the process tree whose sockets to list (on the source).
+    type: int
+  sockets:
+    description: The sockets to check on this host (the RV(sockets) returned on the source).
+    type: list
+    elements: dict
+  service_address:
+    description:
+      - The IPv4 address (with its prefix length) that moves with the process, or empty for none.
+    type: str
+    default: ""
+  service_interface:
+    description: The interface of O(service_address).
+    type: str
+    default: ""
+  destination:
+    description: How the problems name this host (its inventory name).
+    type: str
+    default: this host
+"""
+
+EXAMPLES = r"""
+- name: List the sockets on the source
+  ckpt.criu.inet_sockets:
+    pid: 4242
+    service_address: 192.0.2.50/24
+    service_interface: eth0
+  register: src
+
+- name: Check them on the destination
+  ckpt.criu.inet_sockets:
+    sockets: "{{ src.sockets }}"
+    service_address: 192.0.2.50/24
+    service_interface: eth0
+    destination: node2
+  delegate_to: node2
+  register: dst
+"""
+
+RETURN = r"""
+sockets:
+  description: With O(pid), the TCP and UDP sockets of the tree, one per socket.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"pid": 4242, "fd": 6, "proto": "tcp", "family": "inet", "state": "LISTEN",
+            "local_address": "0.0.0.0", "local_port": 6379, "remote_address": "0.0.0.0", "remote_port": 0,
+            "listening": true}]
+addresses:
+  description: The addresses of this host (its network namespace).
+  returned: success
+  type: list
+  elements: str
+  sample: ["127.0.0.1", "192.0.2.11"]
+problems:
+  description: Why the sockets cannot be restored here, or the service address is wrong, one sentence each; empty when fine.
+  returned: success
+  type: list
+  elements: str
+  sample: ["port tcp/6379 is already in use on node2 (a listener on 0.0.0.0:6379); ..."]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            pid=dict(type="int"),
+            sockets=dict(type="list", elements="dict"),
+            service_address=dict(type="str", default=""),
+            service_interface=dict(type="str", default=""),
+            destination=dict(type="str", default="this host"),
+        ),
+        mutually_exclusive=[("pid", "sockets")],
+        required_one_of=[("pid", "sockets")],
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        service = None
+        if p["service_address"]:
+            service = _netaddr.parse_service_address(p["service_address"], p["service_interface"])[0]
+        link_list = _netaddr.links()
+        addresses = _netaddr.host_addresses(link_list)
+        if p["pid"] is not None:
+            sockets = _netaddr.tree_sockets(p["pid"])
+            problems = _netaddr.source_problems(sockets, addresses, service, p["service_interface"], link_list)
+        else:
+            sockets = p["sockets"]
+            problems = _netaddr.destination_problems(sockets, addresses, _netaddr.listening(), service,
+                                                     p["destination"], p["service_interface"], link_list)
+    except _netaddr.AddressError as exc:
+        module.fail_json(**exc.to_fail_kwargs())
+    except _procfs.ProcfsError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, sockets=sockets if p["pid"] is not None else [], addresses=addresses,
+                     problems=problems)
+
+
+if __name__ == "__main__":
+    main()

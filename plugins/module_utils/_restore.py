@@ -792,6 +792,7 @@ def default_timeout(manifest):
 
 def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
     images_dir = held.path
+    service = params.get("service_address")     # validated by _restore
     manifest, manifest_sha = load_manifest(images_dir)
     pid = manifest["process"]["pid"]
     log_path = os.path.join(images_dir, LOG_NAME)

@@ -335,7 +335,7 @@ def lazy_pages_probe(criu, timeout=30):
     tmp = tempfile.mkdtemp(prefix="ckpt-probe-")
     images = os.path.join(tmp, "img")
     logs = dict((k, os.path.join(tmp, "%s.log" % k)) for k in ("dump", "lazy", "restore"))
-    child = ns = dump = lazy = None
+    child = ns = dump = lazy = restore = None
     try:
         os.mkdir(images, 0o700)
         child = _start_child(_LAZY_CHILD, tmp)
@@ -391,7 +391,7 @@ def lazy_pages_probe(criu, timeout=30):
     except (CriuError, OSError) as exc:
         return probe_result(False, started, getattr(exc, "msg", None) or str(exc))
     finally:
-        for proc in (dump, lazy):
+        for proc in (dump, lazy, restore):
             _kill(proc)
         _kill(child)
         _kill_ns(ns)

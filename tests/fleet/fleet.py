@@ -147,6 +147,23 @@ def _ns_inode(pid, ns):
         return None
 
 
+def _pidns_child(popen, timeout):
+    """The child `unshare --pid --fork` (popen) started in a new PID namespace:
+    the host's PID 1; None when there is none within timeout or popen exited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and popen.poll() is None:
+        try:
+            with open("/proc/%d/task/%d/children" % (popen.pid, popen.pid)) as fh:
+                kids = [int(k) for k in fh.read().split()]
+        except OSError:
+            kids = []
+        for k in kids:
+            if _ns_inode(k, "pid") != _ns_inode(os.getpid(), "pid"):
+                return k
+        time.sleep(0.005)
+    return None
+
+
 def _write(path, text, mode=0o644):
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -612,34 +629,13 @@ class Fleet:
         if self.init == "systemd":
             return self._boot_systemd(h)
         hd = self.host_dir(h)
-        log = open(os.path.join(hd, "init.log"), "ab")
-        argv = ["nsenter", "--net=/run/netns/%s" % self.netns(h), "--",
-                "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc",
-                "--mount-proc", "--propagation", "private", "--",
-                self.python, SELF, "_init", os.path.join(hd, "host.json")]
-        try:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, close_fds=True, cwd="/",
-                                 env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                      "LANG": "C.UTF-8"})
-        finally:
-            log.close()
-        deadline = time.time() + 10
-        child = None
-        while time.time() < deadline and child is None:
-            try:
-                with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as fh:
-                    kids = fh.read().split()
-            except OSError:
-                kids = []
-            for k in kids:
-                if _ns_inode(int(k), "pid") != _ns_inode(os.getpid(), "pid"):
-                    child = int(k)
-            if child is None:
-                if p.poll() is not None:
-                    raise FleetError("host %s did not start (rc=%s); its init.log ends with:\n%s" % (
-                        h, p.returncode, self._log_tail(h)))
-                time.sleep(0.005)
+        p = self._spawn(h, ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc",
+                            "--mount-proc", "--propagation", "private", "--",
+                            self.python, SELF, "_init", os.path.join(hd, "host.json")])
+        child = _pidns_child(p, 10)
+        if child is None and p.poll() is not None:
+            raise FleetError("host %s did not start (rc=%s); its init.log ends with:\n%s" % (
+                h, p.returncode, self._log_tail(h)))
         if child is None:
             raise FleetError("host %s: no init process after 10 s; its init.log ends with:\n%s" % (
                 h, self._log_tail(h)))
@@ -652,6 +648,18 @@ class Fleet:
         # right after, and the process is reaped by the machine's init.
         p.returncode = 0
 
+    def _spawn(self, h, argv):
+        """Start argv in h's network namespace, in a session of its own, logging to init.log."""
+        log = open(os.path.join(self.host_dir(h), "init.log"), "ab")
+        try:
+            return subprocess.Popen(["nsenter", "--net=/run/netns/%s" % self.netns(h), "--"] + argv,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    start_new_session=True, close_fds=True, cwd="/",
+                                    env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                         "LANG": "C.UTF-8"})
+        finally:
+            log.close()
+
     def _boot_systemd(self, h):
         """Start h's supervisor, which boots systemd as the host's PID 1 (and
         boots it again after every reboot from inside)."""
@@ -662,16 +670,7 @@ class Fleet:
             os.remove(os.path.join(hd, "boot.json"))
         except FileNotFoundError:
             pass
-        log = open(os.path.join(hd, "init.log"), "ab")
-        argv = ["nsenter", "--net=/run/netns/%s" % self.netns(h), "--",
-                self.python, SELF, "_supervise", os.path.join(hd, "host.json")]
-        try:
-            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                 start_new_session=True, close_fds=True, cwd="/",
-                                 env={"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                      "LANG": "C.UTF-8"})
-        finally:
-            log.close()
+        p = self._spawn(h, [self.python, SELF, "_supervise", os.path.join(hd, "host.json")])
         st = self.state["hosts"][h]
         st.update({"supervisor_pid": p.pid, "supervisor_start": _proc_start(p.pid)})
         p.returncode = 0        # never waited for: the machine's init reaps it
@@ -1091,18 +1090,7 @@ def supervise_main(config_path):
         argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup",
                 "--propagation", "private", "--", cfg["python"], SELF, "_sdboot", config_path]
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True, cwd="/")
-        child, deadline = None, time.time() + 10
-        while child is None and time.time() < deadline and p.poll() is None:
-            try:
-                with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as fh:
-                    kids = [int(k) for k in fh.read().split()]
-            except OSError:
-                kids = []
-            for k in kids:
-                if _ns_inode(k, "pid") != _ns_inode(os.getpid(), "pid"):
-                    child = k
-            if child is None:
-                time.sleep(0.005)
+        child = _pidns_child(p, 10)
         if child is None:
             say("no PID 1 appeared (unshare rc=%s)" % p.poll())
             return 1

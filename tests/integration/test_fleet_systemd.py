@@ -8,96 +8,54 @@ restarts a killed Restart=always service), a reboot from inside ends PID 1 and
 boots a new one, and nothing a host writes reaches the machine."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-FLEET_PY = REPO / "tests" / "fleet" / "fleet.py"
+from sd_testlib import FLEET_PY, fleetmod, show, ssh, systemd_fleet, wait
+
 CRIU = os.environ.get("CKPT_CRIU", "/opt/ckpt-criu/bin/criu")
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET3", "10.213.93.0/24")
-
-
-def _load_fleet_module():
-    spec = importlib.util.spec_from_file_location("ckpt_test_fleet_sd", str(FLEET_PY))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ckpt_test_fleet_sd"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fleetmod = _load_fleet_module()
 
 pytestmark = [pytest.mark.fleet]
 
 
 @pytest.fixture(scope="module")
 def sdfleet(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.fail("the test fleet needs root")
-    state = tmp_path_factory.mktemp("sdfleet") / "state"
-    f = fleetmod.Fleet(state_dir=str(state), name="cksd", subnet=SUBNET, init="systemd")
-    try:
-        f.up(hosts=2, timeout=60)
+    with systemd_fleet(tmp_path_factory.mktemp("sdfleet") / "state", "cksd", SUBNET) as f:
         yield f
-    finally:
-        f.down()
-
-
-def _ssh(fleet, host, argv, timeout=60, check=True):
-    p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
-    if check:
-        assert p.returncode == 0, "ssh %s %s: rc=%d\n%s%s" % (host, argv, p.returncode, p.stdout, p.stderr)
-    return p.stdout
-
-
-def _show(fleet, host, unit, *props):
-    out = _ssh(fleet, host, ["systemctl", "show", unit, "-p", ",".join(props)])
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def _wait(pred, timeout=30, step=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def test_hosts_boot_systemd_and_run_sshd_as_a_unit(sdfleet):
     st = sdfleet.status()
     assert st["up"] and st["config"]["init"] == "systemd", st
     for h in sdfleet.hosts:
-        assert _ssh(sdfleet, h, ["cat", "/proc/1/comm"]).strip() == "systemd"
-        assert _ssh(sdfleet, h, ["hostname"]).strip() == h
-        state = _ssh(sdfleet, h, ["systemctl", "is-system-running", "--wait"], check=False).strip()
-        failed = _ssh(sdfleet, h, ["systemctl", "--failed", "--no-legend", "--plain"], check=False)
+        assert ssh(sdfleet, h, ["cat", "/proc/1/comm"]).strip() == "systemd"
+        assert ssh(sdfleet, h, ["hostname"]).strip() == h
+        state = ssh(sdfleet, h, ["systemctl", "is-system-running", "--wait"], check=False).strip()
+        failed = ssh(sdfleet, h, ["systemctl", "--failed", "--no-legend", "--plain"], check=False)
         assert state == "running", "%s is %s; failed units:\n%s" % (h, state, failed)
-        ssh = _show(sdfleet, h, "ssh.service", "ActiveState", "MainPID")
-        assert ssh["ActiveState"] == "active" and int(ssh["MainPID"]) > 1, ssh
+        sshd = show(sdfleet, h, "ssh.service", "ActiveState", "MainPID")
+        assert sshd["ActiveState"] == "active" and int(sshd["MainPID"]) > 1, sshd
         # systemd knows it runs in a container, and each host has its own identity
-        assert _ssh(sdfleet, h, ["systemd-detect-virt", "--container"], check=False).strip() != "none"
-    ids = set(_ssh(sdfleet, h, ["cat", "/etc/machine-id"]).strip() for h in sdfleet.hosts)
+        assert ssh(sdfleet, h, ["systemd-detect-virt", "--container"], check=False).strip() != "none"
+    ids = set(ssh(sdfleet, h, ["cat", "/etc/machine-id"]).strip() for h in sdfleet.hosts)
     assert len(ids) == 2 and Path("/etc/machine-id").read_text().strip() not in ids
 
 
 def test_nothing_a_host_writes_reaches_the_machine(sdfleet):
     tag = "ckpt-fleet-probe-%s" % uuid.uuid4().hex[:12]
-    _ssh(sdfleet, "node1", ["sh", "-c", "echo %s > /etc/%s && echo %s > /var/tmp/%s && echo %s > /tmp/%s"
+    ssh(sdfleet, "node1", ["sh", "-c", "echo %s > /etc/%s && echo %s > /var/tmp/%s && echo %s > /tmp/%s"
                             " && echo %s > /srv/%s" % ((tag,) * 8)])
     for d in ("/etc", "/var/tmp", "/tmp", "/srv"):
         assert not os.path.exists(os.path.join(d, tag)), d
-    out = _ssh(sdfleet, "node2", ["sh", "-c", "ls /etc/%s /var/tmp/%s /tmp/%s /srv/%s 2>&1; true" % ((tag,) * 4)])
+    out = ssh(sdfleet, "node2", ["sh", "-c", "ls /etc/%s /var/tmp/%s /tmp/%s /srv/%s 2>&1; true" % ((tag,) * 4)])
     assert out.count("No such file or directory") == 4, out
     # The private directories are still where the controller can read them.
     assert Path(sdfleet.host_path("node1", "/srv/" + tag)).read_text().strip() == tag
@@ -105,7 +63,7 @@ def test_nothing_a_host_writes_reaches_the_machine(sdfleet):
     fd, mine = tempfile.mkstemp(dir="/tmp", prefix="ckpt-fleet-probe-")
     os.close(fd)
     try:
-        assert "No such file" in _ssh(sdfleet, "node1", ["sh", "-c", "ls %s 2>&1; true" % mine])
+        assert "No such file" in ssh(sdfleet, "node1", ["sh", "-c", "ls %s 2>&1; true" % mine])
     finally:
         os.unlink(mine)
 
@@ -114,28 +72,28 @@ def test_systemd_supervises_units_for_real(sdfleet):
     """A Restart=always service whose main process is killed is started again
     by systemd: the trap a checkpoint of a unit must avoid."""
     unit = "ckpt-fleet-tick-%s" % uuid.uuid4().hex[:8]
-    _ssh(sdfleet, "node1", ["systemd-run", "--unit", unit, "-p", "Restart=always", "-p", "RestartSec=100ms",
+    ssh(sdfleet, "node1", ["systemd-run", "--unit", unit, "-p", "Restart=always", "-p", "RestartSec=100ms",
                             "sleep", "1000"])
     try:
-        first = _show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
+        first = show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
         assert first["ActiveState"] == "active" and first["NRestarts"] == "0", first
-        _ssh(sdfleet, "node1", ["kill", "-9", first["MainPID"]])
+        ssh(sdfleet, "node1", ["kill", "-9", first["MainPID"]])
 
         def restarted():
-            s = _show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
+            s = show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
             return s if s["NRestarts"] == "1" and s["ActiveState"] == "active" else None
 
-        again = _wait(restarted, timeout=10)
+        again = wait(restarted, timeout=10)
         assert again and again["MainPID"] != first["MainPID"], again
         # the unit's processes live in the host's own cgroup tree
-        cg = _ssh(sdfleet, "node1", ["cat", "/proc/%s/cgroup" % again["MainPID"]])
+        cg = ssh(sdfleet, "node1", ["cat", "/proc/%s/cgroup" % again["MainPID"]])
         assert "/system.slice/%s.service" % unit in cg, cg
     finally:
-        _ssh(sdfleet, "node1", ["systemctl", "stop", unit], check=False)
+        ssh(sdfleet, "node1", ["systemctl", "stop", unit], check=False)
 
 
 def test_criu_runs_inside_a_systemd_host(sdfleet):
-    out = _ssh(sdfleet, "node2", [CRIU, "check"], check=False)
+    out = ssh(sdfleet, "node2", [CRIU, "check"], check=False)
     assert "Looks good" in out, out
 
 
@@ -144,22 +102,22 @@ def test_reboot_from_inside_restarts_pid_1(sdfleet):
     host's systemd; the supervisor boots a new one: new PID 1, same disk and
     address, no runtime units left."""
     before = sdfleet.status()["hosts"]["node2"]
-    _ssh(sdfleet, "node2", ["sh", "-c", "echo kept > /srv/reboot-probe; echo kept > /etc/reboot-probe"])
-    _ssh(sdfleet, "node2", ["systemd-run", "--unit", "ckpt-fleet-transient", "sleep", "1000"])
-    _ssh(sdfleet, "node2", ["systemctl", "reboot"], check=False)    # the connection may drop
+    ssh(sdfleet, "node2", ["sh", "-c", "echo kept > /srv/reboot-probe; echo kept > /etc/reboot-probe"])
+    ssh(sdfleet, "node2", ["systemd-run", "--unit", "ckpt-fleet-transient", "sleep", "1000"])
+    ssh(sdfleet, "node2", ["systemctl", "reboot"], check=False)    # the connection may drop
 
     def rebooted():
         h = fleetmod.Fleet(state_dir=sdfleet.state_dir).status()["hosts"]["node2"]
         return h if h["boots"] == before["boots"] + 1 and h["sshd"] else None
 
-    after = _wait(rebooted, timeout=60)
+    after = wait(rebooted, timeout=60)
     assert after, "node2 did not come back: %s" % sdfleet.status()["hosts"]["node2"]
     assert after["init_pid"] != before["init_pid"]
-    assert _ssh(sdfleet, "node2", ["cat", "/proc/1/comm"]).strip() == "systemd"
-    assert _ssh(sdfleet, "node2", ["cat", "/srv/reboot-probe", "/etc/reboot-probe"]) == "kept\nkept\n"
-    assert _ssh(sdfleet, "node2", ["systemctl", "is-active", "ckpt-fleet-transient"], check=False).strip() \
+    assert ssh(sdfleet, "node2", ["cat", "/proc/1/comm"]).strip() == "systemd"
+    assert ssh(sdfleet, "node2", ["cat", "/srv/reboot-probe", "/etc/reboot-probe"]) == "kept\nkept\n"
+    assert ssh(sdfleet, "node2", ["systemctl", "is-active", "ckpt-fleet-transient"], check=False).strip() \
         in ("inactive", "unknown")
-    assert _ssh(sdfleet, "node2", ["systemctl", "is-system-running", "--wait"], check=False).strip() == "running"
+    assert ssh(sdfleet, "node2", ["systemctl", "is-system-running", "--wait"], check=False).strip() == "running"
 
 
 def test_fleet_reboot_is_a_clean_systemd_reboot(sdfleet):

@@ -15,11 +15,9 @@ What must hold (and is checked here, against real systemd 252 and CRIU):
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -27,51 +25,16 @@ from pathlib import Path
 import pytest
 
 from ckpt_testlib import REPO, VENV_BIN, continuity, read_ticks
+from sd_testlib import install_redis, install_ticker, show, ssh, systemd_fleet
 
-FLEET_PY = REPO / "tests" / "fleet" / "fleet.py"
-WORKLOADS = REPO / "tests" / "workloads"
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET4", "10.213.95.0/24")
-CRIU = os.environ.get("CKPT_CRIU", "/opt/ckpt-criu/bin/criu")
-
-
-def _load_fleet_module():
-    spec = importlib.util.spec_from_file_location("ckpt_test_fleet_units", str(FLEET_PY))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ckpt_test_fleet_units"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fleetmod = _load_fleet_module()
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
-
-# What an operator adds to Debian's redis-server.service so that CRIU can take it.
-REDIS_DROP_IN = (REPO / "tests" / "integration" / "files" / "redis-checkpointable.conf").read_text()
 
 
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.fail("the test fleet needs root")
-    state = tmp_path_factory.mktemp("units") / "state"
-    f = fleetmod.Fleet(state_dir=str(state), name="cksu", subnet=SUBNET, init="systemd")
-    try:
-        f.up(hosts=2, timeout=60)
+    with systemd_fleet(tmp_path_factory.mktemp("units") / "state", "cksu", SUBNET) as f:
         yield f
-    finally:
-        f.down()
-
-
-def ssh(fleet, host, argv, check=True, timeout=120):
-    p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
-    if check:
-        assert p.returncode == 0, "ssh %s %s: rc=%d\n%s%s" % (host, argv, p.returncode, p.stdout, p.stderr)
-    return p.stdout
-
-
-def show(fleet, host, unit, *props):
-    out = ssh(fleet, host, ["systemctl", "show", unit, "-p", ",".join(props)])
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 @pytest.fixture
@@ -101,21 +64,8 @@ def module(sd, tmp_path):
 
 
 def start_ticker(fleet, host, unit, enable=False):
-    """A Restart=always simple service whose ticks (file and journal) prove continuity."""
-    ticks = "/srv/%s.ticks" % unit
-    body = ("[Unit]\nDescription=ckpt.criu test ticker\n[Service]\nType=simple\nRestart=always\n"
-            "RestartSec=100ms\nExecStart=/usr/bin/python3 %s --out %s --interval 0.02 --stdout\n"
-            "[Install]\nWantedBy=multi-user.target\n" % (WORKLOADS / "counter.py", ticks))
-    p = fleet.ssh(host, ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload && "
-                         "systemctl %s %s" % (unit, "enable --now" if enable else "start", unit)],
-                  input=body, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
-    path = fleet.host_path(host, ticks)
-    deadline = time.time() + 10
-    while time.time() < deadline and len(read_ticks(path)) < 5:
-        time.sleep(0.05)
-    assert len(read_ticks(path)) >= 5, "the ticker wrote no ticks"
-    return path
+    """The ticker unit started on host; the controller-side path of its ticks file."""
+    return install_ticker(fleet, [host], unit, "/srv/%s.ticks" % unit, enable=enable, start_on=host)
 
 
 def our_drop_ins(fleet, host, unit):
@@ -209,15 +159,8 @@ def redis_cli(fleet, host, *args):
 def test_redis_server_service_keeps_its_keys(sd, module):
     """Debian's Type=notify redis-server.service, with the drop-in an operator
     adds for checkpoints, 10,000 keys: checkpoint, restore, all keys back."""
-    p = sd.ssh("node1", ["sh", "-c", "mkdir -p /etc/systemd/system/redis-server.service.d && cat > "
-                         "/etc/systemd/system/redis-server.service.d/checkpointable.conf && systemctl daemon-reload"
-                         " && systemctl restart redis-server"],
-               input=REDIS_DROP_IN, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-    assert p.returncode == 0, p.stderr
+    install_redis(sd, "node1")
     try:
-        script = "".join("SET key:%d value-%d\n" % (i, i * 7) for i in range(10000))
-        p = sd.ssh("node1", ["redis-cli", "--pipe"], input=script, stdout=subprocess.PIPE, text=True, timeout=60)
-        assert p.returncode == 0 and "errors: 0, replies: 10000" in p.stdout, p.stdout
         assert redis_cli(sd, "node1", "DBSIZE") == "10000"
         pid = int(show(sd, "node1", "redis-server", "MainPID")["MainPID"])
         status, res = module("node1", "dump", {"unit": "redis-server", "images_dir": "/var/lib/ckpt/redis",

@@ -14,17 +14,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 import uuid
 
 import pytest
 
-from fleet_testlib import REPO, Fleet, continuity, read_ticks, write_inventory
+from fleet_testlib import Fleet, continuity, read_ticks, write_inventory
+from sd_testlib import install_redis, install_ticker, show, ssh, systemd_fleet
 
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET5", "10.213.96.0/24")
-WORKLOADS = REPO / "tests" / "workloads"
-REDIS_DROP_IN = (REPO / "tests" / "integration" / "files" / "redis-checkpointable.conf").read_text()
 
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
@@ -40,55 +38,9 @@ def shared(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory, shared):
-    if os.geteuid() != 0:
-        pytest.fail("the test fleet needs root")
-    state = tmp_path_factory.mktemp("units-pb") / "state"
-    f = Fleet(state_dir=str(state), name="cksp", subnet=SUBNET, init="systemd",
-              binds=[("node1", str(shared), str(shared)), ("node2", str(shared), str(shared))])
-    try:
-        f.up(hosts=2, timeout=60)
+    with systemd_fleet(tmp_path_factory.mktemp("units-pb") / "state", "cksp", SUBNET,
+                       binds=[("node1", str(shared), str(shared)), ("node2", str(shared), str(shared))]) as f:
         yield f
-    finally:
-        f.down()
-
-
-def ssh(fleet, host, argv, check=True, input=None):  # pylint: disable=redefined-builtin
-    p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120,
-                  **({"input": input} if input is not None else {}))
-    if check:
-        assert p.returncode == 0, "ssh %s %s: rc=%d\n%s%s" % (host, argv, p.returncode, p.stdout, p.stderr)
-    return p.stdout
-
-
-def show(fleet, host, unit, *props):
-    out = ssh(fleet, host, ["systemctl", "show", unit, "-p", ",".join(props)])
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def install_ticker(fleet, hosts, unit, ticks, enable=False, start_on=None):
-    body = ("[Unit]\nDescription=ckpt.criu test ticker\n[Service]\nType=simple\nRestart=always\n"
-            "RestartSec=100ms\nExecStart=/usr/bin/python3 %s --out %s --interval 0.02 --stdout\n"
-            "[Install]\nWantedBy=multi-user.target\n" % (WORKLOADS / "counter.py", ticks))
-    for h in hosts:
-        ssh(fleet, h, ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload" % unit],
-            input=body)
-        if enable:
-            ssh(fleet, h, ["systemctl", "enable", unit])
-    if start_on:
-        ssh(fleet, start_on, ["systemctl", "start", unit])
-        deadline = time.time() + 10
-        while time.time() < deadline and len(read_ticks(ticks)) < 5:
-            time.sleep(0.05)
-        assert len(read_ticks(ticks)) >= 5, "the ticker wrote no ticks"
-
-
-def install_redis(fleet, host, keys=10000):
-    ssh(fleet, host, ["sh", "-c", "mkdir -p /etc/systemd/system/redis-server.service.d && cat > "
-                      "/etc/systemd/system/redis-server.service.d/checkpointable.conf && systemctl daemon-reload && "
-                      "systemctl enable --now redis-server"], input=REDIS_DROP_IN)
-    script = "".join("SET key:%d value-%d\n" % (i, i * 7) for i in range(keys))
-    out = ssh(fleet, host, ["redis-cli", "--pipe"], input=script)
-    assert "errors: 0, replies: %d" % keys in out, out
 
 
 def test_maintenance_reboot_keeps_enabled_units(sd, shared, playbook, tmp_path):
@@ -170,10 +122,7 @@ def test_migrate_a_unit_the_destination_defines_otherwise(sd, shared, playbook, 
 
 def test_migrate_redis_server_service(sd, playbook, tmp_path):
     """Debian's Type=notify redis-server.service, 10,000 keys, moves with migrate.yml."""
-    for h in ("node1", "node2"):
-        ssh(sd, h, ["sh", "-c", "mkdir -p /etc/systemd/system/redis-server.service.d && cat > "
-                    "/etc/systemd/system/redis-server.service.d/checkpointable.conf && systemctl daemon-reload && "
-                    "systemctl stop redis-server"], input=REDIS_DROP_IN)
+    install_redis(sd, "node2", start=False)
     try:
         install_redis(sd, "node1")
         pid = int(show(sd, "node1", "redis-server", "MainPID")["MainPID"])

@@ -165,7 +165,8 @@ def test_an_orphaned_destination_restore_is_stopped_even_when_its_images_stay(fl
                  "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
     os.chmod(fleet.host_path("node1", "/srv/criu-fails-dump"), 0o755)
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
-                          hostvars={"node1": {"ckpt_migrate_criu_path": "/srv/criu-fails-dump"}})
+                          hostvars={"node1": {"ckpt_migrate_criu_path": "/srv/criu-fails-dump",
+                                              "ckpt_migrate_destination_criu_path": "/opt/ckpt-criu/bin/criu"}})
     stuck = os.path.join(fleet.host_path("node2", dest), "stuck")
     result = {}
     runner = threading.Thread(target=lambda: result.update(
@@ -173,9 +174,11 @@ def test_an_orphaned_destination_restore_is_stopped_even_when_its_images_stay(fl
     runner.start()
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not os.path.exists(os.path.join(os.path.dirname(stuck),
-                                                                          ".ckpt-restore-ready")):
+        while time.time() < deadline and runner.is_alive() and not os.path.exists(
+                os.path.join(os.path.dirname(stuck), ".ckpt-restore-ready")):
             time.sleep(0.1)
+        assert runner.is_alive(), "the migration ended before its restore waited: %s" % (
+            result["run"].output[-3000:])
         # A file the rollback cannot remove: the destination's images stay.
         with open(stuck, "w") as fh:
             fh.write("x")

@@ -1036,7 +1036,11 @@ def page_server(params, check_mode=False, proc_root=PROC):
             stop_page_server(record, proc_root=proc_root)
         return _ps_result(record, images_dir, True, "stopped the page server PID %d" % record["pid"])
 
-    address = params.get("address") or "0.0.0.0"
+    address = params.get("address")
+    if not address:
+        raise DumpError("address is required to start a page server: give the destination's own address (it "
+                        "listens there only); there is no default, so it never listens on every address by "
+                        "accident")
     problem = port_problem(params.get("port") or 0, "port", allow_zero=True) or address_problem(address, "address")
     if problem:
         raise DumpError(problem)

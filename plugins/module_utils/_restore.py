@@ -54,6 +54,10 @@ LOG_NAME = "restore.log"
 # prefault is done: a migration freezes the source only after it appears, so the
 # touching never competes with the dump for the CPU and memory bandwidth.
 READY_NAME = _manifest.PRIVATE_PREFIX + "restore-ready"
+# Written into images_dir by a migration's rollback: a restore still waiting for its
+# checkpoint ends at once (and frees its prefault memory), even when the directory
+# itself cannot be removed.
+ABORT_NAME = _manifest.PRIVATE_PREFIX + "abort"
 SCHEMA = 1
 DEFAULT_TIMEOUT_BASE = 30.0
 DEFAULT_TIMEOUT_RATE = float(16 << 20)  # bytes per second of the default timeout
@@ -138,10 +142,12 @@ def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None):
     """
     t0 = time.monotonic()
     path = os.path.join(images_dir, MANIFEST_NAME)
+    abort = os.path.join(images_dir, ABORT_NAME)
     while not os.path.exists(path):
-        if not os.path.isdir(images_dir):
-            raise RestoreError("no checkpoint arrived: %s was removed while this restore waited for it "
-                               "(the migration was rolled back)" % images_dir)
+        if not os.path.isdir(images_dir) or os.path.lexists(abort):
+            raise RestoreError("no checkpoint arrived: %s was %s while this restore waited for it "
+                               "(the migration was rolled back)" % (
+                                   images_dir, "removed" if not os.path.isdir(images_dir) else "marked aborted"))
         if time.monotonic() - t0 >= timeout:
             raise RestoreError("no checkpoint arrived in %s within %.0f s (wait_for_manifest); the dump on "
                                "the source failed or never started" % (images_dir, timeout))

@@ -53,9 +53,12 @@ options:
     choices: [started, stopped]
     default: started
   address:
-    description: Address to listen on.
+    description:
+      - Address to listen on, the destination's own address on the network the source uses.
+        Required with O(state=started); there is no default, so a page server never listens on
+        every address of the host unless asked (V(0.0.0.0) does that, and lets anyone who reaches
+        the host connect first).
     type: str
-    default: 0.0.0.0
   port:
     description:
       - TCP port to listen on. V(0) picks a free port (criu itself refuses port 0); RV(port) returns it.
@@ -157,7 +160,7 @@ def main():
         argument_spec=dict(
             images_dir=dict(type="path", required=True),
             state=dict(type="str", default="started", choices=["started", "stopped"]),
-            address=dict(type="str", default="0.0.0.0"),
+            address=dict(type="str"),
             port=dict(type="int", default=0),
             tls=dict(type="bool", default=False),
             tls_cacert=dict(type="path"),

@@ -545,6 +545,10 @@ def test_an_out_of_range_port_is_refused_with_its_name_before_anything_happens(r
     assert res.failed
     assert "page_server.port must be between 1 and 65535" in res["msg"], res["msg"]
     assert not images.exists()
+    # Finding 4: the page server's address defaulted to 0.0.0.0 (every address of the host).
+    res = run_module("page_server", {"images_dir": str(base / "ps")})
+    assert res.failed and "address is required" in res["msg"], res.get("msg")
+    assert not (base / "ps").exists()
     res = run_module("page_server", {"images_dir": str(base / "ps"), "address": "127.0.0.1", "port": 70000})
     assert res.failed and "port must be between 1 and 65535" in res["msg"], res["msg"]
     assert not (base / "ps").exists()

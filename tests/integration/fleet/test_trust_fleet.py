@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -134,3 +135,67 @@ def test_a_killed_destination_restore_is_reported_as_dead(fleet, clean_hosts, wo
     row = _assert_rolled_back(run, w, fleet)
     assert "No start of json char found" not in row["cause"] and "Traceback" not in row["cause"], row["cause"]
     assert "the restore on node2 died" in row["cause"], row["cause"]
+
+
+def _restores_on(fleet, host):
+    """Outer PIDs of restore modules running on host."""
+    out = []
+    for outer, dummy, dummy2 in fleet.processes(host):
+        try:
+            with open("/proc/%d/cmdline" % outer, "rb") as fh:
+                if b"AnsiballZ_restore.py" in fh.read():
+                    out.append(outer)
+        except OSError:
+            pass
+    return out
+
+
+def test_an_orphaned_destination_restore_is_stopped_even_when_its_images_stay(fleet, clean_hosts, workload,
+                                                                              playbook, tmp_path):
+    """Finding 14: cleanup failures were hidden, and an orphaned destination restore kept its
+    prefault memory for up to 600 s."""
+    w = workload("node1")
+    dest = "/var/lib/ckpt/migrate/pid-%d" % w.pid
+    # The source's dump waits for the test's go, then fails: the destination's restore is left waiting.
+    go = fleet.host_path("node1", "/srv/go")
+    with open(fleet.host_path("node1", "/srv/criu-fails-dump"), "w") as fh:
+        fh.write("#!/bin/sh\n"
+                 "for a in \"$@\"; do [ \"$a\" = dump ] && { while [ ! -e /srv/go ]; do sleep 0.1; done; "
+                 "echo 'injected dump failure' >&2; exit 1; }; done\n"
+                 "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
+    os.chmod(fleet.host_path("node1", "/srv/criu-fails-dump"), 0o755)
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
+                          hostvars={"node1": {"ckpt_migrate_criu_path": "/srv/criu-fails-dump",
+                                              "ckpt_migrate_destination_criu_path": "/opt/ckpt-criu/bin/criu"}})
+    stuck = os.path.join(fleet.host_path("node2", dest), "stuck")
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(
+        run=playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})))
+    runner.start()
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and runner.is_alive() and not os.path.exists(
+                os.path.join(os.path.dirname(stuck), ".ckpt-restore-ready")):
+            time.sleep(0.1)
+        assert runner.is_alive(), "the migration ended before its restore waited: %s" % (
+            result["run"].output[-3000:])
+        # A file the rollback cannot remove: the destination's images stay.
+        with open(stuck, "w") as fh:
+            fh.write("x")
+        subprocess.run(["chattr", "+i", stuck], check=True)
+        open(go, "w").close()
+        runner.join(600)
+        run = result["run"]
+        row = run.rows(pid=w.pid)[0]
+        assert row["result"] == "rolled back" and w.running_on("node1"), row
+        assert "could not be removed" in row["cause"], row["cause"]
+        deadline = time.time() + 20
+        while time.time() < deadline and _restores_on(fleet, "node2"):
+            time.sleep(0.2)
+        assert not _restores_on(fleet, "node2"), "the orphaned restore on node2 still waits (and holds its memory)"
+    finally:
+        open(go, "w").close()
+        runner.join(600)
+        subprocess.run(["chattr", "-i", stuck], check=False, stderr=subprocess.DEVNULL)
+        for pid in _restores_on(fleet, "node2"):
+            os.kill(pid, 9)

@@ -16,7 +16,7 @@ description:
     verifies images and binaries against it.
   - B(By default the process is gone after a successful dump:) the module kills the dumped tree
     once its manifest is written (criu itself always leaves it stopped, so a module killed halfway
-    never loses the workload: a guard process resumes it). Set O(leave_running=true) to take
+    never loses the workload; a guard process resumes it). Set O(leave_running=true) to take
     a snapshot and let the process carry on, or O(leave_stopped=true) to keep it frozen (state C(T))
     until you resume it with C(SIGCONT) or kill it (the two-phase migration).
   - Before anything is frozen, the module validates the target (no such PID, PID 1, kernel

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: images_dir
 short_description: Check an images directory against the trust rule, and create it only then
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Checkpoint images are a process's whole memory, restored as root. A directory for them
     is trusted only when every component of its path, from C(/) down, is a real directory

@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: inet_sockets
 short_description: The TCP and UDP sockets of a process tree, and whether they can be restored on a destination
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - A migration restores every socket at the address and port it had. This module answers, before
     anything is frozen, whether that can work.

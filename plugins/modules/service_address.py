@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: service_address
 short_description: Put a service address on this host or take it off, and announce it with gratuitous ARP
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - A service address is an IPv4 address that clients use to reach a process and that moves with it
     when it migrates. Inside the frozen window of a migration, M(ckpt.criu.dump) takes it off the source

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import pytest
 
-from fleet_testlib import copy_python, listdir, write_inventory
+from fleet_testlib import WORKLOADS, copy_python, listdir, write_inventory
 
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
@@ -280,3 +281,43 @@ def test_checkpoint_restore_preflight_idempotent(fleet, clean_hosts, workload, p
     ragain = playbook("restore.yml", inv, ev)
     assert ragain.rc == 0 and ragain.changed("node1") == 0
     assert ragain.rows(pid=w.pid)[0]["result"] == "running already"
+
+
+def test_tree_pid_taken_on_the_destination_is_refused_before_the_freeze(fleet, clean_hosts, playbook, tmp_path):
+    """Every PID of the tree must be free on the destination, not only the root's:
+    a child's PID taken there refuses the process in the preflight, nothing frozen."""
+    ticks = tmp_path / "tree.ticks"
+    tree = fleet.ssh("node1", ["python3", str(WORKLOADS / "spawn.py"), "--stdio", "devnull", "--pidfile",
+                               "/srv/tree.pid", "--", "sh", "-c",
+                               "sleep 1000 & exec python3 %s --out %s --interval 0.05"
+                               % (WORKLOADS / "counter.py", ticks)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert tree.returncode == 0, tree.stderr
+    root = int(tree.stdout.split()[-1])
+    deadline = time.time() + 10
+    kids = []
+    while time.time() < deadline and not kids:
+        p = fleet.ssh("node1", ["cat", "/proc/%d/task/%d/children" % (root, root)], stdout=subprocess.PIPE,
+                      text=True, timeout=30)
+        kids = [int(k) for k in p.stdout.split()]
+        time.sleep(0.05)
+    assert kids, "the tree has no child"
+    child = kids[0]
+    # the same PID, taken on node2 by a process of its own
+    taker = fleet.exec("node2", ["sh", "-c", "echo %d > /proc/sys/kernel/ns_last_pid; sleep 1000 >/dev/null 2>&1 & "
+                                 "echo $!" % (child - 1)], stdout=subprocess.PIPE, text=True, timeout=30)
+    assert int(taker.stdout.split()[-1]) == child, "could not take PID %d on node2: %s" % (child, taker.stdout)
+    try:
+        inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": "/srv/tree.pid"})
+        assert run.rc != 0
+        row = run.rows(pid=root)[0]
+        assert row["result"] == "refused", row
+        assert "PID %d, a process of the tree of PID %d, is already in use on node2" % (child, root) in row["cause"]
+        assert "FROZEN" not in run.output
+        alive = fleet.ssh("node1", ["kill", "-0", str(root), str(child)], timeout=30)
+        assert alive.returncode == 0, "the tree on node1 was disturbed"
+    finally:
+        fleet.exec("node2", ["kill", "-9", str(child)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fleet.exec("node1", ["kill", "-9", str(root), str(child)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)

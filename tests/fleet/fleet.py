@@ -1158,6 +1158,12 @@ def systemd_boot_main(config_path):
             else:
                 _mount(["-t", "cgroup2", "-o", "nosuid,nodev,noexec", "cgroup2", at(base)])
     for src, dst in cfg["mounts"]:
+        if not os.path.lexists(at(dst)):        # a target under the private /tmp (or /run)
+            if os.path.isdir(src):
+                os.makedirs(at(dst), mode=0o755)
+            else:
+                os.makedirs(os.path.dirname(at(dst)), mode=0o755, exist_ok=True)
+                open(at(dst), "a").close()
         _mount(["--bind", src, at(dst)])
     if os.path.isdir(at(cfg["state_dir"])):     # the fleet's keys and the hosts' disks
         _mount(["-t", "tmpfs", "-o", "mode=0700,size=1m", "fleet-hidden", at(cfg["state_dir"])])

@@ -52,7 +52,7 @@ def test_hosts_boot_systemd_and_run_sshd_as_a_unit(sdfleet):
 def test_nothing_a_host_writes_reaches_the_machine(sdfleet):
     tag = "ckpt-fleet-probe-%s" % uuid.uuid4().hex[:12]
     ssh(sdfleet, "node1", ["sh", "-c", "echo %s > /etc/%s && echo %s > /var/tmp/%s && echo %s > /tmp/%s"
-                            " && echo %s > /srv/%s" % ((tag,) * 8)])
+                           " && echo %s > /srv/%s" % ((tag,) * 8)])
     for d in ("/etc", "/var/tmp", "/tmp", "/srv"):
         assert not os.path.exists(os.path.join(d, tag)), d
     out = ssh(sdfleet, "node2", ["sh", "-c", "ls /etc/%s /var/tmp/%s /tmp/%s /srv/%s 2>&1; true" % ((tag,) * 4)])
@@ -73,7 +73,7 @@ def test_systemd_supervises_units_for_real(sdfleet):
     by systemd: the trap a checkpoint of a unit must avoid."""
     unit = "ckpt-fleet-tick-%s" % uuid.uuid4().hex[:8]
     ssh(sdfleet, "node1", ["systemd-run", "--unit", unit, "-p", "Restart=always", "-p", "RestartSec=100ms",
-                            "sleep", "1000"])
+                           "sleep", "1000"])
     try:
         first = show(sdfleet, "node1", unit + ".service", "MainPID", "NRestarts", "ActiveState")
         assert first["ActiveState"] == "active" and first["NRestarts"] == "0", first

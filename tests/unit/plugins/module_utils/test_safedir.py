@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu, _dump, _restore, _safedir
 
+
 @pytest.fixture
 def root(tmp_path):
     if os.geteuid() != 0:

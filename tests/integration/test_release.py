@@ -106,8 +106,12 @@ def test_execution_environment_renders_with_the_collection(tmp_path):
 
     # What the galaxy stage runs (WORKDIR /build), into a directory of ours.
     dest = tmp_path / "collections"
+    # As in the image: none of this checkout's Ansible configuration (make test exports
+    # ANSIBLE_CONFIG, whose collections_path already holds ckpt.criu as a link).
+    clean_env = dict((k, v) for k, v in os.environ.items()
+                     if k not in ("ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS"))
     _run([BIN / "ansible-galaxy", "collection", "install", "-r", "requirements.yml", "--collections-path", dest],
-         cwd=build)
+         cwd=build, env=clean_env)
     installed = dest / "ansible_collections" / "ckpt" / "criu"
     missing = [f for f in _tracked_runtime_files() if not (installed / f).is_file()]
     assert not missing, "runtime files missing from the EE's collection: %s" % missing

@@ -6,6 +6,14 @@
 # ansible-core versions meta/runtime.yml claims). Every stage runs; the run
 # fails if any stage fails, and pytest collecting no test counts as failure.
 set -uo pipefail
+# CRIU checkpoints a process only when it can see the process's session
+# leader. A launcher that made no session of its own (CI's may not) hands this
+# script a session whose leader is outside this PID namespace, and every
+# workload the tests start would inherit it; run the suite in a session of
+# its own, as from a login shell.
+if [[ -z ${CKPT_TEST_OWN_SESSION:-} ]]; then
+  CKPT_TEST_OWN_SESSION=1 exec setsid --wait bash "$0" "$@"
+fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here" || exit 1
 export PATH=$here/.venv/bin:$PATH

@@ -45,14 +45,23 @@ log() { echo "install-criu: $*" >&2; }
 
 # The inet probe: dump (leaving it running) a process that holds a TCP
 # listener on loopback. Prints nothing; returns criu's verdict.
+# The process leads a session of its own, as a daemon does: CRIU refuses a
+# process whose session leader is outside its PID namespace, which is where
+# this script's own session may be (a launcher that made no session, a
+# container's exec).
 inet_probe() {  # $1 = criu executable
-  local dir pid rc=0
+  local dir pid rc=0 i
   dir=$(mktemp -d)
-  python3 -c 'import socket, time
+  python3 -c 'import os, socket, sys, time
+os.setsid()
 s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(1)
-time.sleep(60)' </dev/null >/dev/null 2>&1 &
+os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+time.sleep(60)' "$dir/ready" </dev/null >/dev/null 2>&1 &
   pid=$!
-  sleep 0.3
+  for ((i = 0; i < 100; i++)); do
+    [[ -e $dir/ready ]] && break
+    sleep 0.05
+  done
   "$1" dump -t "$pid" -D "$dir" -o "$dir/dump.log" -v4 --leave-running --shell-job \
     </dev/null >/dev/null 2>&1 || rc=$?
   if ((rc)) || ! grep -q "Dumping finished successfully" "$dir/dump.log"; then

@@ -39,7 +39,8 @@ else
   say "system packages present"
 fi
 
-# 2. CRIU (distro on Debian 13, private prefix of Debian 13's criu on Debian 12).
+# 2. CRIU that passes criu check and a TCP-listener dump here: the distro's,
+#    else a private prefix from the oldest Debian suite with 4.2 or newer.
 criu=$(bash scripts/install-criu.sh | tail -1)
 say "criu: $criu"
 

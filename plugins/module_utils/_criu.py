@@ -280,7 +280,13 @@ def parse_size(value, what="ghost_limit"):
 # ---------------------------------------------------------------- discovery
 
 def find_criu(criu_path=None):
-    """Path of the criu executable: the option, else PATH, else the private prefix."""
+    """Path of the criu executable: the option, else the private prefix, else PATH.
+
+    The private prefix exists only where the installer (the preflight role,
+    scripts/install-criu.sh) found no criu on the host that passes its probes,
+    so it comes before PATH: a distro criu left installed beside it is one
+    that failed them (too old for the kernel).
+    """
     if criu_path:
         if not os.path.isfile(criu_path):
             raise CriuError("criu_path %s does not exist; point criu_path at a criu executable "
@@ -289,6 +295,8 @@ def find_criu(criu_path=None):
             raise CriuError("criu_path %s is not executable; fix its mode or point criu_path elsewhere"
                             % criu_path)
         return criu_path
+    if os.path.isfile(PRIVATE_PREFIX_CRIU) and os.access(PRIVATE_PREFIX_CRIU, os.X_OK):
+        return PRIVATE_PREFIX_CRIU
     found = shutil.which("criu")
     if found:
         return found
@@ -296,9 +304,7 @@ def find_criu(criu_path=None):
         candidate = os.path.join(d, "criu")
         if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
-    if os.path.isfile(PRIVATE_PREFIX_CRIU) and os.access(PRIVATE_PREFIX_CRIU, os.X_OK):
-        return PRIVATE_PREFIX_CRIU
-    raise CriuError("criu was not found on PATH nor in /opt/ckpt-criu; install CRIU >= 4.1 "
+    raise CriuError("criu was not found in /opt/ckpt-criu nor on PATH; install CRIU >= 4.2 "
                     "(the preflight role can install it, or run scripts/install-criu.sh) "
                     "or set criu_path")
 

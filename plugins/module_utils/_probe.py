@@ -46,7 +46,7 @@ DEFAULT_FEATURES = ("mem_dirty_track", "uffd", "uffd-noncoop", "pidfd_store", "n
                     "memfd_hugetlb", "get_rseq_conf", "pagemap_scan")
 PROBES = ("inet_dump", "lazy_pages")
 FEATURE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
-INSTALL_HINT = "run scripts/install-criu.sh or install criu >= 4.1 (or set criu_path)"
+INSTALL_HINT = "run scripts/install-criu.sh or install criu >= 4.2 (or set criu_path)"
 
 CAP_NAMES = (
     "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",

@@ -110,12 +110,24 @@ def test_version_check_and_features(criu_bin):
     assert _criu.criu_feature(criu_bin, "pidfd_store")["supported"] is True
 
 
-def test_find_criu_falls_back_to_private_prefix(monkeypatch):
-    if not os.path.exists(_criu.PRIVATE_PREFIX_CRIU):
-        pytest.skip("criu is installed system-wide here; the private prefix is not used")
-    monkeypatch.setenv("PATH", "/nonexistent")
-    found = _criu.find_criu()
-    assert found in (_criu.PRIVATE_PREFIX_CRIU,) or found.startswith("/usr")
+def _fake_criu(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\necho 'Version: 3.17.1'\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_find_criu_prefers_the_private_prefix_over_path(monkeypatch, tmp_path):
+    # The installer fills the prefix only where the host's criu failed its
+    # probes: an old distro criu on PATH must not win over it.
+    on_path = _fake_criu(tmp_path / "usr" / "sbin" / "criu")
+    prefix = _fake_criu(tmp_path / "opt" / "ckpt-criu" / "bin" / "criu")
+    monkeypatch.setenv("PATH", os.path.dirname(on_path))
+    monkeypatch.setattr(_criu, "PRIVATE_PREFIX_CRIU", prefix)
+    assert _criu.find_criu() == prefix
+    assert _criu.find_criu(on_path) == on_path      # criu_path still decides
+    os.unlink(prefix)
+    assert _criu.find_criu() == on_path
 
 
 def test_pass_fds_reach_criu(tmp_path, criu_bin):

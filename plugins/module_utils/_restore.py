@@ -307,7 +307,7 @@ def tree_pid_problems(manifest, tree, pid_wait, proc_root=_identity.PROC):
         if rec and not is_thread and rec.get("start_time") == holder.get("start_time") \
                 and holder.get("boot_id") == (manifest.get("host") or {}).get("boot_id"):
             problems.append("%s still runs here as %s: kill the whole checkpointed tree first "
-                            "(ckpt.criu.process_state state=killed on the root kills only the root)"
+                            "(ckpt.criu.process_state state=killed with this checkpoint kills every member)"
                             % (needed[0].upper() + needed[1:], _identity.describe(holder)))
             continue
         problems.append("PID %d that the checkpoint needs (%s) is held by another live process, %s; stop it or "
@@ -997,6 +997,13 @@ STATE_SIGNALS = {"running": "SIGCONT", "stopped": "SIGSTOP", "killed": "SIGKILL"
 
 def expected_identity(params):
     """(identity dict, source description) of the process params name."""
+    ident, source, dummy = expected_tree(params)
+    return ident, source
+
+
+def expected_tree(params):
+    """(identity dict, source description, [{pid, start_time}] of the other members of
+    its checkpointed tree, as the manifest recorded them; [] when unknown)."""
     if params.get("identity"):
         ident = dict(params["identity"])
         missing = [k for k in ("pid", "start_time") if ident.get(k) in (None, "")]
@@ -1009,7 +1016,7 @@ def expected_identity(params):
         except (TypeError, ValueError):
             raise RestoreError("identity pid and start_time must be integers, got %r and %r"
                                % (ident.get("pid"), ident.get("start_time")))
-        return ident, "the identity given"
+        return ident, "the identity given", []
     if params.get("manifest"):
         images_dir = os.path.dirname(os.path.abspath(params["manifest"]))
         if os.path.basename(params["manifest"]) != MANIFEST_NAME:
@@ -1024,12 +1031,14 @@ def expected_identity(params):
                                "from it by ckpt.criu.restore (or the checkpoint changed since)" % images_dir)
         proc = record.get("process") or {}
         return ({k: proc.get(k) for k in ("pid", "start_time", "boot_id", "exe", "cmdline")},
-                "the process restored from %s" % images_dir)
+                "the process restored from %s" % images_dir, [])
     proc = manifest["process"]
     ident = {k: proc.get(k) for k in ("pid", "start_time", "boot_id", "exe", "cmdline", "comm")}
     if ident.get("boot_id") is None:
         ident["boot_id"] = (manifest.get("host") or {}).get("boot_id")
-    return ident, "the process checkpointed in %s" % images_dir
+    members = [{"pid": t.get("pid"), "start_time": t.get("start_time")} for t in manifest.get("tree") or []
+               if isinstance(t, dict) and t.get("pid") != ident["pid"]]
+    return ident, "the process checkpointed in %s" % images_dir, members
 
 
 def process_unit(params):
@@ -1076,15 +1085,60 @@ def ensure_process_state(params, check_mode=False, proc_root=_identity.PROC):
     return result
 
 
+def tree_members(pid, expected, recorded, proc_root=_identity.PROC):
+    """[{pid, start_time, state}] of the other live processes of pid's tree.
+
+    The live descendants of pid, and the members the checkpoint recorded
+    (``recorded``, [{pid, start_time}]) that still run as themselves on the
+    boot the checkpoint was taken on: a member outlives a root killed alone,
+    reparented away from it. A frozen tree forks nothing, so for the
+    checkpoint's own process the two agree."""
+    found = {}
+
+    def add(member, start_time=None):
+        st = _identity.read_stat(member, proc_root)
+        if st is None or (start_time is not None and st["start_time"] != int(start_time)):
+            return
+        found[member] = {"pid": member, "start_time": st["start_time"], "state": _identity.state_word(st["state"])}
+
+    for member in _procfs.descendants(pid, proc_root):
+        add(member)
+    if recorded and expected.get("boot_id") in (None, _procfs.read_boot_id(proc_root)):
+        for entry in recorded:
+            if entry.get("pid") not in found and entry.get("pid") != pid and entry.get("start_time") is not None:
+                add(int(entry["pid"]), entry["start_time"])
+    return [found[k] for k in sorted(found)]
+
+
+def _wait_members(pids, want, members, wait, proc_root):
+    """Sentences for the signalled members that did not reach the wanted state in time."""
+    starts = dict((m["pid"], m["start_time"]) for m in members)
+    deadline = time.monotonic() + wait
+    stuck = []
+    for member in pids:
+        left = max(0.0, deadline - time.monotonic())
+        if want == "killed":
+            # Dead is enough: an orphan stays a zombie until the host's init reaps it.
+            now = _identity.wait_state(member, ("absent", "zombie"), left, proc_root)
+            if now not in ("absent", "zombie") and not _identity.wait_gone(member, 0, proc_root,
+                                                                           start_time=starts[member]):
+                stuck.append("PID %d is still %s" % (member, now))
+        else:
+            now = _identity.wait_state(member, (want,), left, proc_root)
+            if now not in (want, "absent"):
+                stuck.append("PID %d is %s" % (member, now))
+    return stuck
+
+
 def _ensure_process_state(params, check_mode, proc_root):
     want = params["state"]
     wait = float(params.get("wait") if params.get("wait") is not None else 10.0)
-    expected, source = expected_identity(params)
+    expected, source, recorded = expected_tree(params)
     pid = expected["pid"]
     live = _identity.read_identity(pid, proc_root)
     before = _identity.state_word(live["state"]) if live else "absent"
     result = {"changed": False, "pid": pid, "state": want, "before": before, "after": before,
-              "expected": expected, "process": _public_identity(live), "signal": None}
+              "expected": expected, "process": _public_identity(live), "signal": None, "tree_pids": []}
 
     if live is not None:
         diffs = _identity.differences(expected, live)
@@ -1095,11 +1149,13 @@ def _ensure_process_state(params, check_mode, proc_root):
                                            _identity.describe(live)),
                 details={"pid": pid, "expected": expected, "process": _public_identity(live),
                          "differences": diffs, "before": before})
+    # The rest of its tree goes with it: a checkpoint holds the whole tree, and the other
+    # members of a frozen tree, left stopped, would outlive the commit or the rollback.
+    members = tree_members(pid, expected, recorded, proc_root)
+    pending = [m for m in members if _needs_signal(m["state"], want)]
 
     if want == "killed":
-        if before in ("absent", "zombie"):
-            result["msg"] = "process %d from %s is not running (%s); nothing to kill" % (pid, source, before)
-            return result
+        root_done = before in ("absent", "zombie")
     else:
         if before in ("absent", "zombie"):
             raise RestoreError("process %d from %s is not running (%s); it cannot be made %s"
@@ -1109,20 +1165,25 @@ def _ensure_process_state(params, check_mode, proc_root):
             raise RestoreError("process %d from %s is stopped by a tracer (ptrace); a signal cannot make it %s "
                                "(is criu still running against it?)" % (pid, source, want),
                                details={"pid": pid, "before": before})
-        if (want == "running" and before == "running") or (want == "stopped" and before == "stopped"):
-            result["msg"] = "process %d from %s is already %s" % (pid, source, want)
-            return result
+        root_done = before == want
+    if root_done and not pending:
+        result["msg"] = ("process %d from %s is not running (%s); nothing to kill" % (pid, source, before)
+                         if want == "killed" else "process %d from %s is already %s" % (pid, source, want))
+        return result
 
     result["changed"] = True
     result["signal"] = STATE_SIGNALS[want]
     if check_mode:
-        result["after"] = want if want != "killed" else "absent"
-        result["msg"] = "process %d from %s would be sent %s" % (pid, source, result["signal"])
+        if not root_done:
+            result["after"] = want if want != "killed" else "absent"
+        result["tree_pids"] = [m["pid"] for m in pending]
+        result["msg"] = "process %d from %s would be sent %s%s" % (pid, source, result["signal"],
+                                                                   _tree_note(result["tree_pids"], root_done))
         return result
 
-    if want == "running" and before == "stopped":
+    if want == "running":
         # A process criu dumped with tcp_established and left stopped (a rolled-back
-        # migration) has its connections in TCP repair mode: take them out first.
+        # migration) has its connections in TCP repair mode: take them out first (the tree's).
         repaired, unrepaired = _netaddr.leave_repair(pid, proc_root)
         if repaired:
             result["tcp_repair_off"] = repaired
@@ -1130,10 +1191,16 @@ def _ensure_process_state(params, check_mode, proc_root):
             result.setdefault("warnings", []).append(
                 "some TCP connections of process %d could not be taken out of repair mode, so they will not "
                 "work: %s" % (pid, "; ".join(unrepaired)))
-    if not _identity.send_signal(pid, _identity.SIGNALS[want], start_time=live["start_time"], proc_root=proc_root):
+    if not root_done and not _identity.send_signal(pid, _identity.SIGNALS[want], start_time=live["start_time"],
+                                                   proc_root=proc_root):
         raise RestoreError("process %d from %s exited or was replaced before it could be sent %s; nothing was "
                            "signalled" % (pid, source, result["signal"]), details={"pid": pid, "before": before})
-    if want == "killed":
+    result["tree_pids"] = [m["pid"] for m in pending
+                           if _identity.send_signal(m["pid"], _identity.SIGNALS[want], start_time=m["start_time"],
+                                                    proc_root=proc_root)]
+    if root_done:
+        pass
+    elif want == "killed":
         gone = _identity.wait_gone(pid, wait, proc_root, start_time=live["start_time"])
         now = _identity.read_stat(pid, proc_root)
         if gone or now is None or now["start_time"] != live["start_time"]:
@@ -1150,6 +1217,26 @@ def _ensure_process_state(params, check_mode, proc_root):
         if result["after"] != want:
             raise RestoreError("process %d was sent %s but is %s after %.1f s"
                                % (pid, result["signal"], result["after"], wait), details=dict(result))
+    stuck = _wait_members(result["tree_pids"], want, members, wait, proc_root)
+    if stuck:
+        raise RestoreError("process %d from %s is %s, but not all of its tree: %s after %s and %.1f s"
+                           % (pid, source, result["after"], "; ".join(stuck), result["signal"], wait),
+                           details=dict(result))
     result["process"] = _public_identity(_identity.read_identity(pid, proc_root))
-    result["msg"] = "process %d from %s: %s -> %s" % (pid, source, before, result["after"])
+    result["msg"] = "process %d from %s: %s -> %s%s" % (pid, source, before, result["after"],
+                                                        _tree_note(result["tree_pids"], root_done))
     return result
+
+
+def _needs_signal(state, want):
+    """Whether a member in ``state`` still needs the signal of ``want``."""
+    if want == "killed":
+        return state not in ("absent", "zombie")
+    return state == ("stopped" if want == "running" else "running")
+
+
+def _tree_note(pids, root_done):
+    if not pids:
+        return ""
+    return "; %s %d other process%s of its tree (%s)" % (
+        "only" if root_done else "and", len(pids), "" if len(pids) == 1 else "es", ", ".join(str(p) for p in pids))

@@ -22,6 +22,12 @@ description:
     C(/proc) (at most O(wait) seconds).
   - A process that is gone satisfies O(state=killed); for O(state=running) or
     O(state=stopped) it is an error.
+  - The signal goes to the whole process tree, as a checkpoint holds it, that is the process's
+    live descendants, and, when the process is named by a checkpoint, every member its
+    manifest recorded that still runs as itself (a member outlives a root killed alone).
+    Each member is signalled through a pidfd pinned to its start time, and only when it
+    is not in the wanted state yet (C(SIGCONT) goes to stopped members only). A commit
+    thus leaves no frozen member behind, and a rollback resumes every member.
 author:
   - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
@@ -141,6 +147,14 @@ signal:
   returned: always
   type: str
   sample: SIGCONT
+tree_pids:
+  description:
+    - The other processes of the tree (see the description) that were sent the signal, or would be in check
+      mode; empty when none needed it.
+  returned: always
+  type: list
+  elements: int
+  sample: [4243, 4244]
 expected:
   description: The identity the process was required to have.
   returned: always

@@ -47,6 +47,19 @@ def read_ticks(path):
     return out
 
 
+def thread_ticks(directory, n):
+    """[[(seq, time_ns, tid)] per thread] of tests/workloads/threads.py's files in directory."""
+    out = []
+    for i in range(n):
+        ticks = []
+        for line in (Path(directory) / ("thread-%d.ticks" % i)).read_text().splitlines():
+            parts = line.split()
+            if len(parts) == 3:
+                ticks.append((int(parts[0]), int(parts[1]), int(parts[2])))
+        out.append(ticks)
+    return out
+
+
 def continuity(ticks):
     """(ok, max_gap_seconds): ok when the sequence never repeats or skips."""
     seqs = [tick[0] for tick in ticks]

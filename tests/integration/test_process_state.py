@@ -6,10 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from ckpt_testlib import WORKLOADS, continuity, read_ticks
 from restore_helpers import identity, make_checkpoint, state, wait_gone, write_manifest
 
 pytestmark = pytest.mark.criu
@@ -141,3 +143,83 @@ def test_restored_instance_is_not_the_source(run_module, workload, tmp_path, cri
     assert r.status == "ok" and r["changed"], r
     w.wait_ticks(3)
     assert w.continuity()[0]
+
+
+def _pipe_tree(tmp_path):
+    """(root, child, ticks file) of tests/workloads/pipe_tree.py, started as a daemon, ticking."""
+    ticks = tmp_path / "pipe.ticks"
+    p = subprocess.Popen([sys.executable, str(WORKLOADS / "pipe_tree.py"), str(ticks)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    threading.Thread(target=p.wait, daemon=True).start()    # reaped at once, as by a daemon's init
+    deadline = time.monotonic() + 10
+    while not (_kids(p.pid) and len(read_ticks(ticks)) >= 3):
+        assert time.monotonic() < deadline, "the pipe tree did not start ticking"
+        time.sleep(0.05)
+    return p, _kids(p.pid)[0], ticks
+
+
+def _kids(pid):
+    try:
+        return [int(k) for k in open("/proc/%d/task/%d/children" % (pid, pid)).read().split()]
+    except OSError:
+        return []
+
+
+def test_a_tree_is_resumed_and_killed_whole(run_module, tmp_path, criu_bin):
+    """A frozen tree (root + child, a pipe between them): state=running by identity (as a
+    rollback does) resumes the child too, and data flows again; state=killed by the
+    checkpoint kills the child too (check mode names it first, signals nothing); a child
+    left orphaned by a root killed alone is still found through the manifest's tree."""
+    p, child, ticks = _pipe_tree(tmp_path)
+    try:
+        root = p.pid
+        make_checkpoint(criu_bin, root, tmp_path / "img", run_module, leave_stopped=True)
+        assert state(root) == "T" and state(child) == "T"
+        r = _ps(run_module, identity=identity(root), state="running")
+        assert r.status == "ok" and r["changed"] and r["tree_pids"] == [child], r
+        assert "and 1 other process of its tree (%d)" % child in r["msg"]
+        assert state(child) != "T"
+        n = len(read_ticks(ticks))
+        deadline = time.monotonic() + 10
+        while len(read_ticks(ticks)) < n + 5:
+            assert time.monotonic() < deadline, "no data through the pipe after the resume"
+            time.sleep(0.05)
+        assert continuity(read_ticks(ticks))[0]
+
+        images = tmp_path / "img2"
+        make_checkpoint(criu_bin, root, images, run_module, leave_stopped=True)
+        r = _ps(run_module, check=True, images_dir=str(images), state="killed")
+        assert r.status == "ok" and r["changed"] and r["tree_pids"] == [child], r
+        assert state(root) == "T" and state(child) == "T", "check mode must not signal"
+        r = _ps(run_module, images_dir=str(images), state="killed")
+        assert r.status == "ok" and r["changed"] and r["tree_pids"] == [child] and r["after"] == "absent", r
+        p.wait(timeout=10)
+        assert wait_gone(child), "the child of the killed tree is still there"
+        again = _ps(run_module, images_dir=str(images), state="killed")
+        assert again.status == "ok" and not again["changed"] and again["tree_pids"] == [], again
+    finally:
+        for pid in (p.pid, child):
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        p.wait(timeout=10)
+
+
+def test_a_member_orphaned_by_its_killed_root_is_still_killed(run_module, tmp_path, criu_bin):
+    p, child, dummy = _pipe_tree(tmp_path)
+    try:
+        images = tmp_path / "img"
+        make_checkpoint(criu_bin, p.pid, images, run_module, leave_stopped=True)
+        os.kill(p.pid, 9)               # the root alone, as a kill by PID would
+        p.wait(timeout=10)
+        assert state(child) == "T"
+        r = _ps(run_module, images_dir=str(images), state="killed")
+        assert r.status == "ok" and r["changed"] and r["before"] == "absent" and r["tree_pids"] == [child], r
+        assert "only 1 other process of its tree (%d)" % child in r["msg"]
+        assert wait_gone(child)
+    finally:
+        try:
+            os.kill(child, 9)
+        except OSError:
+            pass

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_testlib import WORKLOADS, continuity, free_port, read_ticks, wait_gone
+from ckpt_testlib import WORKLOADS, continuity, free_port, read_ticks, thread_ticks, wait_gone
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
@@ -359,19 +359,6 @@ def test_nginx_with_www_data_workers_is_refused_without_cap_sys_resource(procs, 
 
 # ------------------------------------------------------------------ threads
 
-def _thread_ticks(d, n):
-    return [read_ticks_with_tid(d / ("thread-%d.ticks" % i)) for i in range(n)]
-
-
-def read_ticks_with_tid(path):
-    out = []
-    for line in Path(path).read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            out.append((int(parts[0]), int(parts[1]), int(parts[2])))
-    return out
-
-
 def test_threads_each_continue_their_own_sequence(procs, run_module, criu_bin, tmp_path):
     n = 4
     d = tmp_path / "threads"
@@ -383,13 +370,13 @@ def test_threads_each_continue_their_own_sequence(procs, run_module, criu_bin, t
     images = tmp_path / "img"
     _dump(run_module, criu_bin, pid, images)
     assert wait_gone(pid)
-    before = [len(t) for t in _thread_ticks(d, n)]
+    before = [len(t) for t in thread_ticks(d, n)]
     r = _restore(run_module, criu_bin, images)
     assert r["verified"]["threads"] == n + 1 and _tids(pid) == tids
-    _wait_for(lambda: all(len(t) >= b + 10 for t, b in zip(_thread_ticks(d, n), before)),
+    _wait_for(lambda: all(len(t) >= b + 10 for t, b in zip(thread_ticks(d, n), before)),
               what="every thread to tick 10 more times")
     gaps = []
-    for i, ticks in enumerate(_thread_ticks(d, n)):
+    for i, ticks in enumerate(thread_ticks(d, n)):
         seqs = [t[0] for t in ticks]
         assert seqs == list(range(1, len(seqs) + 1)), "thread %d skipped or repeated a tick" % i
         assert len(set(t[2] for t in ticks)) == 1, "thread %d changed TID" % i
@@ -399,39 +386,11 @@ def test_threads_each_continue_their_own_sequence(procs, run_module, criu_bin, t
 
 # ---------------------------------------------------------------- pipe tree
 
-PIPE_TREE = r"""
-import os, sys, time
-out = sys.argv[1]
-r, w = os.pipe()
-child = os.fork()
-if child == 0:
-    os.close(w)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    buf = b""
-    while True:
-        data = os.read(r, 4096)
-        if not data:
-            break  # the writer is gone: keep the PID, stop ticking
-        buf += data
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            os.write(fd, line + b" %d\n" % time.time_ns())
-    while True:
-        time.sleep(1)
-os.close(r)
-seq = 0
-while True:
-    seq += 1
-    os.write(w, b"%d\n" % seq)
-    time.sleep(0.02)
-"""
 
 
 def test_process_tree_with_a_pipe_between_its_members(procs, run_module, criu_bin, tmp_path):
-    script = tmp_path / "pipe_tree.py"
-    script.write_text(PIPE_TREE)
     ticks = tmp_path / "through-the-pipe.ticks"
-    root = procs([sys.executable, script, ticks], "pipe-tree")
+    root = procs([sys.executable, WORKLOADS / "pipe_tree.py", ticks], "pipe-tree")
     _wait_for(lambda: len(_children(root)) == 1 and len(read_ticks(ticks)) >= 5, what="data through the pipe")
     child = _children(root)[0]
     procs.register([child])

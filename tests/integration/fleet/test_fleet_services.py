@@ -1,6 +1,7 @@
 """Real network services moved between fleet hosts by playbooks/migrate.yml over
 real SSH: redis-server with 10,000 keys and a client connection held through
-the move via a service address, nginx master and workers, the rollback of the
+the move via a service address, nginx master and workers, a threaded program
+and a process tree with a pipe between its members, the rollback of the
 service address, and the preflight refusals of sockets that could not work on
 the destination."""
 from __future__ import annotations
@@ -12,7 +13,8 @@ import time
 
 import pytest
 
-from fleet_testlib import listdir, write_inventory
+from ckpt_testlib import continuity, read_ticks, thread_ticks
+from fleet_testlib import WORKLOADS, fresh, listdir, write_inventory
 from services_testlib import (REDIS_PORT, Pinger, Resp, addresses, check_keys, children, http_get,
                               kill_everywhere, load_keys, service_cidr, service_ip, set_address, spawn,
                               start_nginx, start_redis)
@@ -158,10 +160,68 @@ def test_nginx_master_and_workers_move(fleet, clean_hosts, started, playbook, tm
     after_workers = children(fleet, "node2", w.pid)
     assert sorted(after_workers) == sorted(workers), (workers, after_workers)
     assert children(fleet, "node1", w.pid) == []
+    left = [pw for pw in workers if tasks(fleet, "node1", int(pw[0]))]
+    assert not left, "workers of the migrated tree still on node1: %s" % left
     for _request in range(6):      # more requests than workers
         status, after = http_get(fleet.address("node2"))
         assert status == 200 and after == before
     record("nginx", frozen_s=run.rows(pid=w.pid)[0]["frozen_s"])
+
+
+def tasks(fleet, host, pid):
+    """The thread IDs of pid on host ([] where it does not run)."""
+    p = fresh(fleet).exec(host, ["ls", "/proc/%d/task" % pid], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                          text=True)
+    return sorted(int(t) for t in p.stdout.split()) if p.returncode == 0 else []
+
+
+def test_threads_and_a_pipe_tree_move(fleet, clean_hosts, started, playbook, tmp_path):
+    """A threaded program (4 threads, each ticking its own sequence) and a process tree
+    with a pipe between its two members, moved by one migrate.yml run: every thread is
+    back on node2 with its TID and continues its sequence; the tree is whole there and
+    the data flows through its pipe again with no line lost or repeated."""
+    n = 4
+    tdir = tmp_path / "threads"         # /tmp is shared by the hosts
+    tdir.mkdir()
+    tpid = spawn(fleet, "node1", "/srv/threads.pid",
+                 ["python3", str(WORKLOADS / "threads.py"), "--dir", str(tdir), "--threads", str(n)])
+    started.append(tpid)
+    pipe_ticks = tmp_path / "through-the-pipe.ticks"
+    ppid = spawn(fleet, "node1", "/srv/pipe-tree.pid", ["python3", str(WORKLOADS / "pipe_tree.py"), str(pipe_ticks)])
+    started.append(ppid)
+    deadline = time.monotonic() + 20
+    while not ((tdir / "ready").exists() and len(read_ticks(pipe_ticks)) >= 5 and children(fleet, "node1", ppid)):
+        assert time.monotonic() < deadline, "the threads or the pipe tree did not start ticking on node1"
+        time.sleep(0.1)
+    tids = tasks(fleet, "node1", tpid)
+    assert len(tids) == n + 1, tids
+    (child,) = [int(c[0]) for c in children(fleet, "node1", ppid)]
+    started.append(child)
+
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": "/srv/threads.pid,/srv/pipe-tree.pid",
+                                        "ckpt_migrate_settle": "1"})
+    assert run.rc == 0, run.output[-5000:]
+    for pid in (tpid, ppid):
+        assert run.rows(pid=pid)[0]["result"] == "migrated", run.rows(pid=pid)
+    assert tasks(fleet, "node2", tpid) == tids and tasks(fleet, "node1", tpid) == []
+    assert [int(c[0]) for c in children(fleet, "node2", ppid)] == [child]
+    assert tasks(fleet, "node1", ppid) == [] and tasks(fleet, "node1", child) == []
+
+    threads_before = [len(t) for t in thread_ticks(tdir, n)]
+    pipe_before = len(read_ticks(pipe_ticks))
+    deadline = time.monotonic() + 20
+    while not (all(len(t) >= b + 10 for t, b in zip(thread_ticks(tdir, n), threads_before))
+               and len(read_ticks(pipe_ticks)) >= pipe_before + 10):
+        assert time.monotonic() < deadline, "the threads or the pipe tree stopped ticking on node2"
+        time.sleep(0.1)
+    for i, ticks in enumerate(thread_ticks(tdir, n)):
+        assert [t[0] for t in ticks] == list(range(1, len(ticks) + 1)), "thread %d skipped or repeated a tick" % i
+        assert len(set(t[2] for t in ticks)) == 1, "thread %d changed TID" % i
+    ok, gap = continuity(read_ticks(pipe_ticks))
+    assert ok, "a line through the pipe was lost or repeated across the migration"
+    record("threads_and_pipe_tree", pipe_gap_s=round(gap, 3),
+           frozen_s=[run.rows(pid=pid)[0]["frozen_s"] for pid in (tpid, ppid)])
 
 
 def test_service_address_rollback(fleet, clean_hosts, started, service_address, playbook, tmp_path):

@@ -222,6 +222,7 @@ def test_a_fresh_copy_is_not_overwritten(sd, module):
     fresh = int(show(sd, "node1", unit, "MainPID")["MainPID"])
     status, res = module("node1", "restore", {"images_dir": images})
     assert status == "failed" and "fresh copy" in res["msg"] and res.get("main_pid") == fresh, res
+    assert res.get("fresh_copy") is True, res
     assert int(show(sd, "node1", unit, "MainPID")["MainPID"]) == fresh
     ssh(sd, "node1", ["systemctl", "stop", unit])
 

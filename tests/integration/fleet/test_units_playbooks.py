@@ -75,6 +75,32 @@ def test_maintenance_reboot_keeps_enabled_units(sd, shared, playbook, tmp_path):
     ssh(sd, "node1", ["sh", "-c", "systemctl disable --now %s redis-server" % ticker])
 
 
+def test_restore_leaves_a_fresh_copy_and_reports_it(sd, shared, playbook, tmp_path):
+    """checkpoint.yml (mode kill) holds the unit; systemd then runs it anyway (the hold
+    removed and the unit started by hand, as an operator would): restore.yml leaves that
+    fresh copy running as the unit's MainPID, and the report's row says "fresh copy
+    running", not "restored" nor "failed"."""
+    ticker = "ckpt-fresh-%s" % uuid.uuid4().hex[:6]
+    ticks = str(shared / (ticker + ".ticks"))
+    install_ticker(sd, ["node1"], ticker, ticks, start_on="node1")
+    root = "/var/lib/ckpt/%s" % ticker
+    inv = write_inventory(sd, tmp_path / "inv.ini", {}, others=["node1"])
+    run = playbook("checkpoint.yml", inv, {"ckpt_hosts": "node1", "ckpt_checkpoint_units": ticker,
+                                           "ckpt_checkpoint_mode": "kill", "ckpt_checkpoint_images_root": root})
+    assert run.rc == 0, run.output[-5000:]
+    assert show(sd, "node1", ticker, "ActiveState")["ActiveState"] == "inactive"
+    ssh(sd, "node1", ["sh", "-c", "rm /run/systemd/system/%s.service.d/50-ckpt-criu-hold.conf && "
+                      "systemctl daemon-reload && systemctl start %s" % (ticker, ticker)])
+    fresh = int(show(sd, "node1", ticker, "MainPID")["MainPID"])
+    assert fresh > 0
+    run = playbook("restore.yml", inv, {"ckpt_hosts": "node1", "ckpt_restore_images_root": root})
+    assert run.rc != 0, "a checkpoint not restored is a failure of the host"
+    (row,) = run.rows(action="restore")
+    assert row["result"] == "fresh copy running" and not row["ok"] and "fresh copy" in row["cause"], row
+    assert show(sd, "node1", ticker, "ActiveState", "MainPID") == {"ActiveState": "active", "MainPID": str(fresh)}
+    ssh(sd, "node1", ["sh", "-c", "systemctl stop %s; rm -rf %s" % (ticker, root)])
+
+
 def test_migrate_a_unit(sd, shared, playbook, tmp_path):
     ticker = "ckpt-mig-%s" % uuid.uuid4().hex[:6]
     ticks = str(shared / (ticker + ".ticks"))

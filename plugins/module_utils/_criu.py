@@ -28,6 +28,8 @@ import time
 
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+
 # Where scripts/install-criu.sh puts Debian 13's criu on Debian 12.
 PRIVATE_PREFIX_CRIU = "/opt/ckpt-criu/bin/criu"
 SEARCH_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -415,28 +417,6 @@ def _kill_group(pgid):
         return False
 
 
-def descendants(pid, proc_root="/proc"):
-    """PIDs of every live descendant of PID (children of each of its threads, recursively)."""
-    out, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(os.path.join(proc_root, str(parent), "task"))
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                with open(os.path.join(proc_root, str(parent), "task", tid, "children")) as fh:
-                    kids = [int(x) for x in fh.read().split()]
-            except (IOError, OSError, ValueError):
-                continue
-            for kid in kids:
-                if kid not in out:
-                    out.append(kid)
-                    todo.append(kid)
-    return out
-
-
 def kill_tree(pid, rounds=20):
     """SIGKILL PID, its process group and every descendant, wherever their sessions are.
 
@@ -451,7 +431,7 @@ def kill_tree(pid, rounds=20):
         pass
     killed = []
     for dummy in range(rounds):
-        kids = descendants(pid)
+        kids = _procfs.descendants(pid)
         if not kids:
             break
         for kid in kids:

@@ -475,11 +475,15 @@ class DirLock(object):
 
 # --------------------------------------------------------------- repair
 
-def ensure_running(pids, want_stopped=False, wait=1.0, proc_root=PROC):
-    """After a failed dump: SIGCONT every task left stopped; return sentences on what was done."""
+def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
+    """After a failed dump: SIGCONT every task of ``tree`` left stopped; return sentences on what was done.
+
+    ``tree`` is [{pid, start_time}] (or bare PIDs): with a start time, the signal goes
+    through a pidfd pinned to it, so a PID reused meanwhile is never signalled."""
     notes = []
     deadline = time.monotonic() + wait
-    for pid in pids:
+    for entry in tree:
+        pid, start_time = (entry["pid"], entry.get("start_time")) if isinstance(entry, dict) else (entry, None)
         state = read_state(pid, proc_root)
         # A task criu was tracing may show 't' for a moment after criu dies.
         while state == "t" and time.monotonic() < deadline:
@@ -490,9 +494,12 @@ def ensure_running(pids, want_stopped=False, wait=1.0, proc_root=PROC):
             continue
         if state in ("T", "t") and not want_stopped:
             try:
-                os.kill(pid, signal.SIGCONT)
+                sent = _identity.send_signal(pid, signal.SIGCONT, start_time=start_time, proc_root=proc_root)
             except OSError as exc:
                 notes.append("PID %d was left %s and SIGCONT failed: %s" % (pid, state, exc))
+                continue
+            if not sent:
+                notes.append("PID %d exited or was replaced before it could be resumed" % pid)
                 continue
             time.sleep(0.05)
             notes.append("PID %d was left %s by criu; sent SIGCONT, now %s"
@@ -802,7 +809,7 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if not res.ok:
-        raise _failed(res, pid, tree_pids, images_dir, before, opts, result, started)
+        raise _failed(res, pid, tree, images_dir, before, opts, result, started)
 
     # 9. Success: the process must be where the options say.
     notes = []
@@ -911,14 +918,15 @@ def _write_manifest(images_dir, manifest, remote):
     _manifest.write_manifest(images_dir, manifest)
 
 
-def _failed(res, pid, tree_pids, images_dir, before, opts, result, started):
+def _failed(res, pid, tree, images_dir, before, opts, result, started):
     """Make sure the workload runs, mark images_dir, and build the DumpError."""
+    tree_pids = [t["pid"] for t in tree]
     cause = res.cause()
     if res.rc is not None and res.rc < 0 and not res.timed_out:
         cause = "criu was killed by signal %d in the middle of the dump (%s)" % (-res.rc, cause)
     if res.helpers_killed:
         cause += "; its leftover helper processes were killed"
-    repaired = ensure_running(tree_pids, want_stopped=False)
+    repaired = ensure_running(tree, want_stopped=False)
     leftovers = []
     for p in tree_pids:
         maps = parasite_leftovers(p)

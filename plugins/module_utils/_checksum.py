@@ -36,6 +36,7 @@ import struct
 import time
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 PROC = _procfs.PROC
 CHUNK_SIZE = 1024 * 1024
@@ -54,12 +55,11 @@ _MAX_HEADERS = 4096
 COMPARED_FIELDS = ("size", "sha256", "build_id")
 
 
-class ChecksumError(Exception):
+class ChecksumError(CkptError):
     """A problem with an input or a file, as one sentence for a person."""
 
     def __init__(self, msg, path=None):
-        super(ChecksumError, self).__init__(msg)
-        self.msg = msg
+        super(ChecksumError, self).__init__(msg, path=path)
         self.path = path
 
 
@@ -329,31 +329,6 @@ def file_record(path, cache=None):
 
 # ----------------------------------------------------------------- processes
 
-def _from_procfs(exc, path=None):
-    """The ChecksumError for a ProcfsError (same sentence), for callers that expect ChecksumError."""
-    return ChecksumError(str(exc), path)
-
-
-def check_pid(pid, proc_root=PROC):
-    """Refuse what binary_checksum cannot examine; return the int PID.
-
-    :func:`_procfs.check_live_pid` (garbage, absent, PID 1, kernel thread,
-    zombie) with its ProcfsError turned into a ChecksumError.
-    """
-    try:
-        return _procfs.check_live_pid(pid, proc_root)["pid"]
-    except _procfs.ProcfsError as exc:
-        raise _from_procfs(exc)
-
-
-def read_pidfile(path):
-    """The PID written in ``path``: :func:`_procfs.read_pidfile`, raising ChecksumError."""
-    try:
-        return _procfs.read_pidfile(path)
-    except _procfs.ProcfsError as exc:
-        raise _from_procfs(exc, path)
-
-
 def _map_files_name(mapping):
     """The /proc/PID/map_files entry of a mapping: 'start-end' in hex without the padding maps uses."""
     return "%x-%x" % (mapping["start"], mapping["end"])
@@ -445,7 +420,7 @@ def process_files(pid, exe_only=False, cache=None, proc_root=PROC):
     Files mapped shared and writable are data, not binaries, and are left out.
     """
     cache = DEFAULT_CACHE if cache is None else cache
-    pid = check_pid(pid, proc_root)
+    pid = _procfs.check_live_pid(pid, proc_root)["pid"]
     base = os.path.join(proc_root, str(pid))
     try:
         link = os.readlink(os.path.join(base, "exe"))
@@ -469,10 +444,7 @@ def process_files(pid, exe_only=False, cache=None, proc_root=PROC):
     if exe_only:
         return {"exe": exe, "files": files}
 
-    try:
-        maps = _procfs.read_maps(pid, proc_root, file_backed_only=False)
-    except _procfs.ProcfsError as exc:
-        raise _from_procfs(exc)
+    maps = _procfs.read_maps(pid, proc_root, file_backed_only=False)
     seen_paths = {exe_path}
     # A file mapped shared and writable is data the process changes (a database,
     # an sqlite -shm file): criu maps it again as it is, so it is not a binary.

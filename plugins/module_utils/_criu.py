@@ -29,6 +29,7 @@ import time
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 # Where scripts/install-criu.sh puts Debian 13's criu on Debian 12.
 PRIVATE_PREFIX_CRIU = "/opt/ckpt-criu/bin/criu"
@@ -89,13 +90,12 @@ KNOWN_CAUSES = (
 )
 
 
-class CriuError(Exception):
+class CriuError(CkptError):
     """A criu problem, with what a person needs to act on it."""
 
     def __init__(self, msg, rc=None, log_path=None, log_errors=None, argv=None,
                  stdout=None, stderr=None):
         super(CriuError, self).__init__(msg)
-        self.msg = msg
         self.rc = rc
         self.log_path = log_path
         self.log_errors = log_errors or []
@@ -105,7 +105,7 @@ class CriuError(Exception):
 
     def to_fail_kwargs(self):
         """Keyword arguments for ``module.fail_json``."""
-        kw = {"msg": self.msg}
+        kw = super(CriuError, self).to_fail_kwargs()
         for key in ("rc", "log_path", "stdout", "stderr"):
             value = getattr(self, key)
             if value is not None:

@@ -49,6 +49,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
 from ansible_collections.ckpt.criu.plugins.module_utils import _unit
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 PROC = _procfs.PROC
 FORBIDDEN_DIRS = ("/", "/proc", "/sys", "/dev", "/run", "/boot", "/etc", "/bin", "/sbin",
@@ -58,25 +59,8 @@ PRE_DUMP_DIR = "pre-1"
 MEM_DIRTY_FEATURE = "mem_dirty_track"
 
 
-class DumpError(Exception):
+class DumpError(CkptError):
     """A dump refused or failed, with what a person needs to act on it."""
-
-    def __init__(self, msg, **details):
-        super(DumpError, self).__init__(msg)
-        self.msg = msg
-        self.details = dict((k, v) for k, v in details.items() if v is not None)
-
-    def to_fail_kwargs(self):
-        kw = {"msg": self.msg}
-        kw.update(self.details)
-        return kw
-
-
-def _from_criu_error(exc, **extra):
-    kw = exc.to_fail_kwargs()
-    msg = kw.pop("msg")
-    kw.update(extra)
-    return DumpError(msg, **kw)
 
 
 # ------------------------------------------------------------------ input
@@ -133,14 +117,6 @@ def address_problem(address, what):
     return "%s must be an IP address or a host name, got %r" % (what, address)
 
 
-def parse_size(value, what="ghost_limit"):
-    """Bytes from an int or a human size (``1M``, ``512K``, ``2G``, ``1048576``)."""
-    try:
-        return _criu.parse_size(value, what)
-    except _criu.CriuError as exc:
-        raise DumpError(exc.msg)
-
-
 def _unit_target(params):
     """The unit selected by ``unit``, with its main PID; None without one."""
     name = params.get("unit")
@@ -179,10 +155,7 @@ def resolve_pid(pid=None, pidfile=None):
         if isinstance(pid, bool) or int(pid) <= 0:
             raise DumpError("pid must be a positive integer, got %r" % (pid,))
         return int(pid)
-    try:
-        return int(_procfs.read_pidfile(pidfile))
-    except _procfs.ProcfsError as exc:
-        raise DumpError(str(exc))
+    return _procfs.read_pidfile(pidfile)
 
 
 def _stat_field(pid, key, proc_root):
@@ -212,14 +185,6 @@ def current_identity(pid, proc_root=PROC):
     if ident.get("state") in _procfs.DEAD_STATES:
         return None
     return ident
-
-
-def validate_target(pid, proc_root=PROC):
-    """Refuse PIDs that must not be dumped (none, 1, kernel thread, zombie, ourselves or an ancestor)."""
-    try:
-        _procfs.validate_target_pid(pid, proc_root=proc_root)
-    except _procfs.ProcfsError as exc:
-        raise DumpError(str(exc))
 
 
 def process_tree(pid, proc_root=PROC):
@@ -605,7 +570,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     unit = _unit_target(params)
     pid = unit["main_pid"] if unit else resolve_pid(params.get("pid"), params.get("pidfile"))
     opts = dict(params)
-    opts["ghost_limit"] = parse_size(params.get("ghost_limit"))
+    opts["ghost_limit"] = _criu.parse_size(params.get("ghost_limit"), "ghost_limit")
     ps = params.get("page_server")
     if ps:
         if not ps.get("address") or not ps.get("port"):
@@ -640,7 +605,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         return result
 
     # 3. Preflight: the target, its stdio, the session rule, pre-dump, criu.
-    validate_target(pid, proc_root)
+    _procfs.validate_target_pid(pid, proc_root=proc_root)
     check_session_leader(pid, params.get("shell_job"), proc_root)
     if params.get("service_address"):
         spec = params["service_address"]
@@ -750,8 +715,8 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     process.pop("state", None)
     try:
         binaries = _checksum.process_files(pid)
-    except _checksum.ChecksumError as exc:
-        raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc))
+    except CkptError as exc:
+        raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc.msg))
     host = _manifest.host_identity()
 
     log_path = fresh_log(held, _manifest.DUMP_LOG_NAME, DumpError)
@@ -1112,10 +1077,10 @@ def _start_page_server(params, criu, held, address, port, tls, info, leftovers, 
         if "bind" not in (res.log_text + (res.stderr or "")).lower():
             break
     if not res.ok:
-        raise _from_criu_error(_criu.CriuError(
+        raise _criu.CriuError(
             "criu page-server failed to start on %s:%s: %s (log: %s)" % (address, use_port, res.cause(), log_path),
             rc=res.rc, log_path=log_path, log_errors=res.log_errors, argv=res.argv,
-            stdout=res.stdout, stderr=res.stderr))
+            stdout=res.stdout, stderr=res.stderr)
     try:
         with open(pidfile) as fh:
             ps_pid = int(fh.read().strip())

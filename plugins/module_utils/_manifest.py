@@ -34,6 +34,7 @@ import stat
 import tempfile
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 SCHEMA = 1
 MANIFEST_NAME = "ckpt-manifest.json"
@@ -64,7 +65,7 @@ REQUIRED = (
 )
 
 
-class ManifestError(Exception):
+class ManifestError(CkptError):
     """The manifest is missing, unreadable or not a valid schema-1 manifest."""
 
 

@@ -20,6 +20,8 @@ import os
 import socket
 import struct
 
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
+
 PROC = "/proc"
 
 PF_KTHREAD = 0x00200000
@@ -59,11 +61,11 @@ UNIX_STATES = {1: "unconnected", 2: "connecting", 3: "connected", 4: "disconnect
 SO_ACCEPTCON = 0x10000
 
 
-class ProcfsError(Exception):
+class ProcfsError(CkptError):
     """A /proc read or check failed; str() is one sentence with what to do."""
 
     def __init__(self, msg, pid=None, kind=None):
-        super(ProcfsError, self).__init__(msg)
+        super(ProcfsError, self).__init__(msg, pid=pid)
         self.pid = pid
         self.kind = kind
 

@@ -46,6 +46,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _unit
 from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 MANIFEST_NAME = _manifest.MANIFEST_NAME
 RECORD_NAME = _manifest.RESTORE_RECORD_NAME
@@ -213,8 +214,8 @@ def binary_problems(manifest):
             continue
         try:
             actual.append(_checksum.file_record(path))
-        except _checksum.ChecksumError as exc:
-            problems.append("binary %s cannot be verified: %s" % (path, exc))
+        except CkptError as exc:
+            problems.append("binary %s cannot be verified: %s" % (path, exc.msg))
             continue
         expected.append(entry)
     if expected:

@@ -33,16 +33,14 @@ import errno
 import os
 import stat
 
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
+
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | os.O_CLOEXEC
 
 
-class UntrustedDirError(Exception):
+class UntrustedDirError(CkptError):
     """An images directory (or a file in it) that breaks the trust rule; the message names the reason."""
-
-    def __init__(self, msg):
-        super(UntrustedDirError, self).__init__(msg)
-        self.msg = msg
 
 
 def _components(path):

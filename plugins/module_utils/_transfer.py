@@ -18,16 +18,19 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
+
 MANIFEST_NAME = "ckpt-manifest.json"
 # An ssh argv element must be one word: rsync splits --rsh on whitespace.
 _WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./~-]+$")
 _DEST = re.compile(r"^(?:[A-Za-z0-9_.-]+@)?[A-Za-z0-9_.:-]+$")
 
 
-class TransferError(Exception):
+class TransferError(CkptError):
+    """A transfer of the images that failed; rc, stderr and the command go with it."""
+
     def __init__(self, msg, rc=None, stderr=None, argv=None):
-        super(TransferError, self).__init__(msg)
-        self.msg = msg
+        super(TransferError, self).__init__(msg, rc=rc, stderr=stderr, cmd=argv)
         self.rc = rc
         self.stderr = stderr
         self.argv = argv

@@ -45,6 +45,8 @@ import re
 import subprocess
 import time
 
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
+
 HOLD = "50-ckpt-criu-hold"
 BOOT_HOLD = "50-ckpt-criu-boot-hold"
 RESTORE = "60-ckpt-criu-restore"
@@ -72,21 +74,12 @@ PROPS = ("Id", "LoadState", "ActiveState", "SubState", "Result", "MainPID", "Typ
          "NotifyAccess", "TriggeredBy", "ExecMainStartTimestampMonotonic")
 
 
-class UnitError(Exception):
+class UnitError(CkptError):
     """A unit problem, with what a person needs to act on it."""
 
     def __init__(self, msg, unit=None, **details):
-        super(UnitError, self).__init__(msg)
-        self.msg = msg
+        super(UnitError, self).__init__(msg, unit=unit or None, **details)
         self.unit = unit
-        self.details = details
-
-    def to_fail_kwargs(self):
-        kw = dict(self.details)
-        kw["msg"] = self.msg
-        if self.unit:
-            kw["unit"] = self.unit
-        return kw
 
 
 # ------------------------------------------------------------------ names and text

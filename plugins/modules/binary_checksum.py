@@ -258,9 +258,10 @@ from ansible_collections.ckpt.criu.plugins.module_utils._checksum import (
     file_record,
     load_expected,
     process_files,
-    read_pidfile,
     summarize_mismatches,
 )
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
+from ansible_collections.ckpt.criu.plugins.module_utils._procfs import read_pidfile
 
 
 def run(module):
@@ -319,8 +320,8 @@ def main():
     )
     try:
         result = run(module)
-    except ChecksumError as exc:
-        module.fail_json(msg=str(exc), changed=False)
+    except CkptError as exc:
+        fail(module, exc, changed=False)
     module.exit_json(**result)
 
 

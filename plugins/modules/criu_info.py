@@ -288,7 +288,7 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 from ansible_collections.ckpt.criu.plugins.module_utils._probe import DEFAULT_FEATURES, PROBES, gather
 
 
@@ -305,8 +305,8 @@ def main():
     )
     try:
         result, problems = gather(module.params)
-    except CriuError as exc:
-        module.fail_json(changed=False, **exc.to_fail_kwargs())
+    except CkptError as exc:
+        fail(module, exc, changed=False)
     if problems and module.params["required"]:
         result["msg"] = problems[0]
         module.fail_json(**result)

@@ -372,9 +372,8 @@ cleared_failed_attempt:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
-from ansible_collections.ckpt.criu.plugins.module_utils._dump import DumpError, dump
-from ansible_collections.ckpt.criu.plugins.module_utils._manifest import ManifestError
+from ansible_collections.ckpt.criu.plugins.module_utils._dump import dump
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 
 def main():
@@ -427,12 +426,8 @@ def main():
         module.fail_json(msg="timeout must not be negative (0 means no limit)")
     try:
         result = dump(module.params, check_mode=module.check_mode, warn=module.warn)
-    except DumpError as exc:
-        module.fail_json(**exc.to_fail_kwargs())
-    except CriuError as exc:
-        module.fail_json(**exc.to_fail_kwargs())
-    except ManifestError as exc:
-        module.fail_json(msg=str(exc))
+    except CkptError as exc:
+        fail(module, exc)
     except (IOError, OSError) as exc:
         module.fail_json(msg="dump into %s failed: %s" % (module.params["images_dir"], exc))
     module.exit_json(**result)

@@ -300,6 +300,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu, parse_size
 from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 LIFT_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "inherit_fd", "ghost_limit")
 
@@ -361,13 +362,10 @@ def main():
         supports_check_mode=True,
     )
     try:
-        module.params["ghost_limit"] = parse_size(module.params["ghost_limit"])
-    except CriuError as exc:
-        module.fail_json(msg=exc.msg)
-    try:
+        module.params["ghost_limit"] = parse_size(module.params["ghost_limit"], "ghost_limit")
         result = run(module)
-    except (ProcfsError, CriuError) as exc:
-        module.fail_json(msg=str(exc), changed=False)
+    except CkptError as exc:
+        fail(module, exc, changed=False)
     module.exit_json(**private(module, result))
 
 

@@ -95,7 +95,7 @@ problems:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
-from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 
 def main():
@@ -125,10 +125,8 @@ def main():
             sockets = p["sockets"]
             problems = _netaddr.destination_problems(sockets, addresses, _netaddr.listening(), service,
                                                      p["destination"], p["service_interface"], link_list)
-    except _netaddr.AddressError as exc:
-        module.fail_json(**exc.to_fail_kwargs())
-    except _procfs.ProcfsError as exc:
-        module.fail_json(msg=str(exc))
+    except CkptError as exc:
+        fail(module, exc)
     module.exit_json(changed=False, sockets=sockets if p["pid"] is not None else [], addresses=addresses,
                      problems=problems)
 

@@ -151,8 +151,8 @@ criu_cmd:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
-from ansible_collections.ckpt.criu.plugins.module_utils._dump import DumpError, page_server
+from ansible_collections.ckpt.criu.plugins.module_utils._dump import page_server
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 
 def main():
@@ -174,8 +174,8 @@ def main():
     )
     try:
         result = page_server(module.params, check_mode=module.check_mode)
-    except (DumpError, CriuError) as exc:
-        module.fail_json(**exc.to_fail_kwargs())
+    except CkptError as exc:
+        fail(module, exc)
     except (IOError, OSError) as exc:
         module.fail_json(msg="page server for %s: %s" % (module.params["images_dir"], exc))
     module.exit_json(**result)

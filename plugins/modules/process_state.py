@@ -179,7 +179,7 @@ process:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import ensure_process_state
 
@@ -202,7 +202,7 @@ def main():
     )
     try:
         result = ensure_process_state(module.params, check_mode=module.check_mode)
-    except CriuError as exc:
+    except CkptError as exc:
         module.fail_json(**private(module, exc.to_fail_kwargs()))
     for warning in result.pop("warnings", []):
         module.warn(warning)

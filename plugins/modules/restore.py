@@ -338,7 +338,8 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, parse_size
+from ansible_collections.ckpt.criu.plugins.module_utils._criu import parse_size
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import restore
 
@@ -377,7 +378,7 @@ def main():
     try:
         params["prefault"] = parse_size(params["prefault"], "prefault") if params["prefault"] not in (None, "") else None
         result = restore(params, check_mode=module.check_mode)
-    except CriuError as exc:
+    except CkptError as exc:
         module.fail_json(**private(module, exc.to_fail_kwargs()))
     module.exit_json(**private(module, result))
 

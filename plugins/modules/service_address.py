@@ -89,6 +89,7 @@ announced:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 
 def main():
@@ -109,8 +110,8 @@ def main():
         announced = 0
         if present and p["announce"] and not module.check_mode:
             announced = _netaddr.announce(service, ifname)
-    except _netaddr.AddressError as exc:
-        module.fail_json(**exc.to_fail_kwargs())
+    except CkptError as exc:
+        fail(module, exc)
     module.exit_json(changed=changed, address=str(service), interface=ifname, announced=announced,
                      msg="%s %s %s %s" % (service, "is on" if present else "is not on", ifname,
                                           "(changed)" if changed else "(already)"))

@@ -103,7 +103,8 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._unit import UnitError, describe
+from ansible_collections.ckpt.criu.plugins.module_utils._unit import describe
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 
 def main():
@@ -113,8 +114,8 @@ def main():
     )
     try:
         result = describe(module.params["name"])
-    except UnitError as exc:
-        module.fail_json(changed=False, **exc.to_fail_kwargs())
+    except CkptError as exc:
+        fail(module, exc, changed=False)
     module.exit_json(changed=False, **result)
 
 

@@ -135,7 +135,7 @@ def test_missing_criu_with_required_fails_with_what_to_do(run_module, tmp_path):
     assert res.status == "failed", res
     assert "Traceback" not in (res.output or "")
     assert res["msg"].startswith("criu_path %s does not exist" % (tmp_path / "no-criu"))
-    assert "run scripts/install-criu.sh or install criu >= 4.1" in res["msg"]
+    assert "run scripts/install-criu.sh or install criu >= 4.2" in res["msg"]
     assert res["criu"]["found"] is False
 
 

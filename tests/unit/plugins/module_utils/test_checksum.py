@@ -14,6 +14,7 @@ import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum as c
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 MiB = 1024 * 1024
 
@@ -293,8 +294,8 @@ def test_file_record_dangling_symlink(tmp_path):
     (2 ** 22 + 12345, "no process with PID"),
 ])
 def test_check_pid_refuses(pid, needle):
-    with pytest.raises(c.ChecksumError, match=needle):
-        c.check_pid(pid)
+    with pytest.raises(CkptError, match=needle):
+        c.process_files(pid)
 
 
 def test_check_pid_kernel_thread():
@@ -309,8 +310,8 @@ def test_check_pid_kernel_thread():
                 kthreads.append(int(name))
     if not kthreads:
         pytest.skip("no kernel thread visible in this PID namespace")
-    with pytest.raises(c.ChecksumError, match="kernel thread"):
-        c.check_pid(kthreads[0])
+    with pytest.raises(CkptError, match="kernel thread"):
+        c.process_files(kthreads[0])
 
 
 def test_check_pid_zombie():
@@ -323,8 +324,8 @@ def test_check_pid_zombie():
                 break
             import time
             time.sleep(0.01)
-        with pytest.raises(c.ChecksumError, match="zombie"):
-            c.check_pid(pid)
+        with pytest.raises(CkptError, match="zombie"):
+            c.process_files(pid)
     finally:
         os.waitpid(pid, 0)
 
@@ -338,18 +339,18 @@ def test_check_pid_zombie():
 def test_read_pidfile_garbage(tmp_path, content, needle):
     f = tmp_path / "p.pid"
     f.write_bytes(content)
-    with pytest.raises(c.ChecksumError, match=needle):
-        c.read_pidfile(str(f))
+    with pytest.raises(CkptError, match=needle):
+        _procfs.read_pidfile(str(f))
 
 
 def test_read_pidfile_ok_and_missing(tmp_path):
     f = tmp_path / "p.pid"
     f.write_text("4242\n")
-    assert c.read_pidfile(str(f)) == 4242
-    with pytest.raises(c.ChecksumError, match="does not exist"):
-        c.read_pidfile(str(tmp_path / "nope"))
-    with pytest.raises(c.ChecksumError, match="is a directory"):
-        c.read_pidfile(str(tmp_path))
+    assert _procfs.read_pidfile(str(f)) == 4242
+    with pytest.raises(CkptError, match="does not exist"):
+        _procfs.read_pidfile(str(tmp_path / "nope"))
+    with pytest.raises(CkptError, match="is a directory"):
+        _procfs.read_pidfile(str(tmp_path))
 
 
 def test_parse_maps():

@@ -7,7 +7,9 @@ import os
 
 import pytest
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _dump
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 
 def test_argv_minimal():
@@ -65,12 +67,12 @@ def test_images_dir_symlink_and_file(tmp_path):
 @pytest.mark.parametrize("value,expected", [(None, None), (1024, 1024), ("1M", 1048576), ("512K", 524288),
                                             ("2MiB", 2097152), ("4096", 4096)])
 def test_parse_size(value, expected):
-    assert _dump.parse_size(value) == expected
+    assert _criu.parse_size(value, "ghost_limit") == expected
 
 
 def test_parse_size_garbage():
-    with pytest.raises(_dump.DumpError, match="ghost_limit"):
-        _dump.parse_size("lots")
+    with pytest.raises(CkptError, match="ghost_limit"):
+        _criu.parse_size("lots", "ghost_limit")
 
 
 def test_pre_dump_gate():

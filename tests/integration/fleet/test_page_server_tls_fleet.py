@@ -37,6 +37,11 @@ case "$cmd" in
   restore)
     cp "$dir/page-server.log" "$out/page-server.log" 2>/dev/null ;;
 esac
+# Pin a credential file (immutable) so that its removal fails.
+if [ "$cmd" = page-server ] && [ -e /srv/pin-tls ] && [ -n "$tlsdir" ]; then
+  chattr +i "$tlsdir/server.pem"
+  echo "$tlsdir" > /srv/pin-tls
+fi
 if [ "$cmd" = page-server ] && [ -x /srv/after-page-server ]; then
   @CRIU@ "$@"; rc=$?
   # In the background, a second after the page server started (the module has seen it listening).
@@ -238,3 +243,36 @@ def test_a_local_user_who_connects_first_gets_nothing(fleet, clean_hosts, worklo
     assert w.wait_ticks(5) and w.continuity()[0]
     assert not any(n.startswith(".tls") for n in listdir(fleet, "node1", "/var/lib/ckpt/migrate") or [])
     assert not any(n.startswith(".tls") for n in listdir(fleet, "node2", "/var/lib/ckpt/migrate") or [])
+
+
+def test_credentials_that_cannot_be_removed_are_reported(fleet, clean_hosts, workload, playbook, tmp_path):
+    """A credential file on the destination made immutable while the page server runs: the migration
+    itself succeeds, but the result is "migrated, cleanup failed" and names the directory left
+    behind; the source's credentials and both hosts' images are gone."""
+    src_wrap, dst_wrap = _wrap(fleet, "node1"), _wrap(fleet, "node2")
+    _clear(fleet, "node1", "node2")
+    pin = fleet.host_path("node2", "/srv/pin-tls")
+    open(pin, "w").close()
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
+                          hostvars={"node1": {"ckpt_migrate_criu_path": src_wrap,
+                                              "ckpt_migrate_destination_criu_path": dst_wrap}})
+    w = workload("node1")
+    pinned = None
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
+                                            "ckpt_migrate_transfer": "page_server"})
+        pinned = open(pin).read().strip()
+        assert pinned.startswith("/var/lib/ckpt/migrate/.tls-pid-"), pinned
+        assert run.rc != 0
+        row = run.rows(pid=w.pid)[0]
+        assert row["result"] == "migrated, cleanup failed", row
+        assert "TLS credentials on node2 could not be removed" in row["cause"] and pinned in row["cause"], row
+        assert w.running_on("node2") and w.state("node1") is None
+        assert w.wait_ticks(5) and w.continuity()[0]
+        assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
+        assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == [os.path.basename(pinned)]
+    finally:
+        if pinned:
+            fleet.exec("node2", ["chattr", "-i", pinned + "/server.pem"])
+            fleet.exec("node2", ["rm", "-rf", pinned])
+        os.unlink(pin)

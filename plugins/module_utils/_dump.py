@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -883,10 +884,31 @@ def _write_manifest(images_dir, manifest, remote):
     _manifest.write_manifest(images_dir, manifest)
 
 
+def page_server_cause(log_text, ps):
+    """The sentence for a dump that could not reach or authenticate its page server, or None.
+
+    criu connects to the page server before it freezes anything (cr_dump_tasks), and only says so
+    on an info line; a page server serves one connection and then ends."""
+    if not ps or not log_text:
+        return None
+    where = "%s:%s" % (ps.get("address"), ps.get("port"))
+    if re.search(r"Can't connect to server ", log_text):
+        return ("criu could not connect to the page server at %s, before freezing anything: nothing listens "
+                "there (a page server serves one connection and then ends, so it may have been taken by "
+                "another peer that connected first, or it never started); see the page server's log on "
+                "the destination" % where)
+    m = re.search(r"Error \(criu/tls\.c:\d+\): tls: (.*)", log_text)
+    if m:
+        return ("the TLS session with the page server at %s failed before anything was frozen: %s (the page "
+                "server and the dump need certificates of the same CA, each naming the page server's "
+                "address)" % (where, m.group(1).strip()))
+    return None
+
+
 def _failed(res, pid, tree, images_dir, before, opts, result, started):
     """Make sure the workload runs, mark images_dir, and build the DumpError."""
     tree_pids = [t["pid"] for t in tree]
-    cause = res.cause()
+    cause = page_server_cause(res.log_text, opts.get("page_server")) or res.cause()
     if res.rc is not None and res.rc < 0 and not res.timed_out:
         cause = "criu was killed by signal %d in the middle of the dump (%s)" % (-res.rc, cause)
     if res.helpers_killed:

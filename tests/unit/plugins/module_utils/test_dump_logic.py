@@ -200,3 +200,19 @@ def test_check_session_leader(tmp_path, session, nssid, shell_job, needle):
     with pytest.raises(_dump.DumpError) as exc:
         _dump.check_session_leader(300, shell_job, root)
     assert needle in str(exc.value) and "Nothing was frozen" in str(exc.value)
+
+
+def test_page_server_cause():
+    ps = {"address": "192.0.2.1", "port": 27027}
+    # criu says it only on an info line; the page server was not listening.
+    log = "(00.05) Connecting to server 192.0.2.1:27027\n(00.05) Can't connect to server 192.0.2.1:27027\n"
+    cause = _dump.page_server_cause(log, ps)
+    assert "could not connect to the page server at 192.0.2.1:27027, before freezing anything" in cause
+    assert "serves one connection" in cause
+    log = ("(00.12) tls: TLS handshake completed\n"
+           "(00.12) Error (criu/tls.c:226): tls: Invalid certificate\n")
+    cause = _dump.page_server_cause(log, ps)
+    assert "TLS session with the page server at 192.0.2.1:27027 failed" in cause
+    assert "Invalid certificate" in cause
+    assert _dump.page_server_cause(log, None) is None
+    assert _dump.page_server_cause("(00.1) Error (criu/cr-dump.c:1): Dumping FAILED.\n", ps) is None

@@ -15,9 +15,10 @@ fi
 
 # 1. System packages (only installed when missing).
 # redis-server and nginx are the real services the tests checkpoint and move;
-# nftables is the network lock criu uses for TCP connections (no iptables).
+# nftables is the network lock criu uses for TCP connections (no iptables);
+# openssl makes the page server's per-migration TLS credentials.
 pkgs=(openssh-server openssh-client rsync iproute2 util-linux procps psmisc python3 python3-venv ca-certificates
-      nftables redis-server nginx shellcheck)
+      nftables redis-server nginx shellcheck openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

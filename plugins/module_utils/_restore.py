@@ -993,9 +993,6 @@ def _announce(service, images_dir):
 
 # ------------------------------------------------------------ process_state
 
-STATE_SIGNALS = {"running": "SIGCONT", "stopped": "SIGSTOP", "killed": "SIGKILL"}
-
-
 def expected_identity(params):
     """(identity dict, source description) of the process params name."""
     ident, source, dummy = expected_tree(params)
@@ -1173,7 +1170,7 @@ def _ensure_process_state(params, check_mode, proc_root):
         return result
 
     result["changed"] = True
-    result["signal"] = STATE_SIGNALS[want]
+    result["signal"] = _identity.SIGNALS[want].name
     if check_mode:
         if not root_done:
             result["after"] = want if want != "killed" else "absent"

@@ -401,7 +401,7 @@ def test_process_state_check_mode_predictions(tmp_path, proc, exe, present, want
         proc.add(PID, 1000, state=present, exe=str(exe) if present != "Z" else None)
     res = _restore.ensure_process_state(_params(images_dir=str(images), state=want), True, str(proc.root))
     assert res["changed"] is changed
-    assert res["signal"] == (_restore.STATE_SIGNALS[want] if changed else None)
+    assert res["signal"] == ({"running": "SIGCONT", "stopped": "SIGSTOP", "killed": "SIGKILL"}[want] if changed else None)
 
 
 @pytest.mark.parametrize("present,want,needle", [

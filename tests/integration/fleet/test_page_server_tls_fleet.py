@@ -120,17 +120,22 @@ def _stat_rows(text):
     return rows
 
 
+def _wrapped_inventory(fleet, tmp_path, attacker=False):
+    """An inventory node1 -> node2 whose criu runs through _wrap on both hosts (leftovers cleared)."""
+    src_wrap, dst_wrap = _wrap(fleet, "node1"), _wrap(fleet, "node2", attacker=attacker)
+    _clear(fleet, "node1", "node2")
+    return write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
+                           hostvars={"node1": {"ckpt_migrate_criu_path": src_wrap,
+                                               "ckpt_migrate_destination_criu_path": dst_wrap}})
+
+
 def test_page_server_migration_uses_tls_with_root_only_one_time_credentials(fleet, clean_hosts, workload,
                                                                             playbook, tmp_path):
     """Default settings: the page server and the dump run with --tls and this migration's CA; the
     page server's log shows the TLS handshake; the credentials are 0600 in 0700 root-only directories
     while criu runs (the destination holds no CA key and no client key), and gone from both hosts
     afterwards. --check makes none; a second run changes nothing."""
-    src_wrap, dst_wrap = _wrap(fleet, "node1"), _wrap(fleet, "node2")
-    _clear(fleet, "node1", "node2")
-    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
-                          hostvars={"node1": {"ckpt_migrate_criu_path": src_wrap,
-                                              "ckpt_migrate_destination_criu_path": dst_wrap}})
+    inv = _wrapped_inventory(fleet, tmp_path)
     w = workload("node1")
     ev = {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1", "ckpt_migrate_transfer": "page_server"}
 
@@ -189,11 +194,7 @@ def test_page_server_migration_uses_tls_with_root_only_one_time_credentials(flee
 def test_page_server_plaintext_only_on_request(fleet, clean_hosts, workload, playbook, tmp_path):
     """ckpt_migrate_page_server_tls: false runs the page server and the dump without --tls and makes
     no credentials."""
-    src_wrap, dst_wrap = _wrap(fleet, "node1"), _wrap(fleet, "node2")
-    _clear(fleet, "node1", "node2")
-    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
-                          hostvars={"node1": {"ckpt_migrate_criu_path": src_wrap,
-                                              "ckpt_migrate_destination_criu_path": dst_wrap}})
+    inv = _wrapped_inventory(fleet, tmp_path)
     w = workload("node1")
     run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
                                         "ckpt_migrate_transfer": "page_server",
@@ -215,11 +216,7 @@ def test_a_local_user_who_connects_first_gets_nothing(fleet, clean_hosts, worklo
     dump (which connects before it freezes) cannot connect. The migration is rolled back with nothing
     frozen, the source counts on, the message says who took the page server, and the credentials are
     gone from both hosts."""
-    src_wrap, dst_wrap = _wrap(fleet, "node1"), _wrap(fleet, "node2", attacker=True)
-    _clear(fleet, "node1", "node2")
-    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
-                          hostvars={"node1": {"ckpt_migrate_criu_path": src_wrap,
-                                              "ckpt_migrate_destination_criu_path": dst_wrap}})
+    inv = _wrapped_inventory(fleet, tmp_path, attacker=True)
     w = workload("node1")
     try:
         run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
@@ -249,13 +246,9 @@ def test_credentials_that_cannot_be_removed_are_reported(fleet, clean_hosts, wor
     """A credential file on the destination made immutable while the page server runs: the migration
     itself succeeds, but the result is "migrated, cleanup failed" and names the directory left
     behind; the source's credentials and both hosts' images are gone."""
-    src_wrap, dst_wrap = _wrap(fleet, "node1"), _wrap(fleet, "node2")
-    _clear(fleet, "node1", "node2")
+    inv = _wrapped_inventory(fleet, tmp_path)
     pin = fleet.host_path("node2", "/srv/pin-tls")
     open(pin, "w").close()
-    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
-                          hostvars={"node1": {"ckpt_migrate_criu_path": src_wrap,
-                                              "ckpt_migrate_destination_criu_path": dst_wrap}})
     w = workload("node1")
     pinned = None
     try:

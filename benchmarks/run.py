@@ -5,6 +5,7 @@
 """ckpt.criu benchmarks: downtime, fleet scaling, checksum throughput.
 
     sudo .venv/bin/python benchmarks/run.py [--quick] [--label NAME] [--only downtime|scaling|checksum]
+        [--modes rsync,page_server,page_server_tls]
 
 Starts its own test fleet (state dir /run/ckpt-bench-fleet, name ckb, subnet
 10.219.0.0/24), runs the benchmarks, tears the fleet down (also on failure),
@@ -49,7 +50,7 @@ COLLECTION = {"path": WORKTREE_COLLECTIONS, "playbooks": os.path.join(REPO, "pla
 
 FLEET_STATE = os.environ.get("CKPT_BENCH_FLEET_STATE", "/run/ckpt-bench-fleet")
 FLEET_NAME = "ckb"
-FLEET_SUBNET = "10.219.0.0/24"
+FLEET_SUBNET = os.environ.get("CKPT_BENCH_FLEET_SUBNET", "10.219.0.0/24")
 WORK_ROOT = "/tmp/ckb-bench"          # shared by the hosts and the controller (heartbeat files)
 TICK = 0.01                            # heartbeat interval, seconds
 RAW_PORT = 27110
@@ -64,7 +65,14 @@ PROFILES = {
               "scale_hosts": [1, 3], "scale_procs": [1, 10], "scale_repeats": 1,
               "checksum_mib": 64, "checksum_repeats": 3, "checksum_procs": 5},
 }
-MODES = ("rsync", "page_server")
+# Downtime modes: (transfer, TLS). page_server: criu's page server in cleartext
+# in both pipelines (raw_pageserver.sh plain, the role with
+# ckpt_migrate_page_server_tls: false); page_server_tls: criu's TLS in both
+# (raw_pageserver.sh tls, the role's default). Each ratio is against the raw
+# pipeline of the same mode.
+MODES = ("rsync", "page_server", "page_server_tls")
+MODE_TRANSFER = {"rsync": "rsync", "page_server": "page_server", "page_server_tls": "page_server"}
+MODE_TLS = {"rsync": None, "page_server": False, "page_server_tls": True}
 
 
 def log(msg):
@@ -93,12 +101,17 @@ def ensure_venv():
         os.execv(VENV_PY, [VENV_PY] + sys.argv)
 
 
-def ensure_matplotlib():
+def _import_matplotlib():
     try:
-        import matplotlib  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
+        importlib.import_module("matplotlib")
         return True
     except ImportError:
-        pass
+        return False
+
+
+def ensure_matplotlib():
+    if _import_matplotlib():
+        return True
     req = os.path.join(REPO, "requirements", "bench.txt")
     log("installing %s into %s" % (req, VENV))
     res = run([VENV_PY, "-m", "pip", "install", "-q", "-r", req])
@@ -106,11 +119,7 @@ def ensure_matplotlib():
         log("pip install failed (rc %d): plots are skipped" % res.returncode)
         return False
     importlib.invalidate_caches()
-    try:
-        import matplotlib  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
-        return True
-    except ImportError:
-        return False
+    return _import_matplotlib()
 
 
 def load_fleet_module():
@@ -321,21 +330,29 @@ def raw_migration(fleet, work, mode, size, rep):
             raise RuntimeError("workload did not start ticking")
         src_dir = "/var/lib/ckpt/bench/raw-%d" % w.pid
         dst_dir = src_dir
-        script = "raw_rsync.sh" if mode == "rsync" else "raw_pageserver.sh"
+        script = "raw_rsync.sh" if MODE_TRANSFER[mode] == "rsync" else "raw_pageserver.sh"
         argv = ["bash", os.path.join(HERE, script), fleet.ssh_config_path, "node1", "node2",
                 fleet.address("node2"), str(w.pid), src_dir, dst_dir, CRIU]
-        if mode == "page_server":
-            argv.append(str(RAW_PORT))
+        if MODE_TRANSFER[mode] == "page_server":
+            argv += [str(RAW_PORT), "tls" if MODE_TLS[mode] else "plain"]
         t0 = time.time()
         res = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
         t1 = time.time()
         stages = parse_stages(res.stdout)
+        handshakes = parse_handshakes(res.stdout)
         ok = res.returncode == 0 and w.wait_ticks(10, timeout=30, after_ns=int(t1 * 1e9))
         gap, last, first, cont = heartbeat_gap(read_ticks(ticks), t0)
         rec = {"kind": "raw", "mode": mode, "mib": size, "rep": rep, "ok": bool(ok), "downtime": gap,
                "continuous": cont, "wall": round(t1 - t0, 3), "freeze_tick": last, "resume_tick": first,
-               "stages": stages}
-        if not ok:
+               "stages": stages, "tls": MODE_TLS[mode]}
+        if MODE_TLS[mode]:
+            # Like with like: a TLS run counts only when the page server's log shows the handshake.
+            rec["tls_handshakes"] = handshakes
+            if ok and not handshakes:
+                ok = False
+                rec["ok"] = False
+                rec["error"] = "no 'TLS handshake completed' in the raw page server's log"
+        if not ok and not rec.get("error"):
             rec["error"] = (res.stderr or "")[-1500:]
         if ok and last is not None:
             rec["breakdown"] = raw_breakdown(stages, last, first)
@@ -343,8 +360,18 @@ def raw_migration(fleet, work, mode, size, rep):
     finally:
         w.kill(["node1", "node2"])
         for h in ("node1", "node2"):
-            fleet.exec(h, ["rm", "-rf", "/var/lib/ckpt/bench/raw-%d" % w.pid])
+            fleet.exec(h, ["rm", "-rf", "/var/lib/ckpt/bench/raw-%d" % w.pid,
+                           "/var/lib/ckpt/bench/raw-%d.tls" % w.pid])
         _unlink(ticks)
+
+
+def parse_handshakes(text):
+    """raw_pageserver.sh's "tls handshakes N" line (TLS runs): N, else None."""
+    for line in text.splitlines():
+        p = line.split()
+        if len(p) == 3 and p[:2] == ["tls", "handshakes"] and p[2].isdigit():
+            return int(p[2])
+    return None
 
 
 def raw_breakdown(stages, t_a, t_b):
@@ -370,10 +397,13 @@ def coll_migration(fleet, work, inventory, mode, size, rep, extra_vars=None):
         if not w.wait_ticks(20, timeout=120):
             raise RuntimeError("workload did not start ticking")
         extra = {"ckpt_hosts": "node1", "ckpt_migrate_destination": "node2",
-                 "ckpt_migrate_pids": str(w.pid), "ckpt_migrate_transfer": mode,
+                 "ckpt_migrate_pids": str(w.pid), "ckpt_migrate_transfer": MODE_TRANSFER[mode],
                  "ckpt_migrate_images_root": "/var/lib/ckpt/bench/coll",
                  "ckpt_migrate_page_server_port": str(COLL_PORT)}
         extra.update(extra_vars or {})
+        if MODE_TLS[mode] is not None:
+            # The mode decides (set last, over --extra-vars): the raw run of this mode used the same.
+            extra["ckpt_migrate_page_server_tls"] = MODE_TLS[mode]
         pb = playbook("migrate.yml", inventory, extra, work, tag)
         ok = pb["rc"] == 0 and w.wait_ticks(10, timeout=30, after_ns=int(pb["end"] * 1e9))
         gap, last, first, cont = heartbeat_gap(read_ticks(ticks), pb["start"])
@@ -383,6 +413,7 @@ def coll_migration(fleet, work, inventory, mode, size, rep, extra_vars=None):
             row = rows[0] if rows else {}
         rec = {"kind": "collection", "mode": mode, "mib": size, "rep": rep, "ok": bool(ok), "downtime": gap,
                "continuous": cont, "wall": round(pb["wall"], 3), "freeze_tick": last, "resume_tick": first,
+               "tls": MODE_TLS[mode],
                "role_report": {k: row.get(k) for k in ("result", "frozen_s", "criu_frozen_s", "dump_s", "transfer_s",
                                                        "restore_s", "image_bytes")},
                "tasks": [t for t in pb["tasks"] if last and t["end"] >= last - 1 and t["start"] <= first + 1]
@@ -554,7 +585,7 @@ def bench_downtime(fleet, prof, work):
     runs = []
     for size in prof["sizes"]:
         for rep in range(1, prof["repeats"][size] + 1):
-            for mode in MODES:
+            for mode in prof["modes"]:
                 for kind in ("raw", "collection"):
                     try:
                         if kind == "raw":
@@ -568,7 +599,7 @@ def bench_downtime(fleet, prof, work):
                     extra = ""
                     if rec.get("kind") == "collection" and rec.get("role_report"):
                         extra = " (role's frozen_s %s)" % rec["role_report"].get("frozen_s")
-                    log("downtime %5d MiB %-11s %-10s rep %d: %s%s" % (
+                    log("downtime %5d MiB %-15s %-10s rep %d: %s%s" % (
                         size, mode, kind, rep,
                         ("%.3f s, wall %.1f s" % (rec["downtime"], rec.get("wall", 0))) if rec["ok"]
                         else "FAILED: %s" % (rec.get("error") or "")[-300:].replace("\n", " | "), extra if rec["ok"] else ""))
@@ -578,8 +609,13 @@ def bench_downtime(fleet, prof, work):
 def summarize_downtime(runs):
     rows = []
     sizes = sorted({r["mib"] for r in runs})
+    # The modes that ran (older results have no page_server_tls), in MODES order.
+    modes = [m for m in MODES if any(r["mode"] == m for r in runs)]
+    modes += sorted({r["mode"] for r in runs} - set(modes))
     for size in sizes:
-        for mode in MODES:
+        for mode in modes:
+            if not any(r["mib"] == size and r["mode"] == mode for r in runs):
+                continue
             sel = {k: [r for r in runs if r["mib"] == size and r["mode"] == mode and r["kind"] == k and r["ok"]]
                    for k in ("raw", "collection")}
             raw = med([r["downtime"] for r in sel["raw"]])
@@ -661,7 +697,8 @@ def before_after_lines(results, others):
     lines = ["### Before and after", "",
              "Collection downtime medians (s): label **before** (collection at `%s`, %s) and this run, label "
              "**%s** (collection at `%s`, %s). *raw* is this run's baseline of the same mode, *raw ps* this run's "
-             "raw page-server pipeline (the issue's baseline). Targets (the issue): downtime <= 1.25x the raw "
+             "raw page-server pipeline (the issue's baseline; with TLS for the page_server_tls rows, in cleartext "
+             "for the others). Targets (the issue): downtime <= 1.25x the raw "
              "page-server pipeline for 256 MiB and 1 GiB, <= raw + 0.5 s for 16 MiB; checked against the raw "
              "page-server pipeline and against the raw pipeline of the same mode, on medians." % (
                  (base.get("collection") or {}).get("commit", "?")[:12], base.get("finished"), results["label"],
@@ -672,7 +709,7 @@ def before_after_lines(results, others):
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in results["downtime"]["summary"]:
         b = _row(base, r["mib"], r["mode"])
-        ps = _row(results, r["mib"], "page_server")
+        ps = _row(results, r["mib"], "page_server_tls" if r["mode"] == "page_server_tls" else "page_server")
         raw, coll, rawps = _m(r["raw"]), _m(r["collection"]), _m(ps["raw"]) if ps else None
         cells = []
         for ref in (rawps, raw):
@@ -943,8 +980,12 @@ def markdown(results, others):
                   "A counter holding R MiB of touched memory appends a timestamped tick every %d ms; downtime is "
                   "the largest gap between two ticks across the migration node1 -> node2. *raw*: "
                   "`benchmarks/raw_rsync.sh` / `raw_pageserver.sh` (plain `criu dump`, rsync or page server, "
-                  "`criu restore -d`, ssh masters opened before the freeze). *collection*: `playbooks/migrate.yml` "
-                  "with `ckpt_migrate_transfer` = the mode. *role frozen_s*: what the role itself reports." % (TICK * 1000),
+                  "`criu restore -d`, ssh masters opened before the freeze). *collection*: `playbooks/migrate.yml`. "
+                  "Modes: *rsync* (`ckpt_migrate_transfer: rsync`); *page_server*: the page server in cleartext in "
+                  "both (raw without `--tls`, the role with `ckpt_migrate_page_server_tls: false`); "
+                  "*page_server_tls*: criu's TLS in both (raw with a throw-away CA and certificates made before "
+                  "the freeze, the role's default per-migration credentials). Each ratio is against the raw "
+                  "pipeline of the same mode. *role frozen_s*: what the role itself reports." % (TICK * 1000),
                   "", "| R (MiB) | mode | raw | collection | ratio | extra s | role frozen_s | failed runs |",
                   "|---:|---|---|---|---:|---:|---|---:|"]
         for r in dt["summary"]:
@@ -1087,7 +1128,7 @@ def plots(results):
     dt = results.get("downtime")
     if dt and dt["summary"]:
         rows = dt["summary"]
-        fig, ax = plt.subplots(figsize=(9, 4.5))
+        fig, ax = plt.subplots(figsize=(max(9.0, 1.2 * len(rows)), 4.5))
         xs = list(range(len(rows)))
         for off, kind, color in ((-0.2, "raw", "#4c72b0"), (0.2, "collection", "#dd8452")):
             meds = [r[kind]["median"] if r[kind] else 0 for r in rows]
@@ -1115,7 +1156,7 @@ def plots(results):
                 if n not in names:
                     names.append(n)
         if names:
-            fig, ax = plt.subplots(figsize=(12, 5))
+            fig, ax = plt.subplots(figsize=(max(12.0, 3.0 + 1.2 * len(rows)), 5))
             bottoms = [0.0] * len(rows)
             cmap = plt.get_cmap("tab20")
             for i, n in enumerate(names):
@@ -1164,9 +1205,9 @@ def print_summary(results):
     dt = results.get("downtime")
     if dt:
         print("\nDowntime (s): median [min-max]")
-        print("%8s %-12s %-24s %-24s %7s %7s" % ("MiB", "mode", "raw", "collection", "ratio", "extra"))
+        print("%8s %-16s %-24s %-24s %7s %7s" % ("MiB", "mode", "raw", "collection", "ratio", "extra"))
         for r in dt["summary"]:
-            print("%8d %-12s %-24s %-24s %7s %7s" % (
+            print("%8d %-16s %-24s %-24s %7s %7s" % (
                 r["mib"], r["mode"], fmt(r["raw"]), fmt(r["collection"]), "%.2fx" % r["ratio"] if r["ratio"] else "-",
                 "%+.2f" % r["extra_s"] if r["extra_s"] is not None else "-"))
     sc = results.get("scaling")
@@ -1213,6 +1254,9 @@ def parse_args(argv=None):
                     help="downtime: comma-separated sizes in MiB instead of the profile's (e.g. 1024)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="downtime: repeats per size instead of the profile's (at least 1)")
+    ap.add_argument("--modes", default=None, metavar="LIST",
+                    help="downtime: comma-separated modes to run (default all: %s); e.g. "
+                         "page_server,page_server_tls" % ",".join(MODES))
     ap.add_argument("--extra-vars", default=None, metavar="JSON",
                     help="downtime: extra variables for the migrate playbook, e.g. "
                          "'{\"ckpt_migrate_prefault\": \"false\"}' (recorded in the results' settings)")
@@ -1224,6 +1268,12 @@ def parse_args(argv=None):
         args.label = "quick" if args.quick else time.strftime("%Y%m%d-%H%M%S")
     if not LABEL_RE.match(args.label):
         ap.error("--label must be 1-40 characters of letters, digits, '.', '_' or '-'")
+    if args.modes is not None:
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        bad = [m for m in modes if m not in MODES]
+        if bad or not modes:
+            ap.error("--modes: a comma-separated list of %s, not %r" % (", ".join(MODES), args.modes))
+        args.modes = [m for m in MODES if m in modes]       # run in the usual interleaving order
     return args
 
 
@@ -1277,6 +1327,7 @@ def main(argv=None):
         prof["sizes"] = [int(x) for x in args.sizes.split(",") if x.strip()]
     if args.sizes or args.repeats:
         prof["repeats"] = {size: max(1, args.repeats or prof["repeats"].get(size, 3)) for size in prof["sizes"]}
+    prof["modes"] = list(args.modes or MODES)
     if args.extra_vars:
         prof["extra_vars"] = json.loads(args.extra_vars)
     have_plots = ensure_matplotlib()

@@ -387,7 +387,6 @@ def test_threads_each_continue_their_own_sequence(procs, run_module, criu_bin, t
 # ---------------------------------------------------------------- pipe tree
 
 
-
 def test_process_tree_with_a_pipe_between_its_members(procs, run_module, criu_bin, tmp_path):
     ticks = tmp_path / "through-the-pipe.ticks"
     root = procs([sys.executable, WORKLOADS / "pipe_tree.py", ticks], "pipe-tree")

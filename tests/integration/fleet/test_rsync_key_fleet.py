@@ -184,3 +184,38 @@ def test_wrong_host_key_fails_before_the_freeze(fleet, clean_hosts, workload, pl
     assert w.continuity()[0]
     assert _authorized(fleet, "node2") == before
     assert _key_dirs(fleet, "node1") == []
+
+
+def test_two_sources_to_one_destination_at_once(fleet, clean_hosts, workload, playbook, tmp_path):
+    """Two sources in one batch migrate to the same destination: each authorizes and removes its
+    own block in the destination's authorized_keys (throttled), both migrate, nothing is left."""
+    before = _authorized(fleet, "node2")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2", "node3": "node2"})
+    w1 = workload("node1", name="w1")
+    w3 = workload("node3", name="w3")
+    for w in (w1, w3):
+        fleet.exec(w.host, ["cp", w.pidfile, "/srv/w.pid"])
+    markers = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            text = _authorized(fleet, "node2")
+            markers.update(ln.split()[-1] for ln in text.splitlines() if ln.startswith("# BEGIN ckpt.criu migrate"))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": "/srv/w.pid", "ckpt_serial": "2",
+                                            "ckpt_migrate_settle": "1"})
+    finally:
+        done.set()
+        t.join()
+    assert run.rc == 0, run.output[-4000:]
+    for w in (w1, w3):
+        assert run.rows(host=w.host)[0]["result"] == "migrated"
+        assert w.running_on("node2") and w.wait_ticks(5) and w.continuity()[0]
+        assert _key_dirs(fleet, w.host) == []
+    assert markers == {"pid-%d" % w1.pid, "pid-%d" % w3.pid}, markers
+    assert _authorized(fleet, "node2") == before

@@ -219,3 +219,46 @@ def test_two_sources_to_one_destination_at_once(fleet, clean_hosts, workload, pl
         assert _key_dirs(fleet, w.host) == []
     assert markers == {"pid-%d" % w1.pid, "pid-%d" % w3.pid}, markers
     assert _authorized(fleet, "node2") == before
+
+
+def test_a_key_that_cannot_be_removed_is_reported(fleet, clean_hosts, workload, playbook, tmp_path):
+    """The destination's ~/.ssh turns read-only while the key is authorized: the migration itself
+    succeeded, but the result says the key is still authorized there and must go by hand."""
+    before = _authorized(fleet, "node2")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1")
+    state = {"ro": False}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set() and not state["ro"]:
+            if "from=" in _authorized(fleet, "node2") and w.running_on("node2"):
+                p = _run_on(fleet, "node2", ["sh", "-c", "mount --bind /root/.ssh /root/.ssh && "
+                                                          "mount -o remount,bind,ro /root/.ssh"])
+                state["ro"] = p.returncode == 0
+                state["err"] = p.stderr
+                return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "5"})
+    finally:
+        done.set()
+        t.join()
+        while _run_on(fleet, "node2", ["umount", "/root/.ssh"]).returncode == 0:
+            pass
+    try:
+        assert state["ro"], state
+        assert run.rc != 0
+        row = run.rows(pid=w.pid)[0]
+        assert row["result"] == "migrated, cleanup failed", row
+        assert "the migration key is still authorized on node2" in row["cause"], row["cause"]
+        assert "remove it by hand" in row["cause"]
+        assert row["cause"].count("still authorized") == 1, row["cause"]
+        assert w.running_on("node2") and w.wait_ticks(5)
+        assert _key_dirs(fleet, "node1") == []
+        assert "from=" in _authorized(fleet, "node2")
+    finally:
+        Path(fleet.host_path("node2", "/root/.ssh/authorized_keys")).write_text(before)

@@ -233,8 +233,8 @@ def test_a_key_that_cannot_be_removed_is_reported(fleet, clean_hosts, workload, 
     def watch():
         while not done.is_set() and not state["ro"]:
             if "from=" in _authorized(fleet, "node2") and w.running_on("node2"):
-                p = _run_on(fleet, "node2", ["sh", "-c", "mount --bind /root/.ssh /root/.ssh && "
-                                                          "mount -o remount,bind,ro /root/.ssh"])
+                ro = "mount --bind /root/.ssh /root/.ssh && mount -o remount,bind,ro /root/.ssh"
+                p = _run_on(fleet, "node2", ["sh", "-c", ro])
                 state["ro"] = p.returncode == 0
                 state["err"] = p.stderr
                 return

@@ -1,0 +1,264 @@
+"""The per-migration rsync key (ckpt_migrate_transfer_auth: ephemeral), on the SSH test fleet.
+
+The fleet gives every host root's standing key, authorized everywhere (the
+controller logs in with it). These tests take that trust away from the source
+first: its root key is replaced by one nobody authorized, so only the key the
+role makes for the migration can carry the images.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet_testlib import fresh, write_inventory
+
+pytestmark = [pytest.mark.fleet, pytest.mark.criu]
+
+CONTROL_DIR = "/run/ckpt-criu-ssh"
+PROBE_SSH = ("ssh -F none -i /srv/probe/id -o BatchMode=yes -o IdentitiesOnly=yes "
+             "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+
+
+def _authorized(fleet, host):
+    return Path(fleet.host_path(host, "/root/.ssh/authorized_keys")).read_text()
+
+
+def _key_dirs(fleet, host):
+    p = fresh(fleet).exec(host, ["ls", "-A", CONTROL_DIR], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    return [n for n in p.stdout.split() if n.startswith("pid-")]
+
+
+@pytest.fixture
+def source_without_standing_key(fleet):
+    """node1's root key is replaced by a fresh one that no host authorizes; put back afterwards."""
+    key = Path(fleet.host_path("node1", "/root/.ssh/id_ed25519"))
+    saved = {p: p.read_bytes() for p in (key, key.with_suffix(".pub"))}
+    key.unlink()
+    key.with_suffix(".pub").unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "node1-unauthorized", "-f", str(key)],
+                   check=True)
+    try:
+        yield
+    finally:
+        for p, data in saved.items():
+            p.write_bytes(data)
+            os.chmod(p, 0o600)
+
+
+def _run_on(fleet, host, argv, timeout=30):
+    return fresh(fleet).exec(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+
+def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, workload, playbook, tmp_path,
+                                                          source_without_standing_key):
+    """Issue 10, finding 5: no standing root trust from the source; the migration's own key is authorized
+    with from= and rrsync on that images directory, cannot run anything else, cannot read, cannot write
+    elsewhere, cannot be used from another host, and is gone from both hosts afterwards."""
+    dest = fleet.address("node2")
+    # The source's own root key is not accepted by the destination.
+    p = _run_on(fleet, "node1", ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "node2", "true"])
+    assert p.returncode == 255 and "Permission denied" in p.stderr, p.stderr
+    before = _authorized(fleet, "node2")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1")
+
+    # Standing trust must be asked for, and here there is none: the migration stops before the freeze.
+    standing = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile,
+                                             "ckpt_migrate_transfer_auth": "standing"})
+    assert standing.rc != 0
+    assert "Permission denied" in standing.output
+    assert w.running_on("node1") and w.wait_ticks(5) and w.continuity()[0]
+
+    seen = {"lines": [], "key_dirs": [], "probes": None, "error": None}
+    done = threading.Event()
+
+    def probe():
+        """Once the process runs on the destination (the settle time, key still authorized), try the key."""
+        out = {}
+        d = "%s/pid-%d" % (CONTROL_DIR, w.pid)
+        _run_on(fleet, "node1", ["sh", "-c", "mkdir -p /srv/probe && cp %s/id /srv/probe/id && echo x > /srv/probe/x"
+                                 % d])
+        out["id"] = _run_on(fleet, "node1", PROBE_SSH.split() + ["root@" + dest, "id"])
+        out["pull"] = _run_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "root@%s:/" % dest, "/srv/pulled/"])
+        out["escape"] = _run_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "/srv/probe/x",
+                                                 "root@%s:/../x" % dest])
+        out["abs"] = _run_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "/srv/probe/x",
+                                              "root@%s:/root/.ssh/x" % dest])
+        out["forward"] = _run_on(fleet, "node1", PROBE_SSH.split() + ["-N", "-o", "ExitOnForwardFailure=yes",
+                                                                      "-R", "127.0.0.1:40999:127.0.0.1:22",
+                                                                      "root@" + dest], timeout=15)
+        # The same key from another host: from= refuses it.
+        Path(fleet.host_path("node3", "/srv/probe")).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(fleet.host_path("node1", "/srv/probe/id"), fleet.host_path("node3", "/srv/probe/id"))
+        os.chmod(fleet.host_path("node3", "/srv/probe/id"), 0o600)
+        out["other_host"] = _run_on(fleet, "node3", PROBE_SSH.split() + ["root@" + dest, "true"])
+        out["still_authorized"] = "from=" in _authorized(fleet, "node2")
+        return out
+
+    def watch():
+        try:
+            while not done.is_set():
+                lines = [ln for ln in _authorized(fleet, "node2").splitlines() if "from=" in ln]
+                if lines and not seen["lines"]:
+                    seen["lines"] = lines
+                    seen["key_dirs"] = _key_dirs(fleet, "node1")
+                if lines and seen["probes"] is None and w.running_on("node2"):
+                    seen["probes"] = probe()
+                time.sleep(0.1)
+        except Exception as exc:  # pylint: disable=broad-except
+            seen["error"] = exc
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "10"})
+    finally:
+        done.set()
+        t.join()
+    assert seen["error"] is None, seen["error"]
+    assert run.rc == 0, run.output[-4000:]
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "migrated"
+    assert w.running_on("node2") and w.state("node1") is None
+    assert w.wait_ticks(10)
+    ok, gap = w.continuity()
+    assert ok and gap < row["frozen_s"] + 0.5
+
+    # During the migration: one line, from the source only, forced to rrsync on that directory.
+    assert len(seen["lines"]) == 1, seen["lines"]
+    line = seen["lines"][0]
+    assert line.startswith('from="%s",restrict,command="/usr/bin/rrsync -wo -no-del /var/lib/ckpt/migrate/pid-%d" '
+                           'ssh-ed25519 ' % (fleet.address("node1"), w.pid)), line
+    assert seen["key_dirs"] == ["pid-%d" % w.pid]
+
+    pr = seen["probes"]
+    assert pr is not None, "the process never ran on the destination while the key was authorized"
+    assert pr["still_authorized"], "the probes ran after the key was removed: they prove nothing"
+    assert pr["id"].returncode != 0 and "uid=" not in pr["id"].stdout
+    assert "does not run rsync" in pr["id"].stderr, pr["id"].stderr
+    assert pr["pull"].returncode != 0 and "reading from write-only server is not allowed" in pr["pull"].stderr
+    assert pr["escape"].returncode != 0 and "do not use .." in pr["escape"].stderr
+    # An absolute path lands under the images directory (rrsync roots "/" there), never at that path.
+    assert not Path(fleet.host_path("node2", "/root/.ssh/x")).exists()
+    assert pr["forward"].returncode != 0 and "forwarding failed" in pr["forward"].stderr, pr["forward"].stderr
+    assert pr["other_host"].returncode == 255 and "Permission denied" in pr["other_host"].stderr
+
+    # Afterwards: nothing authorized, no key on the source, no images.
+    assert _authorized(fleet, "node2") == before
+    assert _key_dirs(fleet, "node1") == []
+    assert not [ln for ln in _run_on(fleet, "node1", ["ps", "-eo", "args"]).stdout.splitlines()
+                if ln.startswith("ssh") and CONTROL_DIR in ln], "the migration's SSH master still runs"
+
+
+def test_wrong_host_key_fails_before_the_freeze(fleet, clean_hosts, workload, playbook, tmp_path,
+                                                source_without_standing_key):
+    """The destination presents a host key other than its known one: the source refuses it (no
+    accept-new), before the freeze; the workload never stopped, the key is taken away again."""
+    pub = Path(fleet.host_dir("node2")) / "etc-ssh" / "ssh_host_ed25519_key.pub"
+    saved = pub.read_bytes()
+    other = tmp_path / "other_host_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    before = _authorized(fleet, "node2")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1")
+    try:
+        # What the controller reads as node2's host key is not the key its sshd presents.
+        pub.write_bytes(Path(str(other) + ".pub").read_bytes())
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1"})
+    finally:
+        pub.write_bytes(saved)
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "rolled back", row
+    assert "stage prepare" in row["cause"] and "Host key verification failed" in row["cause"], row["cause"]
+    assert "nothing was frozen" in row["cause"]
+    assert row["frozen_s"] is None
+    assert w.running_on("node1") and not w.running_on("node2")
+    assert w.wait_ticks(10)
+    assert w.continuity()[0]
+    assert _authorized(fleet, "node2") == before
+    assert _key_dirs(fleet, "node1") == []
+
+
+def test_two_sources_to_one_destination_at_once(fleet, clean_hosts, workload, playbook, tmp_path):
+    """Two sources in one batch migrate to the same destination: each authorizes and removes its
+    own block in the destination's authorized_keys (throttled), both migrate, nothing is left."""
+    before = _authorized(fleet, "node2")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2", "node3": "node2"})
+    w1 = workload("node1", name="w1")
+    w3 = workload("node3", name="w3")
+    for w in (w1, w3):
+        fleet.exec(w.host, ["cp", w.pidfile, "/srv/w.pid"])
+    markers = set()
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            text = _authorized(fleet, "node2")
+            markers.update(ln.split()[-1] for ln in text.splitlines() if ln.startswith("# BEGIN ckpt.criu migrate"))
+            time.sleep(0.05)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": "/srv/w.pid", "ckpt_serial": "2",
+                                            "ckpt_migrate_settle": "1"})
+    finally:
+        done.set()
+        t.join()
+    assert run.rc == 0, run.output[-4000:]
+    for w in (w1, w3):
+        assert run.rows(host=w.host)[0]["result"] == "migrated"
+        assert w.running_on("node2") and w.wait_ticks(5) and w.continuity()[0]
+        assert _key_dirs(fleet, w.host) == []
+    assert markers == {"pid-%d" % w1.pid, "pid-%d" % w3.pid}, markers
+    assert _authorized(fleet, "node2") == before
+
+
+def test_a_key_that_cannot_be_removed_is_reported(fleet, clean_hosts, workload, playbook, tmp_path):
+    """The destination's ~/.ssh turns read-only while the key is authorized: the migration itself
+    succeeded, but the result says the key is still authorized there and must go by hand."""
+    before = _authorized(fleet, "node2")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1")
+    state = {"ro": False}
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set() and not state["ro"]:
+            if "from=" in _authorized(fleet, "node2") and w.running_on("node2"):
+                ro = "mount --bind /root/.ssh /root/.ssh && mount -o remount,bind,ro /root/.ssh"
+                p = _run_on(fleet, "node2", ["sh", "-c", ro])
+                state["ro"] = p.returncode == 0
+                state["err"] = p.stderr
+                return
+            time.sleep(0.1)
+
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "5"})
+    finally:
+        done.set()
+        t.join()
+        while _run_on(fleet, "node2", ["umount", "/root/.ssh"]).returncode == 0:
+            pass
+    try:
+        assert state["ro"], state
+        assert run.rc != 0
+        row = run.rows(pid=w.pid)[0]
+        assert row["result"] == "migrated, cleanup failed", row
+        assert "the migration key is still authorized on node2" in row["cause"], row["cause"]
+        assert "remove it by hand" in row["cause"]
+        assert row["cause"].count("still authorized") == 1, row["cause"]
+        assert w.running_on("node2") and w.wait_ticks(5)
+        assert _key_dirs(fleet, "node1") == []
+        assert "from=" in _authorized(fleet, "node2")
+    finally:
+        Path(fleet.host_path("node2", "/root/.ssh/authorized_keys")).write_text(before)

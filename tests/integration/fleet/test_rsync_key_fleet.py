@@ -34,6 +34,17 @@ def _key_dirs(fleet, host):
     return [n for n in p.stdout.split() if n.startswith("pid-")]
 
 
+def _play_while(watch, done, play, *args):
+    """play(*args) while watch() runs in a thread; done is set and the thread joined whatever happens."""
+    t = threading.Thread(target=watch)
+    t.start()
+    try:
+        return play(*args)
+    finally:
+        done.set()
+        t.join()
+
+
 @pytest.fixture
 def source_without_standing_key(fleet):
     """node1's root key is replaced by a fresh one that no host authorizes; put back afterwards."""
@@ -114,13 +125,8 @@ def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, wo
         except Exception as exc:  # pylint: disable=broad-except
             seen["error"] = exc
 
-    t = threading.Thread(target=watch)
-    t.start()
-    try:
-        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "10"})
-    finally:
-        done.set()
-        t.join()
+    run = _play_while(watch, done, playbook, "migrate.yml", inv,
+                      {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "10"})
     assert seen["error"] is None, seen["error"]
     assert run.rc == 0, run.output[-4000:]
     row = run.rows(pid=w.pid)[0]
@@ -204,14 +210,8 @@ def test_two_sources_to_one_destination_at_once(fleet, clean_hosts, workload, pl
             markers.update(ln.split()[-1] for ln in text.splitlines() if ln.startswith("# BEGIN ckpt.criu migrate"))
             time.sleep(0.05)
 
-    t = threading.Thread(target=watch)
-    t.start()
-    try:
-        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": "/srv/w.pid", "ckpt_serial": "2",
-                                            "ckpt_migrate_settle": "1"})
-    finally:
-        done.set()
-        t.join()
+    run = _play_while(watch, done, playbook, "migrate.yml", inv,
+                      {"ckpt_migrate_pidfiles": "/srv/w.pid", "ckpt_serial": "2", "ckpt_migrate_settle": "1"})
     assert run.rc == 0, run.output[-4000:]
     for w in (w1, w3):
         assert run.rows(host=w.host)[0]["result"] == "migrated"
@@ -240,13 +240,10 @@ def test_a_key_that_cannot_be_removed_is_reported(fleet, clean_hosts, workload, 
                 return
             time.sleep(0.1)
 
-    t = threading.Thread(target=watch)
-    t.start()
     try:
-        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "5"})
+        run = _play_while(watch, done, playbook, "migrate.yml", inv,
+                          {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "5"})
     finally:
-        done.set()
-        t.join()
         while _run_on(fleet, "node2", ["umount", "/root/.ssh"]).returncode == 0:
             pass
     try:

@@ -10,7 +10,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _report
 
 
 class FilterModule:
-    """ckpt.criu.seconds, process_label, failures, batch_stop."""
+    """ckpt.criu.seconds, process_label, failures, batch_stop, as_list, result_row."""
 
     def filters(self):
         return {
@@ -18,4 +18,6 @@ class FilterModule:
             "process_label": _report.process_label,
             "failures": _report.failures,
             "batch_stop": _report.batch_stop,
+            "as_list": _report.as_list,
+            "result_row": _report.result_row,
         }

@@ -24,6 +24,65 @@ def seconds(value, digits=SECONDS_DIGITS):
     return round(float(value), int(digits))
 
 
+def as_list(value, sep=","):
+    """A list from a list or a ``sep``-separated string, as operators pass
+    them with ``-e`` or an AWX survey: items become trimmed strings and empty
+    ones are dropped; None, "" and [] all give []."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        items = value.split(sep)
+    elif isinstance(value, (list, tuple)):
+        items = value
+    else:
+        items = [value]
+    out = []
+    for item in items:
+        if item is None:
+            continue
+        text = str(item).strip()
+        if text:
+            out.append(text)
+    return out
+
+
+# The keys every result row has, in the order the JSON report writes them.
+ROW_KEYS = ("action", "host", "destination", "pid", "selector", "result", "ok", "changed",
+            "frozen_s", "image_bytes", "cause", "causes")
+
+
+def result_row(proc, action, host, result, ok, changed=False, destination=None, causes=None, cause=None,
+               frozen_s=None, image_bytes=None, **extra):
+    """One result row of the report, the only place a row is built.
+
+    ``proc`` is the process the row is about (a dict with ``pid`` and
+    ``selector``, as preflight selects them) or None for a host-level row.
+    ``cause`` defaults to the ``causes`` joined; ``frozen_s`` is rounded like
+    every duration; ``extra`` keys (``dump_s``, ``mode`` ...) follow the
+    common ones and may not replace them.
+    """
+    proc = proc or {}
+    causes = [str(c) for c in (causes or []) if str(c).strip()]
+    if cause is None:
+        cause = " ".join(causes)
+    pid = proc.get("pid")
+    row = {
+        "action": action, "host": host,
+        "destination": destination if destination not in ("", None) else None,
+        "pid": int(pid) if pid not in (None, "") else None,
+        "selector": str(proc.get("selector") or ""),
+        "result": result, "ok": bool(ok), "changed": bool(changed),
+        "frozen_s": seconds(frozen_s),
+        "image_bytes": int(image_bytes) if image_bytes not in (None, "") else None,
+        "cause": str(cause or ""), "causes": causes,
+    }
+    clash = sorted(set(extra) & set(row))
+    if clash:
+        raise ValueError("result_row: extra keys %s replace common ones; pass them by name" % ", ".join(clash))
+    row.update(extra)
+    return row
+
+
 def _pid(row):
     try:
         pid = int(row.get("pid") or 0)

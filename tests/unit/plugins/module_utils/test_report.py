@@ -70,3 +70,30 @@ def test_filters_are_the_functions():
     f = FilterModule().filters()
     assert f["seconds"] is _report.seconds and f["process_label"] is _report.process_label
     assert f["failures"] is _report.failures and f["batch_stop"] is _report.batch_stop
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, []), ("", []), ([], []),
+    ("1, 2,,3 ", ["1", "2", "3"]),
+    ([1, " a ", None, ""], ["1", "a"]),
+    (7, ["7"]),
+])
+def test_as_list_takes_lists_and_comma_strings(value, expected):
+    assert _report.as_list(value) == expected
+
+
+def test_result_row_has_every_key_and_keeps_extras_after_them():
+    row = _report.result_row({"pid": "42", "selector": "pid 42"}, "migrate", "node1", "migrated", True,
+                             changed=True, destination="node2", frozen_s=0.12345, image_bytes="4096",
+                             dump_s=1.5)
+    assert tuple(row)[:len(_report.ROW_KEYS)] == _report.ROW_KEYS
+    assert row["pid"] == 42 and row["frozen_s"] == 0.123 and row["image_bytes"] == 4096
+    assert row["dump_s"] == 1.5 and row["cause"] == "" and row["causes"] == []
+
+
+def test_result_row_joins_causes_and_names_a_host_level_row():
+    row = _report.result_row(None, "preflight", "node1", "refused", False, causes=["a.", "", "b."])
+    assert row["pid"] is None and row["selector"] == "" and row["destination"] is None
+    assert row["cause"] == "a. b." and row["causes"] == ["a.", "b."]
+    with pytest.raises(ValueError, match="replace common ones"):
+        _report.result_row(None, "x", "h", "r", True, pid=3)

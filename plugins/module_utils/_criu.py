@@ -358,6 +358,69 @@ def criu_feature(criu, name):
     return {"supported": rc == 0, "rc": rc, "output": text}
 
 
+# --------------------------------------------------------------------- argv
+
+# The flag of each boolean option; dump and restore both build their argv from this table.
+FLAGS = {
+    "leave_running": "--leave-running",
+    "leave_stopped": "--leave-stopped",
+    "shell_job": "--shell-job",
+    "tcp_established": "--tcp-established",
+    "ext_unix_sk": "--ext-unix-sk",
+    "file_locks": "--file-locks",
+}
+# The options a dump records (manifest ``options``) and its restore applies again, in argv order.
+SHARED_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "file_locks")
+
+
+def dir_args(images_dir, work_dir):
+    """The images directory and criu's own work directory."""
+    return ["-D", images_dir, "-W", work_dir]
+
+
+def flag_args(opts, keys):
+    """The flags of the options in ``keys`` (table :data:`FLAGS`, in that order) that ``opts`` sets.
+
+    ``ext_unix_sk`` with ``ext_unix_sk_inodes`` becomes ``--ext-unix-sk=INODE,...`` (the sockets a
+    dump took as external, by inode)."""
+    args = []
+    for key in keys:
+        if not opts.get(key):
+            continue
+        if key == "ext_unix_sk" and opts.get("ext_unix_sk_inodes"):
+            args.append("%s=%s" % (FLAGS[key], ",".join(str(i) for i in opts["ext_unix_sk_inodes"])))
+        else:
+            args.append(FLAGS[key])
+    return args
+
+
+def external_args(externals):
+    """``--external`` for each external resource."""
+    args = []
+    for ext in externals or []:
+        args.extend(["--external", ext])
+    return args
+
+
+def inherit_fd_args(pairs):
+    """``--inherit-fd fd[N]:KEY`` for each (fd, key) pair."""
+    args = []
+    for fd, key in pairs:
+        args.extend(["--inherit-fd", "fd[%d]:%s" % (int(fd), key)])
+    return args
+
+
+def tls_args(ps):
+    """``--tls`` and its files, when any TLS option is set."""
+    out = []
+    if ps.get("tls") or ps.get("tls_cacert") or ps.get("tls_cert") or ps.get("tls_key"):
+        out.append("--tls")
+        for key in ("tls_cacert", "tls_cert", "tls_key"):
+            if ps.get(key):
+                out.extend(["--" + key.replace("_", "-"), ps[key]])
+    return out
+
+
 # ------------------------------------------------------------------- runner
 
 def build_argv(criu, action, args, log_path, verbosity=4):

@@ -29,13 +29,10 @@ Order of a run (nothing is written before step 5, nothing frozen before 8):
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 
@@ -43,6 +40,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _guard
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+from ansible_collections.ckpt.criu.plugins.module_utils import _lock
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
@@ -159,40 +157,11 @@ def resolve_pid(pid=None, pidfile=None):
     return _procfs.read_pidfile(pidfile)
 
 
-def _stat_field(pid, key, proc_root):
-    """Field ``key`` of the parsed /proc/PID/stat, or None when PID is gone or unreadable."""
-    try:
-        return _procfs.read_stat(pid, proc_root)[key]
-    except _procfs.ProcfsError:
-        return None
-
-
-def read_sid(pid, proc_root=PROC):
-    """The session id of PID (field 6 of /proc/PID/stat), or None."""
-    return _stat_field(pid, "session", proc_root)
-
-
-def read_state(pid, proc_root=PROC):
-    """The state letter of PID (field 3 of /proc/PID/stat), or None when it is gone."""
-    return _stat_field(pid, "state", proc_root)
-
-
-def current_identity(pid, proc_root=PROC):
-    """Identity of the live process at PID, or None when there is none (or a zombie)."""
-    try:
-        ident = _procfs.process_identity(pid, proc_root=proc_root)
-    except _procfs.ProcfsError:
-        return None
-    if ident.get("state") in _procfs.DEAD_STATES:
-        return None
-    return ident
-
-
 def process_tree(pid, proc_root=PROC):
     """[{pid, start_time, comm, exe, cmdline}] of the tree rooted at PID, root first."""
     out = []
     for p in _procfs.process_tree(pid, proc_root):
-        ident = current_identity(p, proc_root)
+        ident = _identity.live_identity(p, proc_root)
         if ident is not None:
             out.append(_identity.private(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe",
                                                                           "cmdline"))))
@@ -203,23 +172,10 @@ def process_tree(pid, proc_root=PROC):
 
 def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
     """criu dump arguments (without the action, ``-o`` and ``-v4``) from the options."""
-    args = ["-t", str(int(pid)), "-D", images_dir, "-W", work_dir]
-    if opts.get("leave_running"):
-        args.append("--leave-running")
-    if opts.get("leave_stopped"):
-        args.append("--leave-stopped")
-    if opts.get("shell_job"):
-        args.append("--shell-job")
-    if opts.get("tcp_established"):
-        args.append("--tcp-established")
-    if opts.get("ext_unix_sk"):
-        args.append("--ext-unix-sk")
-    if opts.get("file_locks"):
-        args.append("--file-locks")
-    for ext in opts.get("external") or []:
-        args.extend(["--external", ext])
-    for fd, target in sorted((opts.get("inherit_fds") or {}).items()):
-        args.extend(["--inherit-fd", "fd[%d]:%s" % (int(fd), target)])
+    args = ["-t", str(int(pid))] + _criu.dir_args(images_dir, work_dir)
+    args.extend(_criu.flag_args(opts, ("leave_running", "leave_stopped") + _criu.SHARED_OPTIONS))
+    args.extend(_criu.external_args(opts.get("external")))
+    args.extend(_criu.inherit_fd_args(sorted((opts.get("inherit_fds") or {}).items())))
     if opts.get("ghost_limit") is not None:
         args.extend(["--ghost-limit", str(int(opts["ghost_limit"]))])
     if opts.get("tcp_established") and opts.get("network_lock"):
@@ -227,7 +183,7 @@ def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
     ps = opts.get("page_server")
     if ps:
         args.extend(["--page-server", "--address", ps["address"], "--port", str(int(ps["port"]))])
-        args.extend(tls_args(ps))
+        args.extend(_criu.tls_args(ps))
     if pre_dump_dir:
         args.extend(["--prev-images-dir", pre_dump_dir, "--track-mem"])
     # What the stdio plan needs on top (single argv elements, or --external PAIRS).
@@ -243,17 +199,6 @@ def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
             args.append(arg)
         i += 1
     return args
-
-
-def tls_args(ps):
-    """``--tls`` and its files, when any TLS option is set."""
-    out = []
-    if ps.get("tls") or ps.get("tls_cacert") or ps.get("tls_cert") or ps.get("tls_key"):
-        out.append("--tls")
-        for key in ("tls_cacert", "tls_cert", "tls_key"):
-            if ps.get(key):
-                out.extend(["--" + key.replace("_", "-"), ps[key]])
-    return out
 
 
 def plan_pre_dump(mode, feature, page_server=False):
@@ -334,7 +279,7 @@ def decide(dir_info, pid, live, force, verify_problems=None):
 
 
 def check_session_leader(pid, shell_job, proc_root=PROC):
-    sid = read_sid(pid, proc_root)
+    sid = _identity.read_sid(pid, proc_root)
     if sid == 0 or _procfs.own_ns_session(pid, proc_root) == 0:
         raise DumpError("process %d is in a session whose leader is outside its PID namespace (its launcher, "
                         "e.g. a container's init, never called setsid): CRIU cannot dump it, not even with "
@@ -376,69 +321,6 @@ def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
     return report, plan
 
 
-# -------------------------------------------------------------- locking
-
-class DirLock(object):
-    """flock on ``images_dir/.ckpt-lock``; the holder's PID is written in it."""
-
-    def __init__(self, images_dir):
-        self.path = _manifest.lock_path(images_dir)
-        self.images_dir = images_dir
-        self.fd = None
-
-    def probe(self):
-        """Without creating anything: DumpError when another dump holds the lock now."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | _safedir.NOFOLLOW)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise DumpError("another dump into %s is running (PID %s); wait for it to finish"
-                            % (self.images_dir, holder))
-        finally:
-            os.close(fd)
-
-    def acquire(self, held=None):
-        """Take the lock in the verified directory ``held`` (a _safedir.HeldDir; held here when
-        not given): the lock file is opened relative to it, never through a symlink."""
-        if held is None:
-            with hold_images_dir(self.images_dir, DumpError, create=False) as own:
-                return self.acquire(own)
-        try:
-            fd = held.open(_manifest.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        except _safedir.UntrustedDirError as exc:
-            raise DumpError(exc.msg)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = "unknown"
-            try:
-                holder = os.pread(fd, 32, 0).decode().strip() or holder
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise DumpError("another dump into %s is running (PID %s); wait for it to finish"
-                                % (self.images_dir, holder))
-            raise DumpError("cannot lock %s: %s" % (self.path, exc.strerror or exc))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, ("%d\n" % os.getpid()).encode(), 0)
-        self.fd = fd
-        return self
-
-    def release(self):
-        if self.fd is not None:
-            try:
-                os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
-            os.close(self.fd)
-            self.fd = None
-
-
 # --------------------------------------------------------------- repair
 
 def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
@@ -450,11 +332,11 @@ def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
     deadline = time.monotonic() + wait
     for entry in tree:
         pid, start_time = (entry["pid"], entry.get("start_time")) if isinstance(entry, dict) else (entry, None)
-        state = read_state(pid, proc_root)
+        state = _identity.state_letter(pid, proc_root)
         # A task criu was tracing may show 't' for a moment after criu dies.
         while state == "t" and time.monotonic() < deadline:
             time.sleep(0.02)
-            state = read_state(pid, proc_root)
+            state = _identity.state_letter(pid, proc_root)
         if state is None or state in _procfs.DEAD_STATES:
             notes.append("PID %d is gone (state %s) after the failed dump" % (pid, state or "absent"))
             continue
@@ -469,20 +351,8 @@ def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
                 continue
             time.sleep(0.05)
             notes.append("PID %d was left %s by criu; sent SIGCONT, now %s"
-                         % (pid, "stopped" if state == "T" else "traced", read_state(pid, proc_root)))
+                         % (pid, "stopped" if state == "T" else "traced", _identity.state_letter(pid, proc_root)))
     return notes
-
-
-def wait_state(pid, want, timeout=3.0, proc_root=PROC):
-    """Wait until PID is in one of ``want`` (states; None = gone); return the last state seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = read_state(pid, proc_root)
-        if state in want or (None in want and state in _procfs.DEAD_STATES):
-            return state
-        if time.monotonic() >= deadline:
-            return state
-        time.sleep(0.02)
 
 
 def parasite_leftovers(pid, proc_root=PROC):
@@ -521,7 +391,7 @@ def _options_record(opts, pre):
         "file_locks": bool(opts.get("file_locks")),
         "ghost_limit": opts.get("ghost_limit"),
         "page_server": None if not ps else {
-            "address": ps["address"], "port": int(ps["port"]), "tls": bool(tls_args(ps))},
+            "address": ps["address"], "port": int(ps["port"]), "tls": bool(_criu.tls_args(ps))},
         "pre_dump": pre.get("used", False),
         # What the restore must apply for the fds the stdio plan lifted (--ext-unix-sk=INODE,
         # --inherit-fd fd[N]:KEY with a replacement it opens itself).
@@ -549,7 +419,7 @@ def _free_partial(images_dir, before):
 
 def _look(images_dir, pid, force, proc_root):
     """(live identity of PID, images_dir's state, decide()'s action and note), read now."""
-    live = current_identity(pid, proc_root)
+    live = _identity.live_identity(pid, proc_root)
     info = _manifest.inspect_dir(images_dir)
     problems = None
     if info["state"] == "complete":
@@ -593,7 +463,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
               "pid": pid}
 
     # 2. What is in images_dir already? (A dump in progress there owns it.)
-    DirLock(images_dir).probe()
+    _lock.DirLock(images_dir).probe()
     live, info, action, note = _look(images_dir, pid, force, proc_root)
     if action == "unchanged":
         m = info["manifest"]
@@ -651,9 +521,9 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
 
     # 5. Create images_dir (or hold the existing one) under the trust rule, checked again
     # now, component by component, on what is held; lock it.
-    held = hold_images_dir(images_dir, DumpError)
+    held = _safedir.hold_images_dir(images_dir, DumpError)
     try:
-        lock = DirLock(images_dir).acquire(held)
+        lock = _lock.DirLock(images_dir).acquire(held)
         # criu never ends the process itself (see _guard): the module does, after the manifest.
         guard = _guard.Guard(images_dir, kill_when_committed=not (opts.get("leave_running")
                                                                   or opts.get("leave_stopped")))
@@ -665,25 +535,6 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
             lock.release()
     finally:
         held.close()
-
-
-def hold_images_dir(images_dir, error, create=True):
-    """The verified images_dir held open (created 0700 when missing); ``error`` raised on a broken rule."""
-    try:
-        return _safedir.hold(images_dir, create=create)
-    except _safedir.UntrustedDirError as exc:
-        raise error(exc.msg)
-    except OSError as exc:
-        raise error("cannot create or open images_dir %s: %s" % (images_dir, exc.strerror or exc))
-
-
-def fresh_log(held, name, error):
-    """A new, empty log file NAME in the held directory (an old one, or a planted symlink, is unlinked)."""
-    try:
-        held.check_path()
-        return held.fresh(name)
-    except _safedir.UntrustedDirError as exc:
-        raise error(exc.msg)
 
 
 def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan, result, force,
@@ -712,7 +563,7 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     tree_pids = [t["pid"] for t in tree]
     # Only what the identity checks need: the program and a hash of its arguments.
     process = _identity.private(live)
-    process["sid"] = read_sid(pid, proc_root)
+    process["sid"] = _identity.read_sid(pid, proc_root)
     process.pop("state", None)
     try:
         binaries = _checksum.process_files(pid)
@@ -720,18 +571,16 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc.msg))
     host = _manifest.host_identity()
 
-    log_path = fresh_log(held, _manifest.DUMP_LOG_NAME, DumpError)
+    log_path = _safedir.fresh_file(held, _manifest.DUMP_LOG_NAME, DumpError)
     work_dir = tempfile.mkdtemp(prefix=_manifest.PRIVATE_PREFIX + "work-", dir=images_dir)
     before = set(_manifest.list_images(images_dir))
     try:
         pre_dir = None
         if pre.get("used"):
-            pre_args = ["-t", str(pid), "-D", os.path.join(images_dir, PRE_DUMP_DIR), "-W", work_dir,
-                        "--track-mem"]
-            if opts.get("shell_job"):
-                pre_args.append("--shell-job")
+            pre_args = (["-t", str(pid)] + _criu.dir_args(os.path.join(images_dir, PRE_DUMP_DIR), work_dir)
+                        + ["--track-mem"] + _criu.flag_args(opts, ("shell_job",)))
             os.mkdir(PRE_DUMP_DIR, 0o700, dir_fd=held.fd)
-            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, fresh_log(held, "pre-dump.log", DumpError),
+            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, _safedir.fresh_file(held, "pre-dump.log", DumpError),
                                      timeout=params.get("timeout") or None)
             pre["duration"] = round(pre_res.duration, 4)
             if not pre_res.ok:
@@ -780,8 +629,8 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     # 9. Success: the process must be where the options say.
     notes = []
     if opts.get("leave_stopped") or guard.kill_when_committed:
-        state = wait_state(pid, ("T",), 2.0, proc_root)
-        if state != "T":
+        state = _identity.wait_state(pid, ("stopped",), 2.0, proc_root)
+        if state != "stopped":
             notes.append("criu reported success but PID %d is in state %s, not stopped" % (pid, state))
     manifest = {
         "schema": _manifest.SCHEMA,
@@ -833,8 +682,8 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     if guard.kill_when_committed:
         # The checkpoint is complete: now, and only now, the process ends (a dump's default).
         _guard.kill_tree(tree, proc_root)
-        state = wait_state(pid, (None,), 3.0, proc_root)
-        if state not in (None,) + _procfs.DEAD_STATES:
+        state = _identity.wait_state(pid, ("absent", "zombie"), 3.0, proc_root)
+        if state not in ("absent", "zombie"):
             notes.append("the checkpoint is complete but PID %d still exists after SIGKILL (state %s)"
                          % (pid, state))
     timings = _stats_timings(stats, res.duration, time.monotonic() - started)
@@ -933,8 +782,8 @@ def _failed(res, pid, tree, images_dir, before, opts, result, started):
             marker = _manifest.write_failed_marker(images_dir, cause, extra)
         except (IOError, OSError):
             marker = None
-    alive = [p for p in tree_pids if read_state(p) not in (None,) + _procfs.DEAD_STATES]
-    state = read_state(pid)
+    alive = [p for p in tree_pids if _identity.state_letter(p) not in (None,) + _procfs.DEAD_STATES]
+    state = _identity.state_letter(pid)
     msg = "criu dump of PID %d failed: %s (log: %s)." % (pid, cause, res.log_path)
     if state in (None,) + _procfs.DEAD_STATES:
         msg += " The process is gone."
@@ -949,176 +798,3 @@ def _failed(res, pid, tree, images_dir, before, opts, result, started):
                      failed_marker=marker, removed_partial_images=removed or None,
                      process_state=state, alive=alive, images_dir=images_dir,
                      duration=round(time.monotonic() - started, 4))
-
-
-# ---------------------------------------------------------- page server
-
-PS_RECORD_NAME = ".ckpt-page-server.json"
-PS_PIDFILE_NAME = ".ckpt-page-server.pid"
-PS_LOG_NAME = "page-server.log"
-
-
-def pick_free_port(address):
-    """A TCP port the kernel says is free on address now (criu refuses --port 0)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def page_server_running(record, proc_root=PROC):
-    """True when the process the record names still runs and is that page server."""
-    if not record or not record.get("pid"):
-        return False
-    live = current_identity(record["pid"], proc_root)
-    if not live or not _manifest.same_process(record, live):
-        return False
-    cmdline = live.get("cmdline") or []
-    return "page-server" in cmdline and record.get("images_dir") in cmdline
-
-
-def read_ps_record(images_dir):
-    import json
-    try:
-        with open(os.path.join(images_dir, PS_RECORD_NAME)) as fh:
-            data = json.load(fh)
-    except (IOError, OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def build_page_server_args(images_dir, address, port, pidfile, tls=None):
-    args = ["-D", images_dir, "--address", address, "--port", str(int(port)), "-d", "--pidfile", pidfile]
-    args.extend(tls_args(tls or {}))
-    return args
-
-
-def _ps_result(record, images_dir, changed, msg):
-    return {"changed": changed, "msg": msg, "pid": record.get("pid") if record else None,
-            "port": record.get("port") if record else None,
-            "address": record.get("address") if record else None,
-            "images_dir": images_dir, "log_path": os.path.join(images_dir, PS_LOG_NAME),
-            "criu_cmd": record.get("argv") if record else None}
-
-
-def stop_page_server(record, timeout=3.0, proc_root=PROC):
-    """SIGTERM, then SIGKILL, the page server the record names, through a pidfd pinned to
-    its recorded start time (a reused PID is never signalled)."""
-    pid, start = record["pid"], record.get("start_time")
-    _identity.send_signal(pid, signal.SIGTERM, start_time=start, proc_root=proc_root)
-    if wait_state(pid, (None,), timeout, proc_root) not in (None,) + _procfs.DEAD_STATES:
-        _identity.send_signal(pid, signal.SIGKILL, start_time=start, proc_root=proc_root)
-        wait_state(pid, (None,), timeout, proc_root)
-
-
-def page_server(params, check_mode=False, proc_root=PROC):
-    """Start (daemonized) or stop the page server of images_dir; the module result dict."""
-    if os.geteuid() != 0:
-        raise DumpError("ckpt.criu.page_server must run as root (become: true) (running as uid %d)"
-                        % os.geteuid())
-    images_dir = validate_images_dir(params["images_dir"])
-    state = params.get("state") or "started"
-    record = read_ps_record(images_dir) if os.path.isdir(images_dir) else None
-    running = page_server_running(record, proc_root)
-
-    if state == "stopped":
-        if not running:
-            return _ps_result(None, images_dir, False, "no page server of %s is running" % images_dir)
-        if not check_mode:
-            stop_page_server(record, proc_root=proc_root)
-        return _ps_result(record, images_dir, True, "stopped the page server PID %d" % record["pid"])
-
-    address = params.get("address")
-    if not address:
-        raise DumpError("address is required to start a page server: give the destination's own address (it "
-                        "listens there only); there is no default, so it never listens on every address by "
-                        "accident")
-    problem = port_problem(params.get("port") or 0, "port", allow_zero=True) or address_problem(address, "address")
-    if problem:
-        raise DumpError(problem)
-    port = int(params.get("port") or 0)
-    tls = dict((k, params.get(k)) for k in ("tls", "tls_cacert", "tls_cert", "tls_key"))
-    for key in ("tls_cacert", "tls_cert", "tls_key"):
-        if tls.get(key) and not os.path.isfile(tls[key]):
-            raise DumpError("%s %s does not exist on this host" % (key, tls[key]))
-    if running:
-        if record.get("address") == address and (port == 0 or record.get("port") == port):
-            return _ps_result(record, images_dir, False, "the page server PID %d of %s is already listening on "
-                              "%s:%s" % (record["pid"], images_dir, address, record.get("port")))
-        raise DumpError("a page server of %s is already running (PID %d on %s:%s); stop it first (state: stopped)"
-                        % (images_dir, record["pid"], record.get("address"), record.get("port")))
-
-    info = _manifest.inspect_dir(images_dir)
-    leftovers = [e for e in info.get("entries") or []
-                 if not (e.startswith(_manifest.PRIVATE_PREFIX) or e.endswith(".log") or e == _manifest.LOCK_NAME)]
-    if leftovers and info["state"] != "empty":
-        if not params.get("force"):
-            raise DumpError("images_dir %s is not empty (%s); a page server writes pages into it and would mix them "
-                            "with that content: use an empty directory, or force: true to move the old content "
-                            "aside" % (images_dir, ", ".join(leftovers[:5])))
-    if check_mode:
-        return {"changed": True, "msg": "would start a page server for %s on %s:%s" % (
-            images_dir, address, port or "<free port>"), "pid": None, "port": port or None,
-            "address": address, "images_dir": images_dir, "log_path": os.path.join(images_dir, PS_LOG_NAME),
-            "criu_cmd": None}
-
-    criu = _criu.find_criu(params.get("criu_path"))
-    held = hold_images_dir(images_dir, DumpError)
-    try:
-        return _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root)
-    finally:
-        held.close()
-
-
-def _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root):
-    images_dir = held.path
-    moved = None
-    if leftovers and info["state"] != "empty":
-        try:
-            moved = _manifest.move_aside(images_dir)
-        except OSError as exc:
-            raise DumpError("cannot move the old content of %s aside (%s); empty it yourself"
-                            % (images_dir, exc.strerror or exc))
-    pidfile = os.path.join(images_dir, PS_PIDFILE_NAME)
-    log_path = fresh_log(held, PS_LOG_NAME, DumpError)
-    attempts = 3 if port == 0 else 1
-    res = None
-    for dummy in range(attempts):
-        use_port = port or pick_free_port(address)
-        try:
-            os.unlink(pidfile)
-        except OSError:
-            pass
-        args = build_page_server_args(images_dir, address, use_port, pidfile, tls)
-        res = _criu.run_criu(criu, "page-server", args, log_path, timeout=params.get("timeout") or 30)
-        if res.ok:
-            break
-        if "bind" not in (res.log_text + (res.stderr or "")).lower():
-            break
-    if not res.ok:
-        raise _criu.CriuError(
-            "criu page-server failed to start on %s:%s: %s (log: %s)" % (address, use_port, res.cause(), log_path),
-            rc=res.rc, log_path=log_path, log_errors=res.log_errors, argv=res.argv,
-            stdout=res.stdout, stderr=res.stderr)
-    try:
-        with open(pidfile) as fh:
-            ps_pid = int(fh.read().strip())
-    except (IOError, OSError, ValueError):
-        raise DumpError("criu page-server started but wrote no pidfile %s; see %s" % (pidfile, log_path),
-                        log_path=log_path, cmd=res.argv)
-    live = current_identity(ps_pid, proc_root)
-    if live is None:
-        raise DumpError("criu page-server (PID %d) exited right after starting; see %s" % (ps_pid, log_path),
-                        log_path=log_path, cmd=res.argv, log_errors=res.log_errors)
-    record = {"pid": ps_pid, "start_time": live.get("start_time"), "boot_id": live.get("boot_id"),
-              "address": address, "port": use_port, "images_dir": images_dir, "argv": res.argv,
-              "tls": bool(tls_args(tls)), "started": _manifest.utc_now()}
-    _manifest.write_json_atomic(os.path.join(images_dir, PS_RECORD_NAME), record)
-    out = _ps_result(record, images_dir, True, "page server PID %d listening on %s:%d for %s"
-                     % (ps_pid, address, use_port, images_dir))
-    if moved:
-        out["replaced"] = {"moved_to": moved}
-    return out

@@ -43,6 +43,18 @@ def read_stat(pid, proc_root=PROC):
         return None
 
 
+def state_letter(pid, proc_root=PROC):
+    """The state letter of PID (field 3 of /proc/PID/stat), or None when it does not exist."""
+    st = read_stat(pid, proc_root)
+    return st["state"] if st else None
+
+
+def read_sid(pid, proc_root=PROC):
+    """The session id of PID (field 6 of /proc/PID/stat), or None when it does not exist."""
+    st = read_stat(pid, proc_root)
+    return st["session"] if st else None
+
+
 def process_state(pid, proc_root=PROC):
     """One word for what PID is doing: absent, zombie, stopped, traced or running."""
     st = read_stat(pid, proc_root)
@@ -61,6 +73,15 @@ def state_word(letter):
     return "running"
 
 
+def public(ident):
+    """An identity as a result shows it: its state as a word (:func:`state_word`); None stays None."""
+    if not ident:
+        return None
+    out = dict(ident)
+    out["state"] = state_word(ident.get("state"))
+    return out
+
+
 def read_identity(pid, proc_root=PROC):
     """The identity of the process holding PID now, or None when there is none.
 
@@ -72,6 +93,14 @@ def read_identity(pid, proc_root=PROC):
         return _procfs.process_identity(int(pid), proc_root)
     except _procfs.ProcfsError:
         return None
+
+
+def live_identity(pid, proc_root=PROC):
+    """The identity of the live process at PID, or None when there is none (or only a zombie)."""
+    ident = read_identity(pid, proc_root)
+    if ident is None or ident.get("state") in DEAD_STATES:
+        return None
+    return ident
 
 
 def cmdline_sha256(cmdline):

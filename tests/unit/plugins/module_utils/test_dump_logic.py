@@ -9,6 +9,8 @@ import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _dump
+from ansible_collections.ckpt.criu.plugins.module_utils import _lock
+from ansible_collections.ckpt.criu.plugins.module_utils import _page_server
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 
@@ -128,22 +130,22 @@ def test_decide_refusals_name_force(info, live, problems, needle):
 
 
 def test_lock_second_holder_gets_a_clear_error(tmp_path):
-    a = _dump.DirLock(str(tmp_path)).acquire()
+    a = _lock.DirLock(str(tmp_path)).acquire()
     try:
-        with pytest.raises(_dump.DumpError, match=r"another dump into .* is running \(PID %d\)" % os.getpid()):
-            _dump.DirLock(str(tmp_path)).acquire()
-        with pytest.raises(_dump.DumpError, match="another dump"):
-            _dump.DirLock(str(tmp_path)).probe()
+        with pytest.raises(_lock.LockError, match=r"another dump into .* is running \(PID %d\)" % os.getpid()):
+            _lock.DirLock(str(tmp_path)).acquire()
+        with pytest.raises(_lock.LockError, match="another dump"):
+            _lock.DirLock(str(tmp_path)).probe()
     finally:
         a.release()
-    _dump.DirLock(str(tmp_path)).probe()
-    _dump.DirLock(str(tmp_path)).acquire().release()
+    _lock.DirLock(str(tmp_path)).probe()
+    _lock.DirLock(str(tmp_path)).acquire().release()
 
 
 def test_tls_args():
-    assert _dump.tls_args({}) == []
-    assert _dump.tls_args({"tls": True}) == ["--tls"]
-    assert _dump.build_page_server_args("/d", "0.0.0.0", 5, "/d/p", {"tls_cert": "/c"}) == [
+    assert _criu.tls_args({}) == []
+    assert _criu.tls_args({"tls": True}) == ["--tls"]
+    assert _page_server.build_page_server_args("/d", "0.0.0.0", 5, "/d/p", {"tls_cert": "/c"}) == [
         "-D", "/d", "--address", "0.0.0.0", "--port", "5", "-d", "--pidfile", "/d/p", "--tls", "--tls-cert", "/c"]
 
 

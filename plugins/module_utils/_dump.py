@@ -29,6 +29,7 @@ Order of a run (nothing is written before step 5, nothing frozen before 8):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -60,6 +61,23 @@ MEM_DIRTY_FEATURE = "mem_dirty_track"
 
 class DumpError(CkptError):
     """A dump refused or failed, with what a person needs to act on it."""
+
+
+@dataclasses.dataclass
+class DumpPlan(object):
+    """What the preflight of :func:`dump` decided, for the run under the lock."""
+
+    params: dict        # the module's parameters
+    opts: dict          # the dump options: params, completed by the preflight
+    criu: str           # the criu executable
+    version: dict       # its criu_version()
+    pid: int            # the target
+    pre: dict           # plan_pre_dump()'s verdict; the run adds what the pre-dump did
+    report: dict        # stdio_preflight()'s report: fds, stdio, stdio_files
+    force: bool
+    started: float      # time.monotonic() when the module started
+    proc_root: str
+    unit: dict = None   # the unit dumped, with its record; None for a bare process
 
 
 # ------------------------------------------------------------------ input
@@ -521,6 +539,8 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
 
     # 5. Create images_dir (or hold the existing one) under the trust rule, checked again
     # now, component by component, on what is held; lock it.
+    plan = DumpPlan(params=params, opts=opts, criu=criu, version=version, pid=pid, pre=pre, report=report,
+                    force=force, started=started, proc_root=proc_root, unit=unit)
     held = _safedir.hold_images_dir(images_dir, DumpError)
     try:
         lock = _lock.DirLock(images_dir).acquire(held)
@@ -528,8 +548,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         guard = _guard.Guard(images_dir, kill_when_committed=not (opts.get("leave_running")
                                                                   or opts.get("leave_stopped")))
         try:
-            return _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan,
-                                result, force, started, proc_root, guard, unit)
+            return _locked_dump(plan, held, guard, result)
         finally:
             guard.close()
             lock.release()
@@ -537,16 +556,16 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         held.close()
 
 
-def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan, result, force,
-                 started, proc_root, guard, unit=None):
+def _locked_dump(plan, held, guard, result):
+    """Dump as ``plan`` says into the held, locked images_dir; ``result`` is completed and returned."""
     images_dir = held.path
     # Re-read under the lock: a concurrent dump may have finished meanwhile.
-    live, info, action, note = _look(images_dir, pid, force, proc_root)
+    live, info, action, note = _look(images_dir, plan.pid, plan.force, plan.proc_root)
     if action == "unchanged":
         result.update({"manifest": info["manifest"], "msg": note})
         return result
     if live is None:
-        raise DumpError("PID %d exited before the dump started; nothing was dumped" % pid)
+        raise DumpError("PID %d exited before the dump started; nothing was dumped" % plan.pid)
     if action == "replace":
         try:
             dest = _manifest.move_aside(images_dir)
@@ -559,16 +578,16 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         result["cleared_failed_attempt"] = note
 
     # 7. Everything that must be read while the process still exists.
-    tree = process_tree(pid, proc_root)
+    tree = process_tree(plan.pid, plan.proc_root)
     tree_pids = [t["pid"] for t in tree]
     # Only what the identity checks need: the program and a hash of its arguments.
     process = _identity.private(live)
-    process["sid"] = _identity.read_sid(pid, proc_root)
+    process["sid"] = _identity.read_sid(plan.pid, plan.proc_root)
     process.pop("state", None)
     try:
-        binaries = _checksum.process_files(pid)
+        binaries = _checksum.process_files(plan.pid)
     except CkptError as exc:
-        raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc.msg))
+        raise DumpError("cannot checksum the binaries of PID %d: %s" % (plan.pid, exc.msg))
     host = _manifest.host_identity()
 
     log_path = _safedir.fresh_file(held, _manifest.DUMP_LOG_NAME, DumpError)
@@ -576,44 +595,46 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     before = set(_manifest.list_images(images_dir))
     try:
         pre_dir = None
-        if pre.get("used"):
-            pre_args = (["-t", str(pid)] + _criu.dir_args(os.path.join(images_dir, PRE_DUMP_DIR), work_dir)
-                        + ["--track-mem"] + _criu.flag_args(opts, ("shell_job",)))
+        if plan.pre.get("used"):
+            pre_args = (["-t", str(plan.pid)] + _criu.dir_args(os.path.join(images_dir, PRE_DUMP_DIR), work_dir)
+                        + ["--track-mem"] + _criu.flag_args(plan.opts, ("shell_job",)))
             os.mkdir(PRE_DUMP_DIR, 0o700, dir_fd=held.fd)
-            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, _safedir.fresh_file(held, "pre-dump.log", DumpError),
-                                     timeout=params.get("timeout") or None)
-            pre["duration"] = round(pre_res.duration, 4)
+            pre_log = _safedir.fresh_file(held, "pre-dump.log", DumpError)
+            pre_res = _criu.run_criu(plan.criu, "pre-dump", pre_args, pre_log,
+                                     timeout=plan.params.get("timeout") or None)
+            plan.pre["duration"] = round(pre_res.duration, 4)
             if not pre_res.ok:
                 # A failed pre-dump leaves the task running; fall back to a plain dump.
-                pre.update({"used": False, "reason": "criu pre-dump failed: %s" % pre_res.cause()})
+                plan.pre.update({"used": False, "reason": "criu pre-dump failed: %s" % pre_res.cause()})
                 shutil.rmtree(os.path.join(images_dir, PRE_DUMP_DIR), ignore_errors=True)
             else:
                 pre_dir = PRE_DUMP_DIR
-        args = build_dump_args(pid, images_dir, work_dir,
-                               dict(opts, leave_stopped=True) if guard.kill_when_committed else opts, pre_dir)
+        opts = dict(plan.opts, leave_stopped=True) if guard.kill_when_committed else plan.opts
+        args = build_dump_args(plan.pid, images_dir, work_dir, opts, pre_dir)
         guard.tree = tree
         # criu keeps the connections of a process it leaves stopped locked in an
         # nftables table of its own: name it for the caller, who ends or resumes it.
-        locks_before = _netaddr.criu_lock_tables() if opts.get("tcp_established") and opts.get(
+        locks_before = _netaddr.criu_lock_tables() if plan.opts.get("tcp_established") and plan.opts.get(
             "leave_stopped") else None
         unit_held = False
-        if unit and not opts.get("leave_running"):
+        if plan.unit and not plan.opts.get("leave_running"):
             # systemd must neither restart the unit nor fail it when its process ends.
-            _unit.hold(unit["name"], images_dir, _manifest.utc_now(), boot=bool(params.get("unit_boot_hold")))
+            _unit.hold(plan.unit["name"], images_dir, _manifest.utc_now(),
+                       boot=bool(plan.params.get("unit_boot_hold")))
             unit_held = True
         # Wall clock of the freeze: with the destination restore's resumed_at,
         # the downtime of a migration.
         frozen_at = time.time()
         held.check_path()
         try:
-            res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None,
-                                 on_start=guard.start)
+            res = _criu.run_criu(plan.criu, "dump", args, log_path,
+                                 timeout=plan.params.get("timeout") or None, on_start=guard.start)
         except BaseException:
             if unit_held:
-                _unit.release(unit["name"])
+                _unit.release(plan.unit["name"])
             raise
         if unit_held and not res.ok:         # the process still runs: its unit is itself again
-            _unit.release(unit["name"])
+            _unit.release(plan.unit["name"])
         stats = _criu.read_stats(work_dir, "dump")
         if os.path.exists(os.path.join(work_dir, "stats-dump")):
             try:
@@ -624,56 +645,57 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if not res.ok:
-        raise _failed(res, pid, tree, images_dir, before, opts, result, started)
+        raise _failed(res, plan.pid, tree, images_dir, before, plan.opts, result, plan.started)
 
     # 9. Success: the process must be where the options say.
     notes = []
-    if opts.get("leave_stopped") or guard.kill_when_committed:
-        state = _identity.wait_state(pid, ("stopped",), 2.0, proc_root)
+    if plan.opts.get("leave_stopped") or guard.kill_when_committed:
+        state = _identity.wait_state(plan.pid, ("stopped",), 2.0, plan.proc_root)
         if state != "stopped":
-            notes.append("criu reported success but PID %d is in state %s, not stopped" % (pid, state))
+            notes.append("criu reported success but PID %d is in state %s, not stopped" % (plan.pid, state))
     manifest = {
         "schema": _manifest.SCHEMA,
         "complete": True,
         "created": _manifest.utc_now(),
         "host": host,
-        "criu": {"path": criu, "version": version["version"], "argv": res.argv,
+        "criu": {"path": plan.criu, "version": plan.version["version"], "argv": res.argv,
                  "log": _manifest.DUMP_LOG_NAME, "duration": round(res.duration, 4), "stats": stats},
         "process": process,
         "tree": tree,
-        "options": _options_record(opts, pre),
-        "fds": report.get("fds") or {},
-        "stdio": report.get("stdio") or {},
-        "stdio_files": report.get("stdio_files") or [],
+        "options": _options_record(plan.opts, plan.pre),
+        "fds": plan.report.get("fds") or {},
+        "stdio": plan.report.get("stdio") or {},
+        "stdio_files": plan.report.get("stdio_files") or [],
         "binaries": binaries,
     }
-    if unit:
-        manifest["unit"] = dict(unit["record"], stdio_sockets=unit["stdio_sockets"], held=unit_held,
-                                boot_hold=unit_held and bool(params.get("unit_boot_hold")))
-    if opts.get("page_server"):
-        manifest["remote_pages"] = {"address": opts["page_server"]["address"],
-                                    "port": int(opts["page_server"]["port"]),
+    if plan.unit:
+        manifest["unit"] = dict(plan.unit["record"], stdio_sockets=plan.unit["stdio_sockets"],
+                                held=unit_held, boot_hold=unit_held and bool(plan.params.get("unit_boot_hold")))
+    if plan.opts.get("page_server"):
+        manifest["remote_pages"] = {"address": plan.opts["page_server"]["address"],
+                                    "port": int(plan.opts["page_server"]["port"]),
                                     "files": _remote_names(tree_pids), "pattern": "pages-*.img"}
     # With a transfer, the images leave now, while they are hashed and the manifest is
     # written here (both only read the images): the hashing is off the critical path of
     # the frozen window. The manifest itself is sent only after every image arrived.
     # The service address leaves with the process: off this host now, before the
     # manifest goes out (the destination claims it only once the manifest arrived).
-    if params.get("service_address"):
+    if plan.params.get("service_address"):
         try:
-            result["service_address"] = _netaddr.place(params["service_address"], present=False)
+            result["service_address"] = _netaddr.place(plan.params["service_address"], present=False)
         except _netaddr.AddressError as exc:
             raise DumpError("dumped PID %d into %s, but the service address could not be taken off this host: %s"
-                            % (pid, images_dir, exc.msg), rc=exc.rc, cmd=exc.argv, stderr=exc.stderr)
-    transfer = params.get("transfer")
+                            % (plan.pid, images_dir, exc.msg), rc=exc.rc, cmd=exc.argv, stderr=exc.stderr)
+    transfer = plan.params.get("transfer")
     pusher = None
     if transfer:
         try:
-            pusher = _transfer.Push(images_dir, transfer, timeout=params.get("timeout") or None)
+            pusher = _transfer.Push(images_dir, transfer, timeout=plan.params.get("timeout") or None)
         except _transfer.TransferError as exc:
-            raise _send_failed(pid, images_dir, transfer, exc)
+            raise _send_failed(plan.pid, images_dir, transfer, exc)
     try:
-        _write_manifest(images_dir, manifest, _remote_names(tree_pids) if opts.get("page_server") else None)
+        _write_manifest(images_dir, manifest,
+                        _remote_names(tree_pids) if plan.opts.get("page_server") else None)
     except BaseException:
         if pusher is not None:
             pusher.abort()
@@ -681,12 +703,12 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     guard.committed()
     if guard.kill_when_committed:
         # The checkpoint is complete: now, and only now, the process ends (a dump's default).
-        _guard.kill_tree(tree, proc_root)
-        state = _identity.wait_state(pid, ("absent", "zombie"), 3.0, proc_root)
+        _guard.kill_tree(tree, plan.proc_root)
+        state = _identity.wait_state(plan.pid, ("absent", "zombie"), 3.0, plan.proc_root)
         if state not in ("absent", "zombie"):
             notes.append("the checkpoint is complete but PID %d still exists after SIGKILL (state %s)"
-                         % (pid, state))
-    timings = _stats_timings(stats, res.duration, time.monotonic() - started)
+                         % (plan.pid, state))
+    timings = _stats_timings(stats, res.duration, time.monotonic() - plan.started)
     timings["frozen_at"] = round(frozen_at, 6)
     if pusher is not None:
         # The process stays frozen (leave_stopped) or gone; a failure here is
@@ -694,7 +716,7 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         try:
             timings["transfer"] = pusher.finish()
         except _transfer.TransferError as exc:
-            err = _send_failed(pid, images_dir, transfer, exc)
+            err = _send_failed(plan.pid, images_dir, transfer, exc)
             if locks_before is not None:
                 err.details["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or [])
                                                       if t not in locks_before]
@@ -703,12 +725,12 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         result["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or []) if t not in locks_before]
     result.update({
         "changed": True,
-        "msg": "dumped PID %d into %s" % (pid, images_dir),
+        "msg": "dumped PID %d into %s" % (plan.pid, images_dir),
         "manifest": manifest,
         "log_path": log_path,
         "criu_cmd": res.argv,
         "image_bytes": manifest["images_total_bytes"],
-        "pre_dump": pre,
+        "pre_dump": plan.pre,
         "timings": timings,
     })
     if notes:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 import re
 import selectors
-import shutil
 import signal
 import subprocess
 import time
 
+from ansible.module_utils.common.process import get_bin_path
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
@@ -281,6 +281,17 @@ def parse_size(value, what="ghost_limit"):
 
 # ---------------------------------------------------------------- discovery
 
+def find_executable(name, first=()):
+    """Path of the executable NAME, or None: in the directories ``first``, then on PATH and in the
+    sbin directories (``get_bin_path``), then in :data:`SEARCH_DIRS`."""
+    for dirs in (first, SEARCH_DIRS):
+        try:
+            return get_bin_path(name, opt_dirs=list(dirs))
+        except ValueError:
+            continue
+    return None
+
+
 def find_criu(criu_path=None):
     """Path of the criu executable: the option, else the private prefix, else PATH.
 
@@ -297,15 +308,9 @@ def find_criu(criu_path=None):
             raise CriuError("criu_path %s is not executable; fix its mode or point criu_path elsewhere"
                             % criu_path)
         return criu_path
-    if os.path.isfile(PRIVATE_PREFIX_CRIU) and os.access(PRIVATE_PREFIX_CRIU, os.X_OK):
-        return PRIVATE_PREFIX_CRIU
-    found = shutil.which("criu")
+    found = find_executable("criu", first=(os.path.dirname(PRIVATE_PREFIX_CRIU),))
     if found:
         return found
-    for d in SEARCH_DIRS:
-        candidate = os.path.join(d, "criu")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
     raise CriuError("criu was not found in /opt/ckpt-criu nor on PATH; install CRIU >= 4.2 "
                     "(the preflight role can install it, or run scripts/install-criu.sh) "
                     "or set criu_path")

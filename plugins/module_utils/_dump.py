@@ -525,7 +525,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     result["pre_dump"] = pre
     if opts.get("tcp_established"):
         nft = _criu.criu_feature(criu, "network_lock_nftables")
-        if nft["supported"] and not shutil.which("iptables-restore"):
+        if nft["supported"] and not _criu.find_executable("iptables-restore"):
             opts["network_lock"] = "nftables"
 
     planned = {"replace": note if action == "replace" else None,

@@ -45,6 +45,19 @@ def test_argv_values_are_single_elements_never_shell():
     assert "x; rm -rf /" in args and "/a b" in args
 
 
+def test_argv_exact_order():
+    opts = {"leave_running": True, "shell_job": True, "tcp_established": True, "ext_unix_sk": True,
+            "file_locks": True, "external": ["mnt[/data]:data"], "inherit_fds": {"9": "pipe:[5]", "10": "pipe:[6]"},
+            "ghost_limit": 4096, "network_lock": "nftables",
+            "page_server": {"address": "192.0.2.1", "port": 27027, "tls": True},
+            "extra_args": ["--shell-job", "--external", "unix[9]"]}
+    assert _dump.build_dump_args(7, "/i", "/w", opts, "pre-1") == [
+        "-t", "7", "-D", "/i", "-W", "/w", "--leave-running", "--shell-job", "--tcp-established", "--ext-unix-sk",
+        "--file-locks", "--external", "mnt[/data]:data", "--inherit-fd", "fd[10]:pipe:[6]", "--inherit-fd",
+        "fd[9]:pipe:[5]", "--ghost-limit", "4096", "--network-lock", "nftables", "--page-server", "--address",
+        "192.0.2.1", "--port", "27027", "--tls", "--prev-images-dir", "pre-1", "--track-mem", "--external", "unix[9]"]
+
+
 @pytest.mark.parametrize("path,needle", [
     ("", "non-empty"), ("imgs", "absolute"), ("/a/../b", "'..'"), ("/", "system directory"),
     ("/tmp", "system directory"), ("/proc/1", "inside /proc"), ("/sys/x", "inside /sys"),

@@ -284,6 +284,15 @@ def test_restore_args_always_detached_with_own_workdir():
     assert args.count("--external") == 2 and args[-1] == "--leave-stopped"
 
 
+def test_restore_args_exact_order():
+    opts = {"shell_job": True, "tcp_established": True, "ext_unix_sk": True, "ext_unix_sk_inodes": [77, 78],
+            "file_locks": True, "external": ["mnt[/data]:data"], "leave_stopped": True}
+    assert _restore.restore_args("/i", "/w", "/w/pid", opts, [(5, "pipe:[6]")]) == [
+        "-d", "-D", "/i", "-W", "/w", "--pidfile", "/w/pid", "--shell-job", "--tcp-established",
+        "--ext-unix-sk=77,78", "--file-locks", "--external", "mnt[/data]:data", "--inherit-fd", "fd[5]:pipe:[6]",
+        "--leave-stopped"]
+
+
 # ------------------------------------------------------------ idempotence
 
 def test_already_restored_requires_the_recorded_identity(tmp_path, proc, exe):

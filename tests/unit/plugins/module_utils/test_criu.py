@@ -191,23 +191,19 @@ def test_shared_argv_pieces():
     assert _criu.tls_args({"tls_key": "/k", "tls_cacert": "/ca"}) == ["--tls", "--tls-cacert", "/ca", "--tls-key", "/k"]
 
 
-def _exe(path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("#!/bin/sh\n")
-    path.chmod(0o755)
-    return str(path)
-
-
 def test_find_executable_looks_first_then_path_then_system_dirs(tmp_path, monkeypatch):
-    first = _exe(tmp_path / "opt" / "tool")
-    on_path = _exe(tmp_path / "path" / "tool")
-    system = _exe(tmp_path / "system" / "tool")
+    found = {}
+    for where in ("opt", "path", "system"):
+        (tmp_path / where).mkdir()
+        (tmp_path / where / "tool").write_text("#!/bin/sh\n")
+        (tmp_path / where / "tool").chmod(0o755)
+        found[where] = str(tmp_path / where / "tool")
     monkeypatch.setenv("PATH", str(tmp_path / "path"))
     monkeypatch.setattr(_criu, "SEARCH_DIRS", (str(tmp_path / "system"),))
-    assert _criu.find_executable("tool", first=(str(tmp_path / "opt"),)) == first
-    assert _criu.find_executable("tool") == on_path
+    assert _criu.find_executable("tool", first=(str(tmp_path / "opt"),)) == found["opt"]
+    assert _criu.find_executable("tool") == found["path"]
     (tmp_path / "path" / "tool").unlink()
-    assert _criu.find_executable("tool") == system
+    assert _criu.find_executable("tool") == found["system"]
     (tmp_path / "system" / "tool").chmod(0o644)
     assert _criu.find_executable("tool") is None
     assert _criu.find_executable("ckpt-no-such-tool-anywhere") is None

@@ -11,8 +11,10 @@ checkpoint (or the one we restored)?" and to signal it safely.  Every reader
 takes a ``proc_root`` so unit tests can point it at a fake tree.
 
 Used by ``ckpt.criu.restore`` (is the PID free? is the restored process the
-one the record names?) and ``ckpt.criu.process_state`` (signal a process only
-when it is provably the one named).
+one the record names?), ``ckpt.criu.process_state`` (signal a process only
+when it is provably the one named), ``ckpt.criu.dump`` (the target's identity,
+state and session) and ``ckpt.criu.page_server`` (is the recorded server still
+itself?).
 """
 
 from __future__ import annotations

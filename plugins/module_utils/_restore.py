@@ -18,7 +18,8 @@ stdout was a pipe to a reader outside the checkpoint restores with rc 0 and
 dies a moment later), running the recorded executable (sha256) with the
 recorded command line.  Only then is the restore record written.
 
-Public API (used by plugins/modules/restore.py and process_state.py):
+Public API (used by plugins/modules/restore.py, and by _process_state for the checkpoint
+and the record a process is named by):
 
 * :func:`restore` -- the whole operation, returns the module result.
 * :func:`load_manifest`, :func:`read_record` -- the checkpoint and the record.

@@ -87,7 +87,7 @@ def page_server(params, check_mode=False, proc_root=_identity.PROC):
     """Start (daemonized) or stop the page server of images_dir; the module result dict."""
     if os.geteuid() != 0:
         raise PageServerError("ckpt.criu.page_server must run as root (become: true) (running as uid %d)"
-                        % os.geteuid())
+                              % os.geteuid())
     images_dir = _dump.validate_images_dir(params["images_dir"])
     state = params.get("state") or "started"
     record = read_ps_record(images_dir) if os.path.isdir(images_dir) else None
@@ -103,9 +103,10 @@ def page_server(params, check_mode=False, proc_root=_identity.PROC):
     address = params.get("address")
     if not address:
         raise PageServerError("address is required to start a page server: give the destination's own address (it "
-                        "listens there only); there is no default, so it never listens on every address by "
-                        "accident")
-    problem = _dump.port_problem(params.get("port") or 0, "port", allow_zero=True) or _dump.address_problem(address, "address")
+                              "listens there only); there is no default, so it never listens on every address by "
+                              "accident")
+    problem = (_dump.port_problem(params.get("port") or 0, "port", allow_zero=True)
+               or _dump.address_problem(address, "address"))
     if problem:
         raise PageServerError(problem)
     port = int(params.get("port") or 0)
@@ -118,7 +119,7 @@ def page_server(params, check_mode=False, proc_root=_identity.PROC):
             return _ps_result(record, images_dir, False, "the page server PID %d of %s is already listening on "
                               "%s:%s" % (record["pid"], images_dir, address, record.get("port")))
         raise PageServerError("a page server of %s is already running (PID %d on %s:%s); stop it first (state: stopped)"
-                        % (images_dir, record["pid"], record.get("address"), record.get("port")))
+                              % (images_dir, record["pid"], record.get("address"), record.get("port")))
 
     info = _manifest.inspect_dir(images_dir)
     leftovers = [e for e in info.get("entries") or []
@@ -126,8 +127,8 @@ def page_server(params, check_mode=False, proc_root=_identity.PROC):
     if leftovers and info["state"] != "empty":
         if not params.get("force"):
             raise PageServerError("images_dir %s is not empty (%s); a page server writes pages into it and would mix them "
-                            "with that content: use an empty directory, or force: true to move the old content "
-                            "aside" % (images_dir, ", ".join(leftovers[:5])))
+                                  "with that content: use an empty directory, or force: true to move the old content "
+                                  "aside" % (images_dir, ", ".join(leftovers[:5])))
     if check_mode:
         return {"changed": True, "msg": "would start a page server for %s on %s:%s" % (
             images_dir, address, port or "<free port>"), "pid": None, "port": port or None,
@@ -150,7 +151,7 @@ def _start_page_server(params, criu, held, address, port, tls, info, leftovers, 
             moved = _manifest.move_aside(images_dir)
         except OSError as exc:
             raise PageServerError("cannot move the old content of %s aside (%s); empty it yourself"
-                            % (images_dir, exc.strerror or exc))
+                                  % (images_dir, exc.strerror or exc))
     pidfile = os.path.join(images_dir, PS_PIDFILE_NAME)
     log_path = _safedir.fresh_file(held, PS_LOG_NAME, PageServerError)
     attempts = 3 if port == 0 else 1
@@ -177,11 +178,11 @@ def _start_page_server(params, criu, held, address, port, tls, info, leftovers, 
             ps_pid = int(fh.read().strip())
     except (IOError, OSError, ValueError):
         raise PageServerError("criu page-server started but wrote no pidfile %s; see %s" % (pidfile, log_path),
-                        log_path=log_path, cmd=res.argv)
+                              log_path=log_path, cmd=res.argv)
     live = _identity.live_identity(ps_pid, proc_root)
     if live is None:
         raise PageServerError("criu page-server (PID %d) exited right after starting; see %s" % (ps_pid, log_path),
-                        log_path=log_path, cmd=res.argv, log_errors=res.log_errors)
+                              log_path=log_path, cmd=res.argv, log_errors=res.log_errors)
     record = {"pid": ps_pid, "start_time": live.get("start_time"), "boot_id": live.get("boot_id"),
               "address": address, "port": use_port, "images_dir": images_dir, "argv": res.argv,
               "tls": bool(_criu.tls_args(tls)), "started": _manifest.utc_now()}

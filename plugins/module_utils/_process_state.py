@@ -17,6 +17,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils import _restore
 from ansible_collections.ckpt.criu.plugins.module_utils import _unit
+from ansible_collections.ckpt.criu.plugins.module_utils._restore import RestoreError
 
 
 def expected_identity(params):
@@ -32,26 +33,26 @@ def expected_tree(params):
         ident = dict(params["identity"])
         missing = [k for k in ("pid", "start_time") if ident.get(k) in (None, "")]
         if missing:
-            raise _restore.RestoreError("identity must name at least pid and start_time (the PID alone may "
+            raise RestoreError("identity must name at least pid and start_time (the PID alone may "
                                "have been reused); missing: %s" % ", ".join(missing))
         try:
             ident["pid"] = int(ident["pid"])
             ident["start_time"] = int(ident["start_time"])
         except (TypeError, ValueError):
-            raise _restore.RestoreError("identity pid and start_time must be integers, got %r and %r"
+            raise RestoreError("identity pid and start_time must be integers, got %r and %r"
                                % (ident.get("pid"), ident.get("start_time")))
         return ident, "the identity given", []
     if params.get("manifest"):
         images_dir = os.path.dirname(os.path.abspath(params["manifest"]))
         if os.path.basename(params["manifest"]) != _manifest.MANIFEST_NAME:
-            raise _restore.RestoreError("manifest must be the path of a %s, got %s" % (_manifest.MANIFEST_NAME, params["manifest"]))
+            raise RestoreError("manifest must be the path of a %s, got %s" % (_manifest.MANIFEST_NAME, params["manifest"]))
     else:
         images_dir = os.path.abspath(params["images_dir"])
     manifest, manifest_sha = _restore.load_manifest(images_dir)
     if params.get("instance") == "restored":
         record = _restore.read_record(images_dir)
         if not record or record.get("manifest_sha256") != manifest_sha:
-            raise _restore.RestoreError("no restore record for the checkpoint in %s: the process was not restored "
+            raise RestoreError("no restore record for the checkpoint in %s: the process was not restored "
                                "from it by ckpt.criu.restore (or the checkpoint changed since)" % images_dir)
         proc = record.get("process") or {}
         return ({k: proc.get(k) for k in ("pid", "start_time", "boot_id", "exe", "cmdline")},
@@ -72,14 +73,14 @@ def process_unit(params):
         try:
             return _unit.unit_name(params["unit"])
         except _unit.UnitError as exc:
-            raise _restore.RestoreError(exc.msg)
+            raise RestoreError(exc.msg)
     if params.get("identity") or params.get("instance") == "restored":
         return None
     images_dir = os.path.dirname(os.path.abspath(params["manifest"])) if params.get("manifest") \
         else os.path.abspath(params["images_dir"])
     try:
         manifest, _sha = _restore.load_manifest(images_dir)
-    except _restore.RestoreError:
+    except RestoreError:
         return None
     return (manifest.get("unit") or {}).get("name")
 
@@ -167,7 +168,7 @@ def _ensure_process_state(params, check_mode, proc_root):
     if live is not None:
         diffs = _identity.differences(expected, live)
         if diffs:
-            raise _restore.RestoreError(
+            raise RestoreError(
                 "PID %d now belongs to a different process than %s (%s differ): expected %s, found %s; "
                 "nothing was signalled" % (pid, source, ", ".join(diffs), _identity.describe(expected),
                                            _identity.describe(live)),
@@ -182,11 +183,11 @@ def _ensure_process_state(params, check_mode, proc_root):
         root_done = before in ("absent", "zombie")
     else:
         if before in ("absent", "zombie"):
-            raise _restore.RestoreError("process %d from %s is not running (%s); it cannot be made %s"
+            raise RestoreError("process %d from %s is not running (%s); it cannot be made %s"
                                % (pid, source, "gone" if before == "absent" else "a zombie", want),
                                details={"pid": pid, "before": before, "expected": expected})
         if before == "traced":
-            raise _restore.RestoreError("process %d from %s is stopped by a tracer (ptrace); a signal cannot make it %s "
+            raise RestoreError("process %d from %s is stopped by a tracer (ptrace); a signal cannot make it %s "
                                "(is criu still running against it?)" % (pid, source, want),
                                details={"pid": pid, "before": before})
         root_done = before == want
@@ -217,7 +218,7 @@ def _ensure_process_state(params, check_mode, proc_root):
                 "work: %s" % (pid, "; ".join(unrepaired)))
     if not root_done and not _identity.send_signal(pid, _identity.SIGNALS[want], start_time=live["start_time"],
                                                    proc_root=proc_root):
-        raise _restore.RestoreError("process %d from %s exited or was replaced before it could be sent %s; nothing was "
+        raise RestoreError("process %d from %s exited or was replaced before it could be sent %s; nothing was "
                            "signalled" % (pid, source, result["signal"]), details={"pid": pid, "before": before})
     result["tree_pids"] = [m["pid"] for m in pending
                            if _identity.send_signal(m["pid"], _identity.SIGNALS[want], start_time=m["start_time"],
@@ -232,18 +233,18 @@ def _ensure_process_state(params, check_mode, proc_root):
         else:
             result["after"] = _identity.state_word(now["state"])
             if result["after"] != "zombie":
-                raise _restore.RestoreError("process %d was sent SIGKILL but is still %s after %.1f s"
+                raise RestoreError("process %d was sent SIGKILL but is still %s after %.1f s"
                                    % (pid, result["after"], wait), details=dict(result))
             result["warnings"] = ["process %d is dead but its parent (pid %d) has not reaped it after %.1f s; "
                                   "its PID stays taken until then" % (pid, now["ppid"], wait)]
     else:
         result["after"] = _identity.wait_state(pid, (want,), wait, proc_root)
         if result["after"] != want:
-            raise _restore.RestoreError("process %d was sent %s but is %s after %.1f s"
+            raise RestoreError("process %d was sent %s but is %s after %.1f s"
                                % (pid, result["signal"], result["after"], wait), details=dict(result))
     stuck = _wait_members(result["tree_pids"], want, members, wait, proc_root)
     if stuck:
-        raise _restore.RestoreError("process %d from %s is %s, but not all of its tree: %s after %s and %.1f s"
+        raise RestoreError("process %d from %s is %s, but not all of its tree: %s after %s and %.1f s"
                            % (pid, source, result["after"], "; ".join(stuck), result["signal"], wait),
                            details=dict(result))
     result["process"] = _identity.public(_identity.read_identity(pid, proc_root))

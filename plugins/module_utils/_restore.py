@@ -48,7 +48,6 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _prefault
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
-RECORD_NAME = _manifest.RESTORE_RECORD_NAME
 LOG_NAME = "restore.log"
 # Written into images_dir by a restore that waits for its checkpoint, once its
 # prefault is done: a migration freezes the source only after it appears, so the
@@ -161,7 +160,7 @@ def _images_arriving(images_dir):
 
 def read_record(images_dir):
     """The restore record in images_dir, or None."""
-    return _manifest.read_record(os.path.join(images_dir, RECORD_NAME))
+    return _manifest.read_record(os.path.join(images_dir, _manifest.RESTORE_RECORD_NAME))
 
 
 # ----------------------------------------------------------- verifications
@@ -832,7 +831,7 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
             raise RestoreError("process %d restored from %s, but %s" % (pid, images_dir, exc.msg),
                                details={"pid": pid, "unit": unit})
     rec = make_record(manifest_sha, ident, result.argv, result.duration, stats, verified, proc_root)
-    _manifest.write_json_atomic(os.path.join(images_dir, RECORD_NAME), rec)
+    _manifest.write_json_atomic(os.path.join(images_dir, _manifest.RESTORE_RECORD_NAME), rec)
     timings["total"] = round(time.monotonic() - t0, 4)
     out = {"changed": True, "pid": pid, "process": _identity.public(ident), "restore_record": rec,
            "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,

@@ -362,7 +362,7 @@ def test_record_is_written_atomically_0600(tmp_path, proc, exe):
     images, _m = make_checkpoint(tmp_path, exe)
     ident = {"pid": PID, "start_time": 1, "boot_id": BOOT, "exe": str(exe), "cmdline": ["a"]}
     rec = _restore.make_record("abc", ident, ["criu", "restore"], 0.1, {"x": 1}, {"alive": True}, str(proc.root))
-    path = images / _restore.RECORD_NAME
+    path = images / _manifest.RESTORE_RECORD_NAME
     _manifest.write_json_atomic(str(path), rec)
     assert oct(os.stat(str(path)).st_mode & 0o777) == "0o600"
     assert json.loads(path.read_text()) == rec and rec["criu"]["log"] == "restore.log"
@@ -387,7 +387,7 @@ def test_expected_identity_sources(tmp_path, exe):
     with pytest.raises(_restore.RestoreError, match="no restore record"):
         _process_state.expected_identity(_params(images_dir=str(images), instance="restored"))
     _m, sha = _restore.load_manifest(str(images))
-    (images / _restore.RECORD_NAME).write_text(json.dumps(
+    (images / _manifest.RESTORE_RECORD_NAME).write_text(json.dumps(
         {"manifest_sha256": sha, "process": {"pid": PID, "start_time": 9, "boot_id": BOOT}}))
     ident3, source3 = _process_state.expected_identity(_params(images_dir=str(images), instance="restored"))
     assert ident3["start_time"] == 9 and "restored from" in source3

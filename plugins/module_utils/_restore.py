@@ -61,6 +61,7 @@ SCHEMA = 1
 DEFAULT_TIMEOUT_BASE = 30.0
 DEFAULT_TIMEOUT_RATE = float(16 << 20)  # bytes per second of the default timeout
 
+
 class RestoreError(_criu.CriuError):
     """A refused or failed restore, with extra result keys for fail_json."""
 

@@ -34,8 +34,8 @@ def test_sys_admin_covers_checkpoint_restore(tmp_path):
 
 
 def test_feature_names_adds_the_always_probed_once():
-    assert _criu_info.feature_names(["timens", "uffd"]) == ["timens", "uffd", "mem_dirty_track", "uffd-noncoop",
-                                                             "network_lock_nftables"]
+    assert _criu_info.feature_names(["timens", "uffd"]) == [
+        "timens", "uffd", "mem_dirty_track", "uffd-noncoop", "network_lock_nftables"]
     assert _criu_info.feature_names(None)[:1] == ["mem_dirty_track"]
 
 

@@ -487,7 +487,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         m = info["manifest"]
         result.update({"manifest": m, "msg": note, "log_path": os.path.join(images_dir, m["criu"].get("log") or
                                                                             _manifest.DUMP_LOG_NAME),
-                       "criu_cmd": m["criu"].get("argv"), "image_bytes": m.get("images_total_bytes"),
+                       "criu_cmd": m["criu"].get("argv"), "image_bytes": _manifest.checkpoint_bytes(m),
                        "pre_dump": {"used": bool(m["options"].get("pre_dump")), "reason": "no dump was needed"},
                        "timings": _stats_timings(m["criu"].get("stats") or {}, m["criu"].get("duration"),
                                                  time.monotonic() - started)})
@@ -674,7 +674,8 @@ def _locked_dump(plan, held, guard, result):
     if plan.opts.get("page_server"):
         manifest["remote_pages"] = {"address": plan.opts["page_server"]["address"],
                                     "port": int(plan.opts["page_server"]["port"]),
-                                    "files": _remote_names(tree_pids), "pattern": "pages-*.img"}
+                                    "files": _remote_names(tree_pids), "pattern": "pages-*.img",
+                                    "bytes": int(stats.get("pages_written") or 0) * os.sysconf("SC_PAGE_SIZE")}
     # With a transfer, the images leave now, while they are hashed and the manifest is
     # written here (both only read the images): the hashing is off the critical path of
     # the frozen window. The manifest itself is sent only after every image arrived.
@@ -729,7 +730,7 @@ def _locked_dump(plan, held, guard, result):
         "manifest": manifest,
         "log_path": log_path,
         "criu_cmd": res.argv,
-        "image_bytes": manifest["images_total_bytes"],
+        "image_bytes": _manifest.checkpoint_bytes(manifest),
         "pre_dump": plan.pre,
         "timings": timings,
     })

@@ -163,6 +163,14 @@ def images_total_bytes(records):
     return sum(r.get("size") or 0 for r in records)
 
 
+def checkpoint_bytes(manifest):
+    """How large the checkpoint is: the image files here plus, with a page
+    server, the pages it received (``remote_pages.bytes``: criu's
+    ``pages_written`` times the page size), which are not in images_dir."""
+    remote = (manifest.get("remote_pages") or {}).get("bytes") or 0
+    return int(manifest.get("images_total_bytes") or 0) + int(remote)
+
+
 def verify_images(manifest, images_dir, check_remote=False, extra=True):
     """Problems (sentences) with the images of ``manifest`` in images_dir; [] when they verify.
 

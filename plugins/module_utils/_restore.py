@@ -698,7 +698,7 @@ def hold_trusted(images_dir):
 def default_timeout(manifest):
     """Seconds a restore of this checkpoint may take before criu is killed:
     30 s plus 1 s per 16 MiB of images (criu restores hundreds of MB/s here)."""
-    return round(DEFAULT_TIMEOUT_BASE + float(manifest.get("images_total_bytes") or 0) / DEFAULT_TIMEOUT_RATE, 1)
+    return round(DEFAULT_TIMEOUT_BASE + float(_manifest.checkpoint_bytes(manifest)) / DEFAULT_TIMEOUT_RATE, 1)
 
 
 def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
@@ -781,7 +781,7 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
             raise RestoreError("criu restore of %s did not finish within %.0f s (%s) and was killed, with every "
                                "process it had restored so far; see %s" % (
                                    images_dir, timeout, "the timeout option" if params.get("timeout") else
-                                   "the default for %d bytes of images" % (manifest.get("images_total_bytes") or 0),
+                                   "the default for %d bytes of images" % _manifest.checkpoint_bytes(manifest),
                                    log_path),
                                rc=result.rc, log_path=log_path, log_errors=result.log_errors, argv=result.argv,
                                details={"pid": pid, "timeout": timeout})

@@ -249,3 +249,10 @@ def test_failed_marker_round_trip(tmp_path):
     _manifest.write_failed_marker(str(tmp_path), "disk full", {"pid": 3})
     marker = _manifest.read_failed_marker(str(tmp_path))
     assert marker["cause"] == "disk full" and marker["pid"] == 3 and marker["failed"] is True
+
+
+def test_checkpoint_bytes_counts_the_pages_a_page_server_received():
+    assert _manifest.checkpoint_bytes({"images_total_bytes": 4096}) == 4096
+    assert _manifest.checkpoint_bytes({"images_total_bytes": 4096,
+                                       "remote_pages": {"pattern": "pages-*.img", "bytes": 8192}}) == 12288
+    assert _manifest.checkpoint_bytes({}) == 0

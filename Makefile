@@ -17,7 +17,7 @@ unit: setup
 	@.venv/bin/python -m pytest -p no:cacheprovider tests/unit
 
 integration: setup
-	@.venv/bin/python -m pytest -p no:cacheprovider tests/integration
+	@.venv/bin/python -m pytest -p no:cacheprovider tests/system
 
 lint: setup
 	@.venv/bin/ansible-lint --offline

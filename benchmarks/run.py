@@ -123,7 +123,7 @@ def ensure_matplotlib():
 
 
 def load_fleet_module():
-    spec = importlib.util.spec_from_file_location("ckpt_test_fleet", os.path.join(REPO, "tests", "fleet", "fleet.py"))
+    spec = importlib.util.spec_from_file_location("ckpt_test_fleet", os.path.join(REPO, "tests", "system", "fleet", "fleet.py"))
     mod = importlib.util.module_from_spec(spec)
     sys.modules["ckpt_test_fleet"] = mod
     spec.loader.exec_module(mod)

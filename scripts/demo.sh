@@ -9,7 +9,7 @@ cd "$here"
 py=$here/.venv/bin/python
 state=${CKPT_DEMO_STATE_DIR:-/run/ckpt-demo-fleet}
 work=$(mktemp -d /tmp/ckpt-demo.XXXXXX)
-fleet() { "$py" tests/fleet/fleet.py --state-dir "$state" "$@"; }
+fleet() { "$py" tests/system/fleet/fleet.py --state-dir "$state" "$@"; }
 cleanup() { fleet down >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 

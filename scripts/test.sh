@@ -37,7 +37,7 @@ antsibull-docs lint-collection-docs --plugin-docs "$copy" || failed+=(docs-lint)
 
 step "pytest: unit and integration (real CRIU, real processes, real SSH)"
 rc=0
-python -m pytest -p no:cacheprovider "${pytest_args[@]}" tests/unit tests/integration || rc=$?
+python -m pytest -p no:cacheprovider "${pytest_args[@]}" tests/unit tests/system || rc=$?
 if [[ $rc -eq 5 ]]; then echo "pytest collected no tests"; failed+=(pytest-no-tests)
 elif [[ $rc -ne 0 ]]; then failed+=(pytest); fi
 

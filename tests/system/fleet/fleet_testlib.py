@@ -1,4 +1,4 @@
-"""Helpers for the playbook tests on the SSH test fleet (tests/fleet/fleet.py).
+"""Helpers for the playbook tests on the SSH test fleet (tests/system/fleet/fleet.py).
 
 Playbooks run with real ansible-playbook over real SSH; every extra var
 is passed as a string, as an AWX survey passes it.
@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 
+import fleet as fleet_mod
+from ckpt_testlib import continuity, read_ticks
+
 REPO = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(REPO / "tests" / "fleet"))
-import fleet as fleet_mod  # noqa: E402  pylint: disable=wrong-import-position
-from ckpt_testlib import continuity, read_ticks  # noqa: E402  pylint: disable=wrong-import-position
 
 Fleet = fleet_mod.Fleet
 FleetError = fleet_mod.FleetError

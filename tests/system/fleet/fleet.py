@@ -495,7 +495,7 @@ class Fleet:
                + host_entries + common.format(key=self.key_path)
                + "  UserKnownHostsFile %s\n  GlobalKnownHostsFile /dev/null\n"
                  "  StrictHostKeyChecking yes\n" % self.known_hosts_path)
-        inv = ["# ckpt.criu test fleet at %s (tests/fleet/fleet.py)" % self.state_dir, "[fleet]"]
+        inv = ["# ckpt.criu test fleet at %s (tests/system/fleet/fleet.py)" % self.state_dir, "[fleet]"]
         inv += ["%s ansible_host=%s" % (h, self.address(h)) for h in names]
         inv += ["", "[fleet:vars]", "ansible_user=root",
                 "ansible_ssh_private_key_file=%s" % self.key_path,

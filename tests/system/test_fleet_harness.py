@@ -1,4 +1,4 @@
-"""Tests of the test fleet itself (tests/fleet/fleet.py): real namespaces, real
+"""Tests of the test fleet itself (tests/system/fleet/fleet.py): real namespaces, real
 sshd, real SSH from Ansible, and a real CRIU migration between two hosts.
 
 The fleets here use their own names and subnets (CKPT_FLEET_TEST_SUBNET*),
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-FLEET_PY = REPO / "tests" / "fleet" / "fleet.py"
+FLEET_PY = REPO / "tests" / "system" / "fleet" / "fleet.py"
 WORKLOADS = REPO / "tests" / "workloads"
 ANSIBLE = REPO / ".venv" / "bin" / "ansible"
 CRIU = os.environ.get("CKPT_CRIU", "/opt/ckpt-criu/bin/criu")

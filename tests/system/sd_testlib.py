@@ -15,10 +15,10 @@ import pytest
 
 from ckpt_testlib import REPO, read_ticks
 
-FLEET_PY = REPO / "tests" / "fleet" / "fleet.py"
+FLEET_PY = REPO / "tests" / "system" / "fleet" / "fleet.py"
 WORKLOADS = REPO / "tests" / "workloads"
 # What an operator adds to Debian's redis-server.service so that CRIU can take it.
-REDIS_DROP_IN = (REPO / "tests" / "integration" / "files" / "redis-checkpointable.conf").read_text()
+REDIS_DROP_IN = (REPO / "tests" / "system" / "files" / "redis-checkpointable.conf").read_text()
 
 
 def _load_fleet_module():

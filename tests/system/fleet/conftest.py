@@ -1,4 +1,4 @@
-"""Fixtures for the playbook tests on the SSH test fleet (tests/fleet/fleet.py).
+"""Fixtures for the playbook tests on the SSH test fleet (tests/system/fleet/fleet.py).
 
 One fleet for the whole directory, torn down at the end even when a test
 fails. The helpers the tests share live in fleet_testlib.py.

@@ -201,7 +201,7 @@ def test_maintenance_reboot_restores(fleet, clean_hosts, workload, playbook, tmp
     from fleet import Fleet
     ev = {"ckpt_hosts": "node1", "ckpt_checkpoint_pidfiles": w.pidfile,
           "ckpt_maintenance_reboot": "command",
-          "ckpt_maintenance_reboot_command": [sys.executable, str(REPO / "tests" / "fleet" / "fleet.py"),
+          "ckpt_maintenance_reboot_command": [sys.executable, str(REPO / "tests" / "system" / "fleet" / "fleet.py"),
                                               "--state-dir", STATE_DIR, "reboot", "{host}"],
           "ckpt_window_start": "00:00", "ckpt_window_end": "23:59", "ckpt_window_utc": "true"}
 

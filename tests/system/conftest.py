@@ -33,7 +33,7 @@ def ansible_env(tmp_path_factory):
     env.update({
         "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
         "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "tests" / "integration" / "plugins" / "callback"),
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "tests" / "system" / "plugins" / "callback"),
         "ANSIBLE_CALLBACKS_ENABLED": "result_json",
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_LOCAL_TEMP": str(tmp_path_factory.mktemp("ansible-local")),

@@ -47,7 +47,7 @@ def module(sd, tmp_path):
         rfile = tmp_path / ("result-%d.jsonl" % counter["n"])
         env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
                    ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-                   ANSIBLE_CALLBACK_PLUGINS=str(REPO / "tests" / "integration" / "plugins" / "callback"),
+                   ANSIBLE_CALLBACK_PLUGINS=str(REPO / "tests" / "system" / "plugins" / "callback"),
                    ANSIBLE_CALLBACKS_ENABLED="result_json", CKPT_RESULT_FILE=str(rfile),
                    ANSIBLE_SSH_CONTROL_PATH_DIR=str(tmp_path / "cp"),
                    ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-local"),

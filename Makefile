@@ -1,5 +1,5 @@
 # ckpt.criu developer entry points. Every target sets the machine up first.
-.PHONY: setup test demo bench sanity matrix lint unit integration docs clean
+.PHONY: setup test demo bench sanity matrix lint unit integration targets docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,9 @@ unit: setup
 
 integration: setup
 	@.venv/bin/python -m pytest -p no:cacheprovider tests/system
+
+targets: setup
+	@bash scripts/targets.sh
 
 lint: setup
 	@.venv/bin/ansible-lint --offline

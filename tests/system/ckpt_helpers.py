@@ -12,7 +12,7 @@ from pathlib import Path
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
 REPO = Path(__file__).resolve().parents[2]
-WORKLOADS = REPO / "tests" / "workloads"
+WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
 
 
 def state(pid):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-WORKLOADS = REPO / "tests" / "workloads"
+WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
 VENV_BIN = REPO / ".venv" / "bin"
 
 
@@ -48,7 +48,7 @@ def read_ticks(path):
 
 
 def thread_ticks(directory, n):
-    """[[(seq, time_ns, tid)] per thread] of tests/workloads/threads.py's files in directory."""
+    """[[(seq, time_ns, tid)] per thread] of tests/integration/targets/setup_workloads/files/threads.py's files in directory."""
     out = []
     for i in range(n):
         ticks = []

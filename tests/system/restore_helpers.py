@@ -22,7 +22,7 @@ from ckpt_testlib import sha256  # noqa: F401  (re-exported to the tests)
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 
 REPO = Path(__file__).resolve().parents[2]
-WORKLOADS = REPO / "tests" / "workloads"
+WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
 DUMP_MODULE = REPO / "plugins" / "modules" / "dump.py"
 O_APPEND = 0o2000
 

@@ -16,7 +16,7 @@ import pytest
 from ckpt_testlib import REPO, read_ticks
 
 FLEET_PY = REPO / "tests" / "system" / "fleet" / "fleet.py"
-WORKLOADS = REPO / "tests" / "workloads"
+WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
 # What an operator adds to Debian's redis-server.service so that CRIU can take it.
 REDIS_DROP_IN = (REPO / "tests" / "system" / "files" / "redis-checkpointable.conf").read_text()
 

@@ -15,7 +15,7 @@ from ckpt_testlib import free_port
 from ansible_collections.ckpt.criu.plugins.module_utils import _stdio
 
 REPO = Path(__file__).resolve().parents[2]
-WORKLOADS = REPO / "tests" / "workloads"
+WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
 
 TCP_HOLDER = r"""
 import socket, sys, time

@@ -18,7 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 FLEET_PY = REPO / "tests" / "system" / "fleet" / "fleet.py"
-WORKLOADS = REPO / "tests" / "workloads"
+WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
 ANSIBLE = REPO / ".venv" / "bin" / "ansible"
 CRIU = os.environ.get("CKPT_CRIU", "/opt/ckpt-criu/bin/criu")
 

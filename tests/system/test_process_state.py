@@ -146,7 +146,7 @@ def test_restored_instance_is_not_the_source(run_module, workload, tmp_path, cri
 
 
 def _pipe_tree(tmp_path):
-    """(root, child, ticks file) of tests/workloads/pipe_tree.py, started as a daemon, ticking."""
+    """(root, child, ticks file) of the workload pipe_tree.py, started as a daemon, ticking."""
     ticks = tmp_path / "pipe.ticks"
     p = subprocess.Popen([sys.executable, str(WORKLOADS / "pipe_tree.py"), str(ticks)], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

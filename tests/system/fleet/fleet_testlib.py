@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[3]
 Fleet = fleet_mod.Fleet
 FleetError = fleet_mod.FleetError
 
-WORKLOADS = REPO / "tests" / "workloads"
+WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
 PLAYBOOKS = REPO / "playbooks"
 STATE_DIR = os.environ.get("CKPT_ROLES_FLEET_STATE_DIR", "/run/ckpt-fleet-roles-it")
 # Name and subnet can be changed so that two checkouts can run their fleet

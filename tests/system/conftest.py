@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: real Ansible, real CRIU, real processes.
+"""Fixtures for the system tests: real Ansible, real CRIU, real processes.
 
 `run_module` runs one module of this collection through `ansible` (ad-hoc,
 local connection) and returns its result as Ansible reported it, captured by
@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_testlib import REPO, VENV_BIN, WORKLOADS, Workload, criu_binary, wait_gone
+# The test fleet's harness and helpers (fleet/) serve tests here too.
+sys.path.append(str(Path(__file__).resolve().parent / "fleet"))
+
+from ckpt_testlib import REPO, VENV_BIN, WORKLOADS, Workload, criu_binary, wait_gone  # noqa: E402  pylint: disable=wrong-import-position
 
 
 @pytest.fixture(scope="session")

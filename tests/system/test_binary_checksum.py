@@ -192,17 +192,22 @@ def test_mapped_library_overwritten_in_place_same_size(run_module, procs, tmp_pa
     assert pr.p.poll() is None, "the process should still run"
 
 
-def test_exe_replaced_on_disk_same_size(run_module, procs, tmp_path):
-    """The executable of a running process cannot be rewritten in place (ETXTBSY); a deploy replaces it.
-
-    The running process still maps the old inode: its records match what it was started with,
-    the exe is flagged `replaced`, and checking the files on disk (what a restore maps) fails."""
+def _private_sleep(run_module, procs, tmp_path):
+    """(exe, process, its binary_checksum result) of a private copy of /bin/sleep, running."""
     d = tmp_path / "app"
     d.mkdir()
     exe = d / "sleep"
     shutil.copy("/bin/sleep", str(exe))
     pr = procs([str(exe), "300"])
-    before = run_module("binary_checksum", {"pid": pr.pid})
+    return exe, pr, run_module("binary_checksum", {"pid": pr.pid})
+
+
+def test_exe_replaced_on_disk_same_size(run_module, procs, tmp_path):
+    """The executable of a running process cannot be rewritten in place (ETXTBSY); a deploy replaces it.
+
+    The running process still maps the old inode: its records match what it was started with,
+    the exe is flagged `replaced`, and checking the files on disk (what a restore maps) fails."""
+    exe, pr, before = _private_sleep(run_module, procs, tmp_path)
     assert before.status == "ok", before
     assert before["exe"]["path"] == str(exe)
 
@@ -215,7 +220,7 @@ def test_exe_replaced_on_disk_same_size(run_module, procs, tmp_path):
         assert exc.errno == 26  # ETXTBSY: the kernel refuses writes to a running executable
         in_place = False
     if not in_place:
-        tmp = d / ".sleep.new"
+        tmp = exe.parent / ".sleep.new"
         tmp.write_bytes(new)
         os.chmod(str(tmp), 0o755)
         os.replace(str(tmp), str(exe))
@@ -246,12 +251,7 @@ def test_exe_replaced_on_disk_same_size(run_module, procs, tmp_path):
 
 
 def test_deleted_mapped_file_is_flagged(run_module, procs, tmp_path):
-    d = tmp_path / "app"
-    d.mkdir()
-    exe = d / "sleep"
-    shutil.copy("/bin/sleep", str(exe))
-    pr = procs([str(exe), "300"])
-    before = run_module("binary_checksum", {"pid": pr.pid})
+    exe, pr, before = _private_sleep(run_module, procs, tmp_path)
     os.unlink(str(exe))
     res = run_module("binary_checksum", {"pid": pr.pid, "expected": dict(before)})
     assert res.status == "ok", res

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import (REPO, Tmpfs, find_criu, mode, read_manifest, start_child_in_new_pidns,
-                          start_plain_child, state, still_ticking, ticks_after,
-                          wait_state)
-from ckpt_testlib import sha256, wait_gone
+from ckpt_testlib import (REPO, Tmpfs, find_criu, mode, read_manifest, sha256, start_child_in_new_pidns,
+                          start_plain_child, state, still_ticking, ticks_after, wait_gone, wait_state)
 
 pytestmark = pytest.mark.criu
 

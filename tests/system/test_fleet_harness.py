@@ -5,7 +5,6 @@ The fleets here use their own names and subnets (CKPT_FLEET_TEST_SUBNET*),
 so they do not disturb a fleet someone started with the defaults."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -16,25 +15,16 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-FLEET_PY = REPO / "tests" / "system" / "fleet" / "fleet.py"
-WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
+from ckpt_testlib import REPO, WORKLOADS
+from fleet_testlib import FLEET_PY
+from fleet_testlib import fleet_mod as fleetmod
+
 ANSIBLE = REPO / ".venv" / "bin" / "ansible"
 CRIU = os.environ.get("CKPT_CRIU", "/opt/ckpt-criu/bin/criu")
 
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET", "10.213.91.0/24")
 SUBNET2 = os.environ.get("CKPT_FLEET_TEST_SUBNET2", "10.213.92.0/24")
 
-
-def _load_fleet_module():
-    spec = importlib.util.spec_from_file_location("ckpt_test_fleet", str(FLEET_PY))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["ckpt_test_fleet"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-fleetmod = _load_fleet_module()
 
 pytestmark = [
     pytest.mark.fleet,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from sd_testlib import FLEET_PY, fleetmod, show, ssh, systemd_fleet, wait
+from fleet_testlib import FLEET_PY, show, ssh, systemd_fleet, wait
+from fleet_testlib import fleet_mod as fleetmod
 
 CRIU = os.environ.get("CKPT_CRIU", "/opt/ckpt-criu/bin/criu")
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET3", "10.213.93.0/24")

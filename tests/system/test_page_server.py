@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import state, wait_state
-from ckpt_testlib import wait_gone
+from ckpt_testlib import state, wait_gone, wait_state
 
 pytestmark = pytest.mark.criu
 

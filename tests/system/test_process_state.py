@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from ckpt_testlib import WORKLOADS, continuity, read_ticks
-from restore_helpers import identity, make_checkpoint, state, wait_gone, write_manifest
+from ckpt_testlib import (WORKLOADS, continuity, identity, make_checkpoint, read_ticks, state, wait_gone,
+                          write_manifest)
 
 pytestmark = pytest.mark.criu
 

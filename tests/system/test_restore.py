@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from restore_helpers import (continuity, dir_snapshot, flip_byte, identity, kill_and_wait,
-                             make_checkpoint, start_workload, state, wait_gone)
+from ckpt_testlib import (continuity, dir_snapshot, flip_byte, identity, kill_and_wait,
+                          make_checkpoint, start_workload, state, wait_gone, write_manifest)
 
 pytestmark = pytest.mark.criu
 
@@ -46,6 +46,14 @@ def _assert_restored(res, w, images, before_ticks):
     ok, gap = w.continuity()
     assert ok, "tick sequence repeated or skipped across the restore"
     return gap
+
+
+def _checkpointed(run_module, workload, tmp_path, criu_bin, **dump_args):
+    """(workload, images_dir) of a counter checkpointed with ckpt.criu.dump into tmp_path/img."""
+    w = workload("devnull")
+    images = tmp_path / "img"
+    make_checkpoint(criu_bin, w.pid, images, run_module, **dump_args)
+    return w, images
 
 
 def test_happy_path_restores_and_ticks_on(run_module, workload, tmp_path, criu_bin):
@@ -98,9 +106,7 @@ def test_check_apply_check_apply(run_module, workload, tmp_path, criu_bin):
 def test_restore_does_not_hold_ansible_pipes(run_module, workload, tmp_path, criu_bin):
     """The restored process lives on; if it held the module's stdout/stderr,
     `ansible` would never see EOF and this call would hit its timeout."""
-    w = workload("devnull")
-    images = tmp_path / "img"
-    make_checkpoint(criu_bin, w.pid, images, run_module)
+    w, images = _checkpointed(run_module, workload, tmp_path, criu_bin)
     assert wait_gone(w.pid)
     t0 = time.monotonic()
     res = run_module("restore", {"images_dir": str(images), "settle": 0.5}, timeout=60)
@@ -168,9 +174,7 @@ def test_corrupted_image_refused_then_restores_when_fixed(run_module, workload, 
 
 
 def test_missing_image_refused(run_module, workload, tmp_path, criu_bin):
-    w = workload("devnull")
-    images = tmp_path / "img"
-    make_checkpoint(criu_bin, w.pid, images, run_module)
+    w, images = _checkpointed(run_module, workload, tmp_path, criu_bin)
     assert wait_gone(w.pid)
     core = sorted(images.glob("core-*.img"))[0]
     aside = tmp_path / core.name
@@ -184,9 +188,7 @@ def test_missing_image_refused(run_module, workload, tmp_path, criu_bin):
 
 
 def test_missing_or_incomplete_manifest_refused(run_module, workload, tmp_path, criu_bin):
-    w = workload("devnull")
-    images = tmp_path / "img"
-    make_checkpoint(criu_bin, w.pid, images, run_module, leave_running=True)
+    w, images = _checkpointed(run_module, workload, tmp_path, criu_bin, leave_running=True)
     manifest = images / "ckpt-manifest.json"
     data = json.loads(manifest.read_text())
     manifest.rename(images / "aside.json")
@@ -233,9 +235,7 @@ def test_binary_same_size_other_content_refused(run_module, tmp_path, criu_bin):
 
 
 def test_pid_taken_by_live_process_refused(run_module, workload, tmp_path, criu_bin):
-    w = workload("devnull")
-    images = tmp_path / "img"
-    make_checkpoint(criu_bin, w.pid, images, run_module, leave_running=True)
+    w, images = _checkpointed(run_module, workload, tmp_path, criu_bin, leave_running=True)
     snap = dir_snapshot(images)
     n = len(w.read_ticks())
     res = _restore(run_module, images, pid_wait=0.5)
@@ -266,7 +266,6 @@ def test_pid_held_by_someone_else(run_module, workload, tmp_path, criu_bin):
     assert data["process"]["pid"] == manifest["process"]["pid"]
     # We cannot move the images to another PID, but the refusal happens before criu:
     data["process"]["pid"] = other
-    from restore_helpers import write_manifest
     write_manifest(images, data)
     res = _restore(run_module, images, pid_wait=0.2)
     assert res.failed and "held by another live process" in res["msg"] and str(other) in res["msg"], res
@@ -359,9 +358,7 @@ def test_stdout_file_without_append_truncated_refused(run_module, workload, tmp_
 
 
 def test_non_root_refused(run_module, workload, tmp_path, criu_bin):
-    w = workload("devnull")
-    images = tmp_path / "img"
-    make_checkpoint(criu_bin, w.pid, images, run_module, leave_running=True)
+    w, images = _checkpointed(run_module, workload, tmp_path, criu_bin, leave_running=True)
     # nobody cannot run the venv's python (under /root): use the system one.
     inventory = tmp_path / "nobody.ini"
     inventory.write_text("localhost ansible_connection=local ansible_python_interpreter=/usr/bin/python3\n")

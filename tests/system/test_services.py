@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_testlib import WORKLOADS, continuity, free_port, read_ticks, thread_ticks, wait_gone
+from ckpt_testlib import WORKLOADS, Resp, continuity, free_port, read_ticks, thread_ticks, wait_gone
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
@@ -117,55 +117,6 @@ def _restore(run_module, criu_bin, images, **kw):
     return res
 
 
-class Resp(object):
-    """A minimal RESP (redis protocol) client over one TCP connection."""
-
-    def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-        self.rfile = self.sock.makefile("rb")
-
-    @staticmethod
-    def encode(*args):
-        parts = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(parts)
-
-    def read(self):
-        line = self.rfile.readline()
-        if not line:
-            raise ConnectionError("redis closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            raise RuntimeError("redis error: %s" % rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.rfile.read(n + 2)
-            return data[:-2]
-        if kind == b"*":
-            return [self.read() for dummy in range(int(rest))]
-        raise RuntimeError("unexpected redis reply %r" % line)
-
-    def cmd(self, *args):
-        self.sock.sendall(self.encode(*args))
-        return self.read()
-
-    def pipeline(self, commands):
-        self.sock.sendall(b"".join(self.encode(*c) for c in commands))
-        return [self.read() for dummy in commands]
-
-    def close(self):
-        self.rfile.close()
-        self.sock.close()
-
-
 # -------------------------------------------------------------------- redis
 
 def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin, tmp_path):
@@ -181,15 +132,15 @@ def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin
     pid = procs([REDIS, conf], "redis")
     _wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
               what="redis to listen on port %d" % port)
-    loader = Resp(port)
+    loader = Resp("127.0.0.1", port)
     for start in range(0, KEYS, 1000):
         assert loader.pipeline([("SET", "key:%d" % i, "value-%d" % i) for i in range(start, start + 1000)]) \
-            == [b"OK"] * 1000
+            == ["OK"] * 1000
     assert loader.cmd("DBSIZE") == KEYS
     loader.close()
-    held = Resp(port)
-    assert held.cmd("CLIENT", "SETNAME", "held-through-the-checkpoint") == b"OK"
-    assert held.cmd("PING") == b"PONG"
+    held = Resp("127.0.0.1", port)
+    assert held.cmd("CLIENT", "SETNAME", "held-through-the-checkpoint") == "OK"
+    assert held.cmd("PING") == "PONG"
     tids = _tids(pid)
     assert len(tids) >= 4, "redis-server runs its background (bio) threads: %s" % tids
 
@@ -213,7 +164,7 @@ def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin
         assert table not in _nft_tables(), "the restore lifts the network lock"
         assert r["verified"]["processes"] == 1 and r["verified"]["threads"] == len(tids)
         assert _tids(pid) == tids, "every thread is back with its own TID"
-        assert held.read() == b"PONG", "the request sent while redis was checkpointed is answered"
+        assert held.reply() == "PONG", "the request sent while redis was checkpointed is answered"
         waited = time.monotonic() - sent
     finally:
         if table and table in _nft_tables():
@@ -221,14 +172,14 @@ def test_redis_with_10000_keys_and_a_held_connection(procs, run_module, criu_bin
 
     # The connection held through the dump and the restore answers, on the same server-side client.
     try:
-        assert held.cmd("PING") == b"PONG"
-        assert held.cmd("CLIENT", "GETNAME") == b"held-through-the-checkpoint"
-        assert held.cmd("GET", "key:4242") == b"value-4242"
-        fresh = Resp(port)
+        assert held.cmd("PING") == "PONG"
+        assert held.cmd("CLIENT", "GETNAME") == "held-through-the-checkpoint"
+        assert held.cmd("GET", "key:4242") == "value-4242"
+        fresh = Resp("127.0.0.1", port)
         assert fresh.cmd("DBSIZE") == KEYS
         for start in range(0, KEYS, 1000):
             got = fresh.cmd("MGET", *["key:%d" % i for i in range(start, start + 1000)])
-            assert got == [b"value-%d" % i for i in range(start, start + 1000)]
+            assert got == ["value-%d" % i for i in range(start, start + 1000)]
         fresh.close()
     finally:
         held.close()

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_helpers import find_criu, still_ticking
-from ckpt_testlib import REPO, VENV_BIN, read_ticks, wait_gone
-from restore_helpers import start_workload
+from ckpt_testlib import REPO, VENV_BIN, find_criu, read_ticks, start_workload, still_ticking, wait_gone
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _dump, _identity, _restore
 

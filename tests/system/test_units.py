@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_testlib import REPO, VENV_BIN, continuity, read_ticks
-from sd_testlib import install_redis, install_ticker, show, ssh, systemd_fleet
+from fleet_testlib import install_redis, install_ticker, show, ssh, systemd_fleet
 
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET4", "10.213.95.0/24")
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]

@@ -1,7 +1,10 @@
-"""Helpers for the playbook tests on the SSH test fleet (tests/system/fleet/fleet.py).
+"""Helpers of the tests on the SSH test fleet (fleet.py, beside this file).
 
 Playbooks run with real ansible-playbook over real SSH; every extra var
-is passed as a string, as an AWX survey passes it.
+is passed as a string, as an AWX survey passes it. The tests on hosts booting
+systemd (`fleet.py up --init systemd`) have their helpers here too: a systemd
+fleet, ssh and `systemctl show` as Python values, the drop-in that makes
+Debian's redis-server.service checkpointable, and a ticker unit.
 """
 from __future__ import annotations
 
@@ -11,20 +14,21 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 
 import fleet as fleet_mod
-from ckpt_testlib import continuity, read_ticks
-
-REPO = Path(__file__).resolve().parents[3]
+from ckpt_testlib import REPO, WORKLOADS, Ticker, read_ticks
 
 Fleet = fleet_mod.Fleet
 FleetError = fleet_mod.FleetError
 
-WORKLOADS = REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files"
+FLEET_PY = Path(fleet_mod.__file__).resolve()
+# What an operator adds to Debian's redis-server.service so that CRIU can take it.
+REDIS_DROP_IN = (REPO / "tests" / "system" / "files" / "redis-checkpointable.conf").read_text()
 PLAYBOOKS = REPO / "playbooks"
 STATE_DIR = os.environ.get("CKPT_ROLES_FLEET_STATE_DIR", "/run/ckpt-fleet-roles-it")
 # Name and subnet can be changed so that two checkouts can run their fleet
@@ -40,7 +44,7 @@ def fresh(fleet):
     return fleet
 
 
-class FleetWorkload:
+class FleetWorkload(Ticker):
     """A counter started over SSH on a fleet host (as a daemon would be)."""
 
     def __init__(self, fleet, host, pid, pidfile, ticks):
@@ -58,20 +62,8 @@ class FleetWorkload:
     def running_on(self, host):
         return self.state(host) in ("R", "S", "D")
 
-    def read_ticks(self):
-        return read_ticks(self.ticks)
-
     def wait_ticks(self, n=5, timeout=10.0):
-        start = len(self.read_ticks())
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if len(self.read_ticks()) >= start + n:
-                return True
-            time.sleep(0.05)
-        return False
-
-    def continuity(self):
-        return continuity(self.read_ticks())
+        return super().wait_ticks(n, timeout)
 
 
 def unreachable_address():
@@ -134,3 +126,78 @@ def copy_python(fleet, host, alter=False):
         with open(dst, "ab") as fh:
             fh.write(b"\0")
     return "/srv/bin/python3"
+
+
+# ------------------------------------------------------- hosts booting systemd
+
+
+@contextmanager
+def systemd_fleet(state_dir, name, subnet, hosts=2, binds=None):
+    """A fleet of hosts booting systemd, taken down whatever happens."""
+    if os.geteuid() != 0:
+        pytest.fail("the test fleet needs root")
+    f = fleet_mod.Fleet(state_dir=str(state_dir), name=name, subnet=subnet, init="systemd", binds=binds)
+    try:
+        f.up(hosts=hosts, timeout=60)
+        yield f
+    finally:
+        f.down()
+
+
+def ssh(fleet, host, argv, check=True, timeout=120, input=None):  # pylint: disable=redefined-builtin
+    """stdout of argv run on host over SSH; asserts rc 0 unless check=False."""
+    kw = {"input": input} if input is not None else {}
+    p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout, **kw)
+    if check:
+        assert p.returncode == 0, "ssh %s %s: rc=%d\n%s%s" % (host, argv, p.returncode, p.stdout, p.stderr)
+    return p.stdout
+
+
+def show(fleet, host, unit, *props):
+    """{prop: value} of `systemctl show UNIT -p PROPS` on host."""
+    out = ssh(fleet, host, ["systemctl", "show", unit, "-p", ",".join(props)])
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def wait(pred, timeout=30, step=0.1):
+    """pred()'s first true value within timeout, else its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()
+
+
+def install_ticker(fleet, hosts, unit, ticks, enable=False, start_on=None):
+    """A Restart=always simple service whose ticks (file and journal) prove
+    continuity, installed on hosts; started on start_on. Returns the
+    controller-side path of the ticks file on start_on (or `ticks`)."""
+    body = ("[Unit]\nDescription=ckpt.criu test ticker\n[Service]\nType=simple\nRestart=always\n"
+            "RestartSec=100ms\nExecStart=/usr/bin/python3 %s --out %s --interval 0.02 --stdout\n"
+            "[Install]\nWantedBy=multi-user.target\n" % (WORKLOADS / "counter.py", ticks))
+    for h in hosts:
+        ssh(fleet, h, ["sh", "-c", "cat > /etc/systemd/system/%s.service && systemctl daemon-reload" % unit],
+            input=body)
+        if enable:
+            ssh(fleet, h, ["systemctl", "enable", unit])
+    if not start_on:
+        return ticks
+    ssh(fleet, start_on, ["systemctl", "start", unit])
+    path = fleet.host_path(start_on, ticks) if ticks.startswith(("/srv/", "/root/", "/var/lib/ckpt/")) else ticks
+    wait(lambda: len(read_ticks(path)) >= 5, timeout=10, step=0.05)
+    assert len(read_ticks(path)) >= 5, "the ticker wrote no ticks"
+    return path
+
+
+def install_redis(fleet, host, keys=10000, start=True):
+    """Debian's redis-server.service with the checkpointable drop-in; `keys` keys written."""
+    ssh(fleet, host, ["sh", "-c", "mkdir -p /etc/systemd/system/redis-server.service.d && cat > "
+                      "/etc/systemd/system/redis-server.service.d/checkpointable.conf && systemctl daemon-reload"
+                      + (" && systemctl enable --now redis-server && systemctl restart redis-server" if start
+                         else " && systemctl stop redis-server")], input=REDIS_DROP_IN)
+    if start and keys:
+        script = "".join("SET key:%d value-%d\n" % (i, i * 7) for i in range(keys))
+        out = ssh(fleet, host, ["redis-cli", "--pipe"], input=script)
+        assert "errors: 0, replies: %d" % keys in out, out

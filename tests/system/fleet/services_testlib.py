@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+from ckpt_testlib import REDIS_PORT
 from fleet_testlib import FLEET_SUBNET, WORKLOADS, FleetWorkload, fresh
 
-REDIS_PORT = 6379
 NGINX_PORT = 8080
 REDIS_SERVER = "/usr/bin/redis-server"
 NGINX = "/usr/sbin/nginx"
@@ -74,68 +74,6 @@ def wait_port(address, port, timeout=20.0):
 
 
 # ----------------------------------------------------------------- redis
-
-class Resp:
-    """A minimal RESP client on one TCP connection (held open on purpose)."""
-
-    def __init__(self, address, port=REDIS_PORT, timeout=30.0):
-        self.sock = socket.create_connection((address, port), timeout=timeout)
-        self.buf = b""
-
-    def close(self):
-        self.sock.close()
-
-    @staticmethod
-    def encode(*args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("redis closed the connection")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("redis closed the connection")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    def reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind in (b"+", b"-"):
-            text = rest.decode()
-            if kind == b"-":
-                raise RuntimeError("redis error: %s" % text)
-            return text
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self._exact(n).decode()
-        if kind == b"*":
-            return [self.reply() for _i in range(int(rest))]
-        raise RuntimeError("unexpected redis reply %r" % line)
-
-    def cmd(self, *args):
-        self.sock.sendall(self.encode(*args))
-        return self.reply()
-
-    def pipeline(self, commands):
-        self.sock.sendall(b"".join(self.encode(*c) for c in commands))
-        return [self.reply() for _c in commands]
-
 
 def key(i):
     return "key:%05d" % i

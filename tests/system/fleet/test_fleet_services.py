@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from ckpt_testlib import continuity, read_ticks, thread_ticks
+from ckpt_testlib import REDIS_PORT, Resp, continuity, read_ticks, thread_ticks
 from fleet_testlib import WORKLOADS, fresh, listdir, write_inventory
-from services_testlib import (REDIS_PORT, Pinger, Resp, addresses, check_keys, children, http_get,
+from services_testlib import (Pinger, addresses, check_keys, children, http_get,
                               kill_everywhere, load_keys, service_cidr, service_ip, set_address, spawn,
                               start_nginx, start_redis)
 

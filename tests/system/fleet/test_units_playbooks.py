@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from fleet_testlib import Fleet, continuity, read_ticks, write_inventory
-from sd_testlib import install_redis, install_ticker, show, ssh, systemd_fleet
+from ckpt_testlib import continuity, read_ticks
+from fleet_testlib import Fleet, install_redis, install_ticker, show, ssh, systemd_fleet, write_inventory
 
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET5", "10.213.96.0/24")
 

@@ -27,8 +27,10 @@ import socket
 import time
 
 
-def _detach_helper(target):
-    """Fork a helper in its own session running target(); return its PID."""
+def _in_grandchild(body):
+    """Run body(w) in a grandchild reparented to init (its parent starts a session of
+    its own and exits at once). body writes the grandchild's PID to the pipe end w and
+    closes it; the grandchild ends when body returns. Returns that PID."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -36,22 +38,24 @@ def _detach_helper(target):
         os.setsid()
         if os.fork() != 0:
             os._exit(0)
-        os.write(w, str(os.getpid()).encode())
-        os.close(w)
         try:
-            target()
+            body(w)
         finally:
             os._exit(0)
     os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 64)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
+    with os.fdopen(r, "rb") as fh:
+        data = fh.read()
     os.waitpid(pid, 0)
     return int(data)
+
+
+def _detach_helper(target):
+    """Fork a helper in its own session running target(); return its PID."""
+    def body(w):
+        os.write(w, str(os.getpid()).encode())
+        os.close(w)
+        target()
+    return _in_grandchild(body)
 
 
 def _quiet_stdio():
@@ -153,14 +157,8 @@ def main():
     with open(a.pidfile + ".aux", "w") as fh:
         fh.write("".join("%d\n" % p for p in aux))
 
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        os.setsid()
-        if os.fork() != 0:
-            os._exit(0)
-        # Grandchild: the workload.
+    def workload(w):
+        # The grandchild: the workload.
         is_pty = a.stdio == "pty"
         src = dict(fds)
         if deleted_fd is not None:
@@ -193,15 +191,8 @@ def main():
         os.write(w, b"%d" % os.getpid())
         os.close(w)
         os.execvp(cmd[0], cmd)
-    os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 64)
-        if not chunk:
-            break
-        data += chunk
-    os.waitpid(pid, 0)
-    print(int(data))
+
+    print(_in_grandchild(workload))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ restarts a killed Restart=always service), a reboot from inside ends PID 1 and
 boots a new one, and nothing a host writes reaches the machine."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -23,6 +24,9 @@ from fleet_testlib import fleet_mod as fleetmod
 
 CRIU = os.environ.get("CKPT_CRIU", "/opt/ckpt-criu/bin/criu")
 SUBNET = os.environ.get("CKPT_FLEET_TEST_SUBNET3", "10.213.93.0/24")
+# A second fleet's, beside SUBNET (10.213.94.0/24 by default), whatever SUBNET is.
+_NET = ipaddress.ip_network(SUBNET)
+SUBNET_NEXT = str(ipaddress.ip_network((int(_NET.network_address) + _NET.num_addresses, _NET.prefixlen)))
 
 pytestmark = [pytest.mark.fleet]
 
@@ -134,7 +138,7 @@ def test_fleet_reboot_is_a_clean_systemd_reboot(sdfleet):
 
 
 def test_down_leaves_no_cgroup_mount_or_process(tmp_path):
-    f = fleetmod.Fleet(state_dir=str(tmp_path / "state"), name="cksdx", subnet=SUBNET.replace(".93.", ".94."),
+    f = fleetmod.Fleet(state_dir=str(tmp_path / "state"), name="cksdx", subnet=SUBNET_NEXT,
                        init="systemd")
     f.up(hosts=1, timeout=60)
     init = f.init_pid("node1")

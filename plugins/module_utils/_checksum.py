@@ -40,7 +40,6 @@ from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 PROC = _procfs.PROC
 CHUNK_SIZE = 1024 * 1024
-MANIFEST_NAME = "ckpt-manifest.json"
 DELETED_SUFFIX = " (deleted)"
 
 # ELF constants.
@@ -490,22 +489,25 @@ def _records_from_dict(data, origin):
 
 def read_manifest_binaries(path):
     """Binary records of a checkpoint manifest (file or images directory)."""
+    # Imported here: _manifest hashes images with this module.
+    from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
     target = path
     if os.path.isdir(path):
-        target = os.path.join(path, MANIFEST_NAME)
+        target = os.path.join(path, _manifest.MANIFEST_NAME)
         if not os.path.exists(target):
             raise ChecksumError("%s holds no %s, so it is not a completed checkpoint; give the images "
-                                "directory of a finished dump" % (path, MANIFEST_NAME), path)
+                                "directory of a finished dump" % (path, _manifest.MANIFEST_NAME), path)
     try:
-        with open(target, "rb") as fh:
-            data = json.loads(fh.read().decode("utf-8"))
-    except FileNotFoundError:
+        loaded = _manifest.read_json(target)
+    except _manifest.ManifestError as exc:
+        if isinstance(exc.cause, OSError):
+            raise ChecksumError("%s cannot be read: %s" % (target, exc.cause.strerror or exc.cause), target)
+        raise ChecksumError("%s is not a valid JSON manifest (%s); take a new checkpoint" % (target, exc.cause),
+                            target)
+    if loaded is None:
         raise ChecksumError("expected names %s, which does not exist; give a checkpoint manifest, its "
                             "directory, or a previous result" % target, target)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ChecksumError("%s is not a valid JSON manifest (%s); take a new checkpoint" % (target, exc), target)
-    except OSError as exc:
-        raise ChecksumError("%s cannot be read: %s" % (target, exc.strerror or exc), target)
+    data = loaded[0]
     if not isinstance(data, dict) or not isinstance(data.get("binaries"), dict):
         raise ChecksumError("%s has no binaries section, so the binaries cannot be verified against it; take a "
                             "new checkpoint with ckpt.criu.dump" % target, target)

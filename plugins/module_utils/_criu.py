@@ -21,11 +21,11 @@ from __future__ import annotations
 import os
 import re
 import selectors
-import shutil
 import signal
 import subprocess
 import time
 
+from ansible.module_utils.common.process import get_bin_path
 from ansible.module_utils.common.text.formatters import human_to_bytes
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
@@ -281,6 +281,17 @@ def parse_size(value, what="ghost_limit"):
 
 # ---------------------------------------------------------------- discovery
 
+def find_executable(name, first=()):
+    """Path of the executable NAME, or None: in the directories ``first``, then on PATH and in the
+    sbin directories (``get_bin_path``), then in :data:`SEARCH_DIRS`."""
+    for dirs in (first, SEARCH_DIRS):
+        try:
+            return get_bin_path(name, opt_dirs=list(dirs))
+        except ValueError:
+            continue
+    return None
+
+
 def find_criu(criu_path=None):
     """Path of the criu executable: the option, else the private prefix, else PATH.
 
@@ -297,15 +308,9 @@ def find_criu(criu_path=None):
             raise CriuError("criu_path %s is not executable; fix its mode or point criu_path elsewhere"
                             % criu_path)
         return criu_path
-    if os.path.isfile(PRIVATE_PREFIX_CRIU) and os.access(PRIVATE_PREFIX_CRIU, os.X_OK):
-        return PRIVATE_PREFIX_CRIU
-    found = shutil.which("criu")
+    found = find_executable("criu", first=(os.path.dirname(PRIVATE_PREFIX_CRIU),))
     if found:
         return found
-    for d in SEARCH_DIRS:
-        candidate = os.path.join(d, "criu")
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
     raise CriuError("criu was not found in /opt/ckpt-criu nor on PATH; install CRIU >= 4.2 "
                     "(the preflight role can install it, or run scripts/install-criu.sh) "
                     "or set criu_path")
@@ -356,6 +361,69 @@ def criu_feature(criu, name):
     rc, out, err = _run_simple([criu, "check", "--feature", name])
     text = (out + err).strip()
     return {"supported": rc == 0, "rc": rc, "output": text}
+
+
+# --------------------------------------------------------------------- argv
+
+# The flag of each boolean option; dump and restore both build their argv from this table.
+FLAGS = {
+    "leave_running": "--leave-running",
+    "leave_stopped": "--leave-stopped",
+    "shell_job": "--shell-job",
+    "tcp_established": "--tcp-established",
+    "ext_unix_sk": "--ext-unix-sk",
+    "file_locks": "--file-locks",
+}
+# The options a dump records (manifest ``options``) and its restore applies again, in argv order.
+SHARED_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "file_locks")
+
+
+def dir_args(images_dir, work_dir):
+    """The images directory and criu's own work directory."""
+    return ["-D", images_dir, "-W", work_dir]
+
+
+def flag_args(opts, keys):
+    """The flags of the options in ``keys`` (table :data:`FLAGS`, in that order) that ``opts`` sets.
+
+    ``ext_unix_sk`` with ``ext_unix_sk_inodes`` becomes ``--ext-unix-sk=INODE,...`` (the sockets a
+    dump took as external, by inode)."""
+    args = []
+    for key in keys:
+        if not opts.get(key):
+            continue
+        if key == "ext_unix_sk" and opts.get("ext_unix_sk_inodes"):
+            args.append("%s=%s" % (FLAGS[key], ",".join(str(i) for i in opts["ext_unix_sk_inodes"])))
+        else:
+            args.append(FLAGS[key])
+    return args
+
+
+def external_args(externals):
+    """``--external`` for each external resource."""
+    args = []
+    for ext in externals or []:
+        args.extend(["--external", ext])
+    return args
+
+
+def inherit_fd_args(pairs):
+    """``--inherit-fd fd[N]:KEY`` for each (fd, key) pair."""
+    args = []
+    for fd, key in pairs:
+        args.extend(["--inherit-fd", "fd[%d]:%s" % (int(fd), key)])
+    return args
+
+
+def tls_args(ps):
+    """``--tls`` and its files, when any TLS option is set."""
+    out = []
+    if ps.get("tls") or ps.get("tls_cacert") or ps.get("tls_cert") or ps.get("tls_key"):
+        out.append("--tls")
+        for key in ("tls_cacert", "tls_cert", "tls_key"):
+            if ps.get(key):
+                out.extend(["--" + key.replace("_", "-"), ps[key]])
+    return out
 
 
 # ------------------------------------------------------------------- runner

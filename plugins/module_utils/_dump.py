@@ -29,13 +29,11 @@ Order of a run (nothing is written before step 5, nothing frozen before 8):
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import dataclasses
 import os
 import re
 import shutil
 import signal
-import socket
 import tempfile
 import time
 
@@ -43,6 +41,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _guard
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
+from ansible_collections.ckpt.criu.plugins.module_utils import _lock
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
@@ -62,6 +61,23 @@ MEM_DIRTY_FEATURE = "mem_dirty_track"
 
 class DumpError(CkptError):
     """A dump refused or failed, with what a person needs to act on it."""
+
+
+@dataclasses.dataclass
+class DumpPlan(object):
+    """What the preflight of :func:`dump` decided, for the run under the lock."""
+
+    params: dict        # the module's parameters
+    opts: dict          # the dump options: params, completed by the preflight
+    criu: str           # the criu executable
+    version: dict       # its criu_version()
+    pid: int            # the target
+    pre: dict           # plan_pre_dump()'s verdict; the run adds what the pre-dump did
+    report: dict        # stdio_preflight()'s report: fds, stdio, stdio_files
+    force: bool
+    started: float      # time.monotonic() when the module started
+    proc_root: str
+    unit: dict = None   # the unit dumped, with its record; None for a bare process
 
 
 # ------------------------------------------------------------------ input
@@ -159,40 +175,11 @@ def resolve_pid(pid=None, pidfile=None):
     return _procfs.read_pidfile(pidfile)
 
 
-def _stat_field(pid, key, proc_root):
-    """Field ``key`` of the parsed /proc/PID/stat, or None when PID is gone or unreadable."""
-    try:
-        return _procfs.read_stat(pid, proc_root)[key]
-    except _procfs.ProcfsError:
-        return None
-
-
-def read_sid(pid, proc_root=PROC):
-    """The session id of PID (field 6 of /proc/PID/stat), or None."""
-    return _stat_field(pid, "session", proc_root)
-
-
-def read_state(pid, proc_root=PROC):
-    """The state letter of PID (field 3 of /proc/PID/stat), or None when it is gone."""
-    return _stat_field(pid, "state", proc_root)
-
-
-def current_identity(pid, proc_root=PROC):
-    """Identity of the live process at PID, or None when there is none (or a zombie)."""
-    try:
-        ident = _procfs.process_identity(pid, proc_root=proc_root)
-    except _procfs.ProcfsError:
-        return None
-    if ident.get("state") in _procfs.DEAD_STATES:
-        return None
-    return ident
-
-
 def process_tree(pid, proc_root=PROC):
     """[{pid, start_time, comm, exe, cmdline}] of the tree rooted at PID, root first."""
     out = []
     for p in _procfs.process_tree(pid, proc_root):
-        ident = current_identity(p, proc_root)
+        ident = _identity.live_identity(p, proc_root)
         if ident is not None:
             out.append(_identity.private(dict((k, ident.get(k)) for k in ("pid", "start_time", "comm", "exe",
                                                                           "cmdline"))))
@@ -203,23 +190,10 @@ def process_tree(pid, proc_root=PROC):
 
 def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
     """criu dump arguments (without the action, ``-o`` and ``-v4``) from the options."""
-    args = ["-t", str(int(pid)), "-D", images_dir, "-W", work_dir]
-    if opts.get("leave_running"):
-        args.append("--leave-running")
-    if opts.get("leave_stopped"):
-        args.append("--leave-stopped")
-    if opts.get("shell_job"):
-        args.append("--shell-job")
-    if opts.get("tcp_established"):
-        args.append("--tcp-established")
-    if opts.get("ext_unix_sk"):
-        args.append("--ext-unix-sk")
-    if opts.get("file_locks"):
-        args.append("--file-locks")
-    for ext in opts.get("external") or []:
-        args.extend(["--external", ext])
-    for fd, target in sorted((opts.get("inherit_fds") or {}).items()):
-        args.extend(["--inherit-fd", "fd[%d]:%s" % (int(fd), target)])
+    args = ["-t", str(int(pid))] + _criu.dir_args(images_dir, work_dir)
+    args.extend(_criu.flag_args(opts, ("leave_running", "leave_stopped") + _criu.SHARED_OPTIONS))
+    args.extend(_criu.external_args(opts.get("external")))
+    args.extend(_criu.inherit_fd_args(sorted((opts.get("inherit_fds") or {}).items())))
     if opts.get("ghost_limit") is not None:
         args.extend(["--ghost-limit", str(int(opts["ghost_limit"]))])
     if opts.get("tcp_established") and opts.get("network_lock"):
@@ -227,7 +201,7 @@ def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
     ps = opts.get("page_server")
     if ps:
         args.extend(["--page-server", "--address", ps["address"], "--port", str(int(ps["port"]))])
-        args.extend(tls_args(ps))
+        args.extend(_criu.tls_args(ps))
     if pre_dump_dir:
         args.extend(["--prev-images-dir", pre_dump_dir, "--track-mem"])
     # What the stdio plan needs on top (single argv elements, or --external PAIRS).
@@ -243,17 +217,6 @@ def build_dump_args(pid, images_dir, work_dir, opts, pre_dump_dir=None):
             args.append(arg)
         i += 1
     return args
-
-
-def tls_args(ps):
-    """``--tls`` and its files, when any TLS option is set."""
-    out = []
-    if ps.get("tls") or ps.get("tls_cacert") or ps.get("tls_cert") or ps.get("tls_key"):
-        out.append("--tls")
-        for key in ("tls_cacert", "tls_cert", "tls_key"):
-            if ps.get(key):
-                out.extend(["--" + key.replace("_", "-"), ps[key]])
-    return out
 
 
 def plan_pre_dump(mode, feature, page_server=False):
@@ -334,7 +297,7 @@ def decide(dir_info, pid, live, force, verify_problems=None):
 
 
 def check_session_leader(pid, shell_job, proc_root=PROC):
-    sid = read_sid(pid, proc_root)
+    sid = _identity.read_sid(pid, proc_root)
     if sid == 0 or _procfs.own_ns_session(pid, proc_root) == 0:
         raise DumpError("process %d is in a session whose leader is outside its PID namespace (its launcher, "
                         "e.g. a container's init, never called setsid): CRIU cannot dump it, not even with "
@@ -376,69 +339,6 @@ def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
     return report, plan
 
 
-# -------------------------------------------------------------- locking
-
-class DirLock(object):
-    """flock on ``images_dir/.ckpt-lock``; the holder's PID is written in it."""
-
-    def __init__(self, images_dir):
-        self.path = _manifest.lock_path(images_dir)
-        self.images_dir = images_dir
-        self.fd = None
-
-    def probe(self):
-        """Without creating anything: DumpError when another dump holds the lock now."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | _safedir.NOFOLLOW)
-        except OSError:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise DumpError("another dump into %s is running (PID %s); wait for it to finish"
-                            % (self.images_dir, holder))
-        finally:
-            os.close(fd)
-
-    def acquire(self, held=None):
-        """Take the lock in the verified directory ``held`` (a _safedir.HeldDir; held here when
-        not given): the lock file is opened relative to it, never through a symlink."""
-        if held is None:
-            with hold_images_dir(self.images_dir, DumpError, create=False) as own:
-                return self.acquire(own)
-        try:
-            fd = held.open(_manifest.LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-        except _safedir.UntrustedDirError as exc:
-            raise DumpError(exc.msg)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = "unknown"
-            try:
-                holder = os.pread(fd, 32, 0).decode().strip() or holder
-            except OSError:
-                pass
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise DumpError("another dump into %s is running (PID %s); wait for it to finish"
-                                % (self.images_dir, holder))
-            raise DumpError("cannot lock %s: %s" % (self.path, exc.strerror or exc))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, ("%d\n" % os.getpid()).encode(), 0)
-        self.fd = fd
-        return self
-
-    def release(self):
-        if self.fd is not None:
-            try:
-                os.ftruncate(self.fd, 0)
-            except OSError:
-                pass
-            os.close(self.fd)
-            self.fd = None
-
-
 # --------------------------------------------------------------- repair
 
 def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
@@ -450,11 +350,11 @@ def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
     deadline = time.monotonic() + wait
     for entry in tree:
         pid, start_time = (entry["pid"], entry.get("start_time")) if isinstance(entry, dict) else (entry, None)
-        state = read_state(pid, proc_root)
+        state = _identity.state_letter(pid, proc_root)
         # A task criu was tracing may show 't' for a moment after criu dies.
         while state == "t" and time.monotonic() < deadline:
             time.sleep(0.02)
-            state = read_state(pid, proc_root)
+            state = _identity.state_letter(pid, proc_root)
         if state is None or state in _procfs.DEAD_STATES:
             notes.append("PID %d is gone (state %s) after the failed dump" % (pid, state or "absent"))
             continue
@@ -469,20 +369,8 @@ def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
                 continue
             time.sleep(0.05)
             notes.append("PID %d was left %s by criu; sent SIGCONT, now %s"
-                         % (pid, "stopped" if state == "T" else "traced", read_state(pid, proc_root)))
+                         % (pid, "stopped" if state == "T" else "traced", _identity.state_letter(pid, proc_root)))
     return notes
-
-
-def wait_state(pid, want, timeout=3.0, proc_root=PROC):
-    """Wait until PID is in one of ``want`` (states; None = gone); return the last state seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = read_state(pid, proc_root)
-        if state in want or (None in want and state in _procfs.DEAD_STATES):
-            return state
-        if time.monotonic() >= deadline:
-            return state
-        time.sleep(0.02)
 
 
 def parasite_leftovers(pid, proc_root=PROC):
@@ -521,7 +409,7 @@ def _options_record(opts, pre):
         "file_locks": bool(opts.get("file_locks")),
         "ghost_limit": opts.get("ghost_limit"),
         "page_server": None if not ps else {
-            "address": ps["address"], "port": int(ps["port"]), "tls": bool(tls_args(ps))},
+            "address": ps["address"], "port": int(ps["port"]), "tls": bool(_criu.tls_args(ps))},
         "pre_dump": pre.get("used", False),
         # What the restore must apply for the fds the stdio plan lifted (--ext-unix-sk=INODE,
         # --inherit-fd fd[N]:KEY with a replacement it opens itself).
@@ -549,7 +437,7 @@ def _free_partial(images_dir, before):
 
 def _look(images_dir, pid, force, proc_root):
     """(live identity of PID, images_dir's state, decide()'s action and note), read now."""
-    live = current_identity(pid, proc_root)
+    live = _identity.live_identity(pid, proc_root)
     info = _manifest.inspect_dir(images_dir)
     problems = None
     if info["state"] == "complete":
@@ -593,13 +481,13 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
               "pid": pid}
 
     # 2. What is in images_dir already? (A dump in progress there owns it.)
-    DirLock(images_dir).probe()
+    _lock.DirLock(images_dir).probe()
     live, info, action, note = _look(images_dir, pid, force, proc_root)
     if action == "unchanged":
         m = info["manifest"]
         result.update({"manifest": m, "msg": note, "log_path": os.path.join(images_dir, m["criu"].get("log") or
                                                                             _manifest.DUMP_LOG_NAME),
-                       "criu_cmd": m["criu"].get("argv"), "image_bytes": m.get("images_total_bytes"),
+                       "criu_cmd": m["criu"].get("argv"), "image_bytes": _manifest.checkpoint_bytes(m),
                        "pre_dump": {"used": bool(m["options"].get("pre_dump")), "reason": "no dump was needed"},
                        "timings": _stats_timings(m["criu"].get("stats") or {}, m["criu"].get("duration"),
                                                  time.monotonic() - started)})
@@ -637,7 +525,7 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
     result["pre_dump"] = pre
     if opts.get("tcp_established"):
         nft = _criu.criu_feature(criu, "network_lock_nftables")
-        if nft["supported"] and not shutil.which("iptables-restore"):
+        if nft["supported"] and not _criu.find_executable("iptables-restore"):
             opts["network_lock"] = "nftables"
 
     planned = {"replace": note if action == "replace" else None,
@@ -651,15 +539,16 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
 
     # 5. Create images_dir (or hold the existing one) under the trust rule, checked again
     # now, component by component, on what is held; lock it.
-    held = hold_images_dir(images_dir, DumpError)
+    plan = DumpPlan(params=params, opts=opts, criu=criu, version=version, pid=pid, pre=pre, report=report,
+                    force=force, started=started, proc_root=proc_root, unit=unit)
+    held = _safedir.hold_images_dir(images_dir, DumpError)
     try:
-        lock = DirLock(images_dir).acquire(held)
+        lock = _lock.DirLock(images_dir).acquire(held)
         # criu never ends the process itself (see _guard): the module does, after the manifest.
         guard = _guard.Guard(images_dir, kill_when_committed=not (opts.get("leave_running")
                                                                   or opts.get("leave_stopped")))
         try:
-            return _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan,
-                                result, force, started, proc_root, guard, unit)
+            return _locked_dump(plan, held, guard, result)
         finally:
             guard.close()
             lock.release()
@@ -667,35 +556,16 @@ def dump(params, check_mode=False, warn=None, proc_root=PROC):
         held.close()
 
 
-def hold_images_dir(images_dir, error, create=True):
-    """The verified images_dir held open (created 0700 when missing); ``error`` raised on a broken rule."""
-    try:
-        return _safedir.hold(images_dir, create=create)
-    except _safedir.UntrustedDirError as exc:
-        raise error(exc.msg)
-    except OSError as exc:
-        raise error("cannot create or open images_dir %s: %s" % (images_dir, exc.strerror or exc))
-
-
-def fresh_log(held, name, error):
-    """A new, empty log file NAME in the held directory (an old one, or a planted symlink, is unlinked)."""
-    try:
-        held.check_path()
-        return held.fresh(name)
-    except _safedir.UntrustedDirError as exc:
-        raise error(exc.msg)
-
-
-def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan, result, force,
-                 started, proc_root, guard, unit=None):
+def _locked_dump(plan, held, guard, result):
+    """Dump as ``plan`` says into the held, locked images_dir; ``result`` is completed and returned."""
     images_dir = held.path
     # Re-read under the lock: a concurrent dump may have finished meanwhile.
-    live, info, action, note = _look(images_dir, pid, force, proc_root)
+    live, info, action, note = _look(images_dir, plan.pid, plan.force, plan.proc_root)
     if action == "unchanged":
         result.update({"manifest": info["manifest"], "msg": note})
         return result
     if live is None:
-        raise DumpError("PID %d exited before the dump started; nothing was dumped" % pid)
+        raise DumpError("PID %d exited before the dump started; nothing was dumped" % plan.pid)
     if action == "replace":
         try:
             dest = _manifest.move_aside(images_dir)
@@ -708,63 +578,63 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         result["cleared_failed_attempt"] = note
 
     # 7. Everything that must be read while the process still exists.
-    tree = process_tree(pid, proc_root)
+    tree = process_tree(plan.pid, plan.proc_root)
     tree_pids = [t["pid"] for t in tree]
     # Only what the identity checks need: the program and a hash of its arguments.
     process = _identity.private(live)
-    process["sid"] = read_sid(pid, proc_root)
+    process["sid"] = _identity.read_sid(plan.pid, plan.proc_root)
     process.pop("state", None)
     try:
-        binaries = _checksum.process_files(pid)
+        binaries = _checksum.process_files(plan.pid)
     except CkptError as exc:
-        raise DumpError("cannot checksum the binaries of PID %d: %s" % (pid, exc.msg))
+        raise DumpError("cannot checksum the binaries of PID %d: %s" % (plan.pid, exc.msg))
     host = _manifest.host_identity()
 
-    log_path = fresh_log(held, _manifest.DUMP_LOG_NAME, DumpError)
+    log_path = _safedir.fresh_file(held, _manifest.DUMP_LOG_NAME, DumpError)
     work_dir = tempfile.mkdtemp(prefix=_manifest.PRIVATE_PREFIX + "work-", dir=images_dir)
     before = set(_manifest.list_images(images_dir))
     try:
         pre_dir = None
-        if pre.get("used"):
-            pre_args = ["-t", str(pid), "-D", os.path.join(images_dir, PRE_DUMP_DIR), "-W", work_dir,
-                        "--track-mem"]
-            if opts.get("shell_job"):
-                pre_args.append("--shell-job")
+        if plan.pre.get("used"):
+            pre_args = (["-t", str(plan.pid)] + _criu.dir_args(os.path.join(images_dir, PRE_DUMP_DIR), work_dir)
+                        + ["--track-mem"] + _criu.flag_args(plan.opts, ("shell_job",)))
             os.mkdir(PRE_DUMP_DIR, 0o700, dir_fd=held.fd)
-            pre_res = _criu.run_criu(criu, "pre-dump", pre_args, fresh_log(held, "pre-dump.log", DumpError),
-                                     timeout=params.get("timeout") or None)
-            pre["duration"] = round(pre_res.duration, 4)
+            pre_log = _safedir.fresh_file(held, "pre-dump.log", DumpError)
+            pre_res = _criu.run_criu(plan.criu, "pre-dump", pre_args, pre_log,
+                                     timeout=plan.params.get("timeout") or None)
+            plan.pre["duration"] = round(pre_res.duration, 4)
             if not pre_res.ok:
                 # A failed pre-dump leaves the task running; fall back to a plain dump.
-                pre.update({"used": False, "reason": "criu pre-dump failed: %s" % pre_res.cause()})
+                plan.pre.update({"used": False, "reason": "criu pre-dump failed: %s" % pre_res.cause()})
                 shutil.rmtree(os.path.join(images_dir, PRE_DUMP_DIR), ignore_errors=True)
             else:
                 pre_dir = PRE_DUMP_DIR
-        args = build_dump_args(pid, images_dir, work_dir,
-                               dict(opts, leave_stopped=True) if guard.kill_when_committed else opts, pre_dir)
+        opts = dict(plan.opts, leave_stopped=True) if guard.kill_when_committed else plan.opts
+        args = build_dump_args(plan.pid, images_dir, work_dir, opts, pre_dir)
         guard.tree = tree
         # criu keeps the connections of a process it leaves stopped locked in an
         # nftables table of its own: name it for the caller, who ends or resumes it.
-        locks_before = _netaddr.criu_lock_tables() if opts.get("tcp_established") and opts.get(
+        locks_before = _netaddr.criu_lock_tables() if plan.opts.get("tcp_established") and plan.opts.get(
             "leave_stopped") else None
         unit_held = False
-        if unit and not opts.get("leave_running"):
+        if plan.unit and not plan.opts.get("leave_running"):
             # systemd must neither restart the unit nor fail it when its process ends.
-            _unit.hold(unit["name"], images_dir, _manifest.utc_now(), boot=bool(params.get("unit_boot_hold")))
+            _unit.hold(plan.unit["name"], images_dir, _manifest.utc_now(),
+                       boot=bool(plan.params.get("unit_boot_hold")))
             unit_held = True
         # Wall clock of the freeze: with the destination restore's resumed_at,
         # the downtime of a migration.
         frozen_at = time.time()
         held.check_path()
         try:
-            res = _criu.run_criu(criu, "dump", args, log_path, timeout=params.get("timeout") or None,
-                                 on_start=guard.start)
+            res = _criu.run_criu(plan.criu, "dump", args, log_path,
+                                 timeout=plan.params.get("timeout") or None, on_start=guard.start)
         except BaseException:
             if unit_held:
-                _unit.release(unit["name"])
+                _unit.release(plan.unit["name"])
             raise
         if unit_held and not res.ok:         # the process still runs: its unit is itself again
-            _unit.release(unit["name"])
+            _unit.release(plan.unit["name"])
         stats = _criu.read_stats(work_dir, "dump")
         if os.path.exists(os.path.join(work_dir, "stats-dump")):
             try:
@@ -775,56 +645,58 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         shutil.rmtree(work_dir, ignore_errors=True)
 
     if not res.ok:
-        raise _failed(res, pid, tree, images_dir, before, opts, result, started)
+        raise _failed(res, plan.pid, tree, images_dir, before, plan.opts, result, plan.started)
 
     # 9. Success: the process must be where the options say.
     notes = []
-    if opts.get("leave_stopped") or guard.kill_when_committed:
-        state = wait_state(pid, ("T",), 2.0, proc_root)
-        if state != "T":
-            notes.append("criu reported success but PID %d is in state %s, not stopped" % (pid, state))
+    if plan.opts.get("leave_stopped") or guard.kill_when_committed:
+        state = _identity.wait_state(plan.pid, ("stopped",), 2.0, plan.proc_root)
+        if state != "stopped":
+            notes.append("criu reported success but PID %d is in state %s, not stopped" % (plan.pid, state))
     manifest = {
         "schema": _manifest.SCHEMA,
         "complete": True,
         "created": _manifest.utc_now(),
         "host": host,
-        "criu": {"path": criu, "version": version["version"], "argv": res.argv,
+        "criu": {"path": plan.criu, "version": plan.version["version"], "argv": res.argv,
                  "log": _manifest.DUMP_LOG_NAME, "duration": round(res.duration, 4), "stats": stats},
         "process": process,
         "tree": tree,
-        "options": _options_record(opts, pre),
-        "fds": report.get("fds") or {},
-        "stdio": report.get("stdio") or {},
-        "stdio_files": report.get("stdio_files") or [],
+        "options": _options_record(plan.opts, plan.pre),
+        "fds": plan.report.get("fds") or {},
+        "stdio": plan.report.get("stdio") or {},
+        "stdio_files": plan.report.get("stdio_files") or [],
         "binaries": binaries,
     }
-    if unit:
-        manifest["unit"] = dict(unit["record"], stdio_sockets=unit["stdio_sockets"], held=unit_held,
-                                boot_hold=unit_held and bool(params.get("unit_boot_hold")))
-    if opts.get("page_server"):
-        manifest["remote_pages"] = {"address": opts["page_server"]["address"],
-                                    "port": int(opts["page_server"]["port"]),
-                                    "files": _remote_names(tree_pids), "pattern": "pages-*.img"}
+    if plan.unit:
+        manifest["unit"] = dict(plan.unit["record"], stdio_sockets=plan.unit["stdio_sockets"],
+                                held=unit_held, boot_hold=unit_held and bool(plan.params.get("unit_boot_hold")))
+    if plan.opts.get("page_server"):
+        manifest["remote_pages"] = {"address": plan.opts["page_server"]["address"],
+                                    "port": int(plan.opts["page_server"]["port"]),
+                                    "files": _remote_names(tree_pids), "pattern": "pages-*.img",
+                                    "bytes": int(stats.get("pages_written") or 0) * os.sysconf("SC_PAGE_SIZE")}
     # With a transfer, the images leave now, while they are hashed and the manifest is
     # written here (both only read the images): the hashing is off the critical path of
     # the frozen window. The manifest itself is sent only after every image arrived.
     # The service address leaves with the process: off this host now, before the
     # manifest goes out (the destination claims it only once the manifest arrived).
-    if params.get("service_address"):
+    if plan.params.get("service_address"):
         try:
-            result["service_address"] = _netaddr.place(params["service_address"], present=False)
+            result["service_address"] = _netaddr.place(plan.params["service_address"], present=False)
         except _netaddr.AddressError as exc:
             raise DumpError("dumped PID %d into %s, but the service address could not be taken off this host: %s"
-                            % (pid, images_dir, exc.msg), rc=exc.rc, cmd=exc.argv, stderr=exc.stderr)
-    transfer = params.get("transfer")
+                            % (plan.pid, images_dir, exc.msg), rc=exc.rc, cmd=exc.argv, stderr=exc.stderr)
+    transfer = plan.params.get("transfer")
     pusher = None
     if transfer:
         try:
-            pusher = _transfer.Push(images_dir, transfer, timeout=params.get("timeout") or None)
+            pusher = _transfer.Push(images_dir, transfer, timeout=plan.params.get("timeout") or None)
         except _transfer.TransferError as exc:
-            raise _send_failed(pid, images_dir, transfer, exc)
+            raise _send_failed(plan.pid, images_dir, transfer, exc)
     try:
-        _write_manifest(images_dir, manifest, _remote_names(tree_pids) if opts.get("page_server") else None)
+        _write_manifest(images_dir, manifest,
+                        _remote_names(tree_pids) if plan.opts.get("page_server") else None)
     except BaseException:
         if pusher is not None:
             pusher.abort()
@@ -832,12 +704,12 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
     guard.committed()
     if guard.kill_when_committed:
         # The checkpoint is complete: now, and only now, the process ends (a dump's default).
-        _guard.kill_tree(tree, proc_root)
-        state = wait_state(pid, (None,), 3.0, proc_root)
-        if state not in (None,) + _procfs.DEAD_STATES:
+        _guard.kill_tree(tree, plan.proc_root)
+        state = _identity.wait_state(plan.pid, ("absent", "zombie"), 3.0, plan.proc_root)
+        if state not in ("absent", "zombie"):
             notes.append("the checkpoint is complete but PID %d still exists after SIGKILL (state %s)"
-                         % (pid, state))
-    timings = _stats_timings(stats, res.duration, time.monotonic() - started)
+                         % (plan.pid, state))
+    timings = _stats_timings(stats, res.duration, time.monotonic() - plan.started)
     timings["frozen_at"] = round(frozen_at, 6)
     if pusher is not None:
         # The process stays frozen (leave_stopped) or gone; a failure here is
@@ -845,7 +717,7 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         try:
             timings["transfer"] = pusher.finish()
         except _transfer.TransferError as exc:
-            err = _send_failed(pid, images_dir, transfer, exc)
+            err = _send_failed(plan.pid, images_dir, transfer, exc)
             if locks_before is not None:
                 err.details["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or [])
                                                       if t not in locks_before]
@@ -854,12 +726,12 @@ def _locked_dump(params, opts, criu, version, pid, held, pre, report, stdio_plan
         result["network_lock_tables"] = [t for t in (_netaddr.criu_lock_tables() or []) if t not in locks_before]
     result.update({
         "changed": True,
-        "msg": "dumped PID %d into %s" % (pid, images_dir),
+        "msg": "dumped PID %d into %s" % (plan.pid, images_dir),
         "manifest": manifest,
         "log_path": log_path,
         "criu_cmd": res.argv,
-        "image_bytes": manifest["images_total_bytes"],
-        "pre_dump": pre,
+        "image_bytes": _manifest.checkpoint_bytes(manifest),
+        "pre_dump": plan.pre,
         "timings": timings,
     })
     if notes:
@@ -933,8 +805,8 @@ def _failed(res, pid, tree, images_dir, before, opts, result, started):
             marker = _manifest.write_failed_marker(images_dir, cause, extra)
         except (IOError, OSError):
             marker = None
-    alive = [p for p in tree_pids if read_state(p) not in (None,) + _procfs.DEAD_STATES]
-    state = read_state(pid)
+    alive = [p for p in tree_pids if _identity.state_letter(p) not in (None,) + _procfs.DEAD_STATES]
+    state = _identity.state_letter(pid)
     msg = "criu dump of PID %d failed: %s (log: %s)." % (pid, cause, res.log_path)
     if state in (None,) + _procfs.DEAD_STATES:
         msg += " The process is gone."
@@ -949,176 +821,3 @@ def _failed(res, pid, tree, images_dir, before, opts, result, started):
                      failed_marker=marker, removed_partial_images=removed or None,
                      process_state=state, alive=alive, images_dir=images_dir,
                      duration=round(time.monotonic() - started, 4))
-
-
-# ---------------------------------------------------------- page server
-
-PS_RECORD_NAME = ".ckpt-page-server.json"
-PS_PIDFILE_NAME = ".ckpt-page-server.pid"
-PS_LOG_NAME = "page-server.log"
-
-
-def pick_free_port(address):
-    """A TCP port the kernel says is free on address now (criu refuses --port 0)."""
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
-
-
-def page_server_running(record, proc_root=PROC):
-    """True when the process the record names still runs and is that page server."""
-    if not record or not record.get("pid"):
-        return False
-    live = current_identity(record["pid"], proc_root)
-    if not live or not _manifest.same_process(record, live):
-        return False
-    cmdline = live.get("cmdline") or []
-    return "page-server" in cmdline and record.get("images_dir") in cmdline
-
-
-def read_ps_record(images_dir):
-    import json
-    try:
-        with open(os.path.join(images_dir, PS_RECORD_NAME)) as fh:
-            data = json.load(fh)
-    except (IOError, OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def build_page_server_args(images_dir, address, port, pidfile, tls=None):
-    args = ["-D", images_dir, "--address", address, "--port", str(int(port)), "-d", "--pidfile", pidfile]
-    args.extend(tls_args(tls or {}))
-    return args
-
-
-def _ps_result(record, images_dir, changed, msg):
-    return {"changed": changed, "msg": msg, "pid": record.get("pid") if record else None,
-            "port": record.get("port") if record else None,
-            "address": record.get("address") if record else None,
-            "images_dir": images_dir, "log_path": os.path.join(images_dir, PS_LOG_NAME),
-            "criu_cmd": record.get("argv") if record else None}
-
-
-def stop_page_server(record, timeout=3.0, proc_root=PROC):
-    """SIGTERM, then SIGKILL, the page server the record names, through a pidfd pinned to
-    its recorded start time (a reused PID is never signalled)."""
-    pid, start = record["pid"], record.get("start_time")
-    _identity.send_signal(pid, signal.SIGTERM, start_time=start, proc_root=proc_root)
-    if wait_state(pid, (None,), timeout, proc_root) not in (None,) + _procfs.DEAD_STATES:
-        _identity.send_signal(pid, signal.SIGKILL, start_time=start, proc_root=proc_root)
-        wait_state(pid, (None,), timeout, proc_root)
-
-
-def page_server(params, check_mode=False, proc_root=PROC):
-    """Start (daemonized) or stop the page server of images_dir; the module result dict."""
-    if os.geteuid() != 0:
-        raise DumpError("ckpt.criu.page_server must run as root (become: true) (running as uid %d)"
-                        % os.geteuid())
-    images_dir = validate_images_dir(params["images_dir"])
-    state = params.get("state") or "started"
-    record = read_ps_record(images_dir) if os.path.isdir(images_dir) else None
-    running = page_server_running(record, proc_root)
-
-    if state == "stopped":
-        if not running:
-            return _ps_result(None, images_dir, False, "no page server of %s is running" % images_dir)
-        if not check_mode:
-            stop_page_server(record, proc_root=proc_root)
-        return _ps_result(record, images_dir, True, "stopped the page server PID %d" % record["pid"])
-
-    address = params.get("address")
-    if not address:
-        raise DumpError("address is required to start a page server: give the destination's own address (it "
-                        "listens there only); there is no default, so it never listens on every address by "
-                        "accident")
-    problem = port_problem(params.get("port") or 0, "port", allow_zero=True) or address_problem(address, "address")
-    if problem:
-        raise DumpError(problem)
-    port = int(params.get("port") or 0)
-    tls = dict((k, params.get(k)) for k in ("tls", "tls_cacert", "tls_cert", "tls_key"))
-    for key in ("tls_cacert", "tls_cert", "tls_key"):
-        if tls.get(key) and not os.path.isfile(tls[key]):
-            raise DumpError("%s %s does not exist on this host" % (key, tls[key]))
-    if running:
-        if record.get("address") == address and (port == 0 or record.get("port") == port):
-            return _ps_result(record, images_dir, False, "the page server PID %d of %s is already listening on "
-                              "%s:%s" % (record["pid"], images_dir, address, record.get("port")))
-        raise DumpError("a page server of %s is already running (PID %d on %s:%s); stop it first (state: stopped)"
-                        % (images_dir, record["pid"], record.get("address"), record.get("port")))
-
-    info = _manifest.inspect_dir(images_dir)
-    leftovers = [e for e in info.get("entries") or []
-                 if not (e.startswith(_manifest.PRIVATE_PREFIX) or e.endswith(".log") or e == _manifest.LOCK_NAME)]
-    if leftovers and info["state"] != "empty":
-        if not params.get("force"):
-            raise DumpError("images_dir %s is not empty (%s); a page server writes pages into it and would mix them "
-                            "with that content: use an empty directory, or force: true to move the old content "
-                            "aside" % (images_dir, ", ".join(leftovers[:5])))
-    if check_mode:
-        return {"changed": True, "msg": "would start a page server for %s on %s:%s" % (
-            images_dir, address, port or "<free port>"), "pid": None, "port": port or None,
-            "address": address, "images_dir": images_dir, "log_path": os.path.join(images_dir, PS_LOG_NAME),
-            "criu_cmd": None}
-
-    criu = _criu.find_criu(params.get("criu_path"))
-    held = hold_images_dir(images_dir, DumpError)
-    try:
-        return _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root)
-    finally:
-        held.close()
-
-
-def _start_page_server(params, criu, held, address, port, tls, info, leftovers, proc_root):
-    images_dir = held.path
-    moved = None
-    if leftovers and info["state"] != "empty":
-        try:
-            moved = _manifest.move_aside(images_dir)
-        except OSError as exc:
-            raise DumpError("cannot move the old content of %s aside (%s); empty it yourself"
-                            % (images_dir, exc.strerror or exc))
-    pidfile = os.path.join(images_dir, PS_PIDFILE_NAME)
-    log_path = fresh_log(held, PS_LOG_NAME, DumpError)
-    attempts = 3 if port == 0 else 1
-    res = None
-    for dummy in range(attempts):
-        use_port = port or pick_free_port(address)
-        try:
-            os.unlink(pidfile)
-        except OSError:
-            pass
-        args = build_page_server_args(images_dir, address, use_port, pidfile, tls)
-        res = _criu.run_criu(criu, "page-server", args, log_path, timeout=params.get("timeout") or 30)
-        if res.ok:
-            break
-        if "bind" not in (res.log_text + (res.stderr or "")).lower():
-            break
-    if not res.ok:
-        raise _criu.CriuError(
-            "criu page-server failed to start on %s:%s: %s (log: %s)" % (address, use_port, res.cause(), log_path),
-            rc=res.rc, log_path=log_path, log_errors=res.log_errors, argv=res.argv,
-            stdout=res.stdout, stderr=res.stderr)
-    try:
-        with open(pidfile) as fh:
-            ps_pid = int(fh.read().strip())
-    except (IOError, OSError, ValueError):
-        raise DumpError("criu page-server started but wrote no pidfile %s; see %s" % (pidfile, log_path),
-                        log_path=log_path, cmd=res.argv)
-    live = current_identity(ps_pid, proc_root)
-    if live is None:
-        raise DumpError("criu page-server (PID %d) exited right after starting; see %s" % (ps_pid, log_path),
-                        log_path=log_path, cmd=res.argv, log_errors=res.log_errors)
-    record = {"pid": ps_pid, "start_time": live.get("start_time"), "boot_id": live.get("boot_id"),
-              "address": address, "port": use_port, "images_dir": images_dir, "argv": res.argv,
-              "tls": bool(tls_args(tls)), "started": _manifest.utc_now()}
-    _manifest.write_json_atomic(os.path.join(images_dir, PS_RECORD_NAME), record)
-    out = _ps_result(record, images_dir, True, "page server PID %d listening on %s:%d for %s"
-                     % (ps_pid, address, use_port, images_dir))
-    if moved:
-        out["replaced"] = {"moved_to": moved}
-    return out

@@ -28,8 +28,11 @@ class CkptError(Exception):
         return kw
 
 
-def fail(module, exc, **extra):
-    """``module.fail_json`` for a CkptError: its details, ``extra`` where it has none, its msg."""
+def fail(module, exc, shown=None, **extra):
+    """``module.fail_json`` for a CkptError: its details, ``extra`` where it has none, its msg.
+
+    ``shown``, when given, maps those keyword arguments to what the result may show (a module
+    that hides command lines passes its filter)."""
     kw = dict(extra)
     kw.update(exc.to_fail_kwargs())
-    module.fail_json(**kw)
+    module.fail_json(**(shown(kw) if shown is not None else kw))

@@ -11,8 +11,10 @@ checkpoint (or the one we restored)?" and to signal it safely.  Every reader
 takes a ``proc_root`` so unit tests can point it at a fake tree.
 
 Used by ``ckpt.criu.restore`` (is the PID free? is the restored process the
-one the record names?) and ``ckpt.criu.process_state`` (signal a process only
-when it is provably the one named).
+one the record names?), ``ckpt.criu.process_state`` (signal a process only
+when it is provably the one named), ``ckpt.criu.dump`` (the target's identity,
+state and session) and ``ckpt.criu.page_server`` (is the recorded server still
+itself?).
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ def read_stat(pid, proc_root=PROC):
         return None
 
 
+def state_letter(pid, proc_root=PROC):
+    """The state letter of PID (field 3 of /proc/PID/stat), or None when it does not exist."""
+    st = read_stat(pid, proc_root)
+    return st["state"] if st else None
+
+
+def read_sid(pid, proc_root=PROC):
+    """The session id of PID (field 6 of /proc/PID/stat), or None when it does not exist."""
+    st = read_stat(pid, proc_root)
+    return st["session"] if st else None
+
+
 def process_state(pid, proc_root=PROC):
     """One word for what PID is doing: absent, zombie, stopped, traced or running."""
     st = read_stat(pid, proc_root)
@@ -61,6 +75,15 @@ def state_word(letter):
     return "running"
 
 
+def public(ident):
+    """An identity as a result shows it: its state as a word (:func:`state_word`); None stays None."""
+    if not ident:
+        return None
+    out = dict(ident)
+    out["state"] = state_word(ident.get("state"))
+    return out
+
+
 def read_identity(pid, proc_root=PROC):
     """The identity of the process holding PID now, or None when there is none.
 
@@ -72,6 +95,14 @@ def read_identity(pid, proc_root=PROC):
         return _procfs.process_identity(int(pid), proc_root)
     except _procfs.ProcfsError:
         return None
+
+
+def live_identity(pid, proc_root=PROC):
+    """The identity of the live process at PID, or None when there is none (or only a zombie)."""
+    ident = read_identity(pid, proc_root)
+    if ident is None or ident.get("state") in DEAD_STATES:
+        return None
+    return ident
 
 
 def cmdline_sha256(cmdline):

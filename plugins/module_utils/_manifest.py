@@ -163,6 +163,14 @@ def images_total_bytes(records):
     return sum(r.get("size") or 0 for r in records)
 
 
+def checkpoint_bytes(manifest):
+    """How large the checkpoint is: the image files here plus, with a page
+    server, the pages it received (``remote_pages.bytes``: criu's
+    ``pages_written`` times the page size), which are not in images_dir."""
+    remote = (manifest.get("remote_pages") or {}).get("bytes") or 0
+    return int(manifest.get("images_total_bytes") or 0) + int(remote)
+
+
 def verify_images(manifest, images_dir, check_remote=False, extra=True):
     """Problems (sentences) with the images of ``manifest`` in images_dir; [] when they verify.
 
@@ -256,6 +264,42 @@ def validate(manifest):
     return problems
 
 
+def read_json(path):
+    """(data, raw bytes) of the JSON file at ``path``, or None when it does not exist.
+
+    Every JSON record of the collection (manifest, failure marker, restore and
+    page server records) is read here. ManifestError when it exists but cannot
+    be read or is not JSON; its ``cause`` is the OSError or the decoding error.
+    """
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except (IOError, OSError) as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        err = ManifestError("cannot read %s: %s" % (path, exc.strerror or exc))
+        err.cause = exc
+        raise err
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        err = ManifestError("%s is not valid JSON (%s)" % (path, exc))
+        err.cause = exc
+        raise err
+    return data, raw
+
+
+def read_record(path):
+    """The JSON object at ``path``, or None when it is missing, unreadable, not JSON or not an object."""
+    try:
+        loaded = read_json(path)
+    except ManifestError:
+        return None
+    if loaded is None or not isinstance(loaded[0], dict):
+        return None
+    return loaded[0]
+
+
 def load_manifest_bytes(images_dir):
     """(manifest dict, its raw bytes), or None when images_dir has no manifest.
 
@@ -264,19 +308,7 @@ def load_manifest_bytes(images_dir):
     ManifestError when it exists but cannot be read or is not JSON; the
     schema is not checked here.
     """
-    path = manifest_path(images_dir)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except (IOError, OSError) as exc:
-        if exc.errno == errno.ENOENT:
-            return None
-        raise ManifestError("cannot read %s: %s" % (path, exc.strerror or exc))
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestError("%s is not valid JSON (%s)" % (path, exc))
-    return data, raw
+    return read_json(manifest_path(images_dir))
 
 
 def read_manifest(images_dir):
@@ -339,12 +371,7 @@ def write_failed_marker(images_dir, cause, extra=None):
 
 
 def read_failed_marker(images_dir):
-    try:
-        with open(failed_path(images_dir)) as fh:
-            data = json.load(fh)
-    except (IOError, OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_record(failed_path(images_dir))
 
 
 # ------------------------------------------------------------ dir states

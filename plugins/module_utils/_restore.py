@@ -18,7 +18,8 @@ stdout was a pipe to a reader outside the checkpoint restores with rc 0 and
 dies a moment later), running the recorded executable (sha256) with the
 recorded command line.  Only then is the restore record written.
 
-Public API (used by plugins/modules/restore.py and process_state.py):
+Public API (used by plugins/modules/restore.py, and by _process_state for the checkpoint
+and the record a process is named by):
 
 * :func:`restore` -- the whole operation, returns the module result.
 * :func:`load_manifest`, :func:`read_record` -- the checkpoint and the record.
@@ -35,7 +36,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
@@ -44,12 +44,10 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils import _unit
 from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
-from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
+from ansible_collections.ckpt.criu.plugins.module_utils import _prefault
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
-MANIFEST_NAME = _manifest.MANIFEST_NAME
-RECORD_NAME = _manifest.RESTORE_RECORD_NAME
 LOG_NAME = "restore.log"
 # Written into images_dir by a restore that waits for its checkpoint, once its
 # prefault is done: a migration freezes the source only after it appears, so the
@@ -62,14 +60,6 @@ ABORT_NAME = _manifest.PRIVATE_PREFIX + "abort"
 SCHEMA = 1
 DEFAULT_TIMEOUT_BASE = 30.0
 DEFAULT_TIMEOUT_RATE = float(16 << 20)  # bytes per second of the default timeout
-
-# Restore-time flags that mirror the dump's options (manifest `options`).
-BOOL_FLAGS = (
-    ("shell_job", "--shell-job"),
-    ("tcp_established", "--tcp-established"),
-    ("ext_unix_sk", "--ext-unix-sk"),
-    ("file_locks", "--file-locks"),
-)
 
 
 class RestoreError(_criu.CriuError):
@@ -122,7 +112,7 @@ def load_manifest(images_dir):
         raise RestoreError("%s: %s" % (prefix, exc))
     if loaded is None:
         raise RestoreError("%s: %s is missing (the dump did not finish, or this is not a checkpoint "
-                           "written by ckpt.criu.dump)" % (prefix, MANIFEST_NAME))
+                           "written by ckpt.criu.dump)" % (prefix, _manifest.MANIFEST_NAME))
     manifest, raw = loaded
     problems = manifest_problems(manifest)
     if problems:
@@ -142,7 +132,7 @@ def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None):
     file) appears, which is just after the source froze.
     """
     t0 = time.monotonic()
-    path = os.path.join(images_dir, MANIFEST_NAME)
+    path = os.path.join(images_dir, _manifest.MANIFEST_NAME)
     abort = os.path.join(images_dir, ABORT_NAME)
     while not os.path.exists(path):
         if not os.path.isdir(images_dir) or os.path.lexists(abort):
@@ -171,12 +161,7 @@ def _images_arriving(images_dir):
 
 def read_record(images_dir):
     """The restore record in images_dir, or None."""
-    try:
-        with open(os.path.join(images_dir, RECORD_NAME)) as fh:
-            record = json.load(fh)
-        return record if isinstance(record, dict) else None
-    except (IOError, OSError, ValueError):
-        return None
+    return _manifest.read_record(os.path.join(images_dir, _manifest.RESTORE_RECORD_NAME))
 
 
 # ----------------------------------------------------------- verifications
@@ -294,7 +279,7 @@ def tree_pid_problems(manifest, tree, pid_wait, proc_root=_identity.PROC):
         holder = pid_holder(manifest, max(0.0, deadline - time.monotonic()), proc_root, pid=tid)
         if holder is None:
             continue
-        holders.append(_public_identity(holder))
+        holders.append(_identity.public(holder))
         if tid == root:
             problems.append(pid_problem(manifest, holder, pid_wait))
             continue
@@ -367,7 +352,7 @@ def effective_options(manifest, params):
     """Restore options: the module's value when set, else the manifest's dump option."""
     dumped = manifest.get("options") or {}
     opts = {}
-    for key, _flag in BOOL_FLAGS:
+    for key in _criu.SHARED_OPTIONS:
         value = params.get(key)
         opts[key] = bool(dumped.get(key)) if value is None else bool(value)
     external = params.get("external")
@@ -420,18 +405,11 @@ def close_inherited(opened):
 
 def restore_args(images_dir, work_dir, pidfile, opts, inherited=()):
     """criu restore arguments (run_criu adds -o LOG -v4): always detached."""
-    args = ["-d", "-D", images_dir, "-W", work_dir, "--pidfile", pidfile]
-    for key, flag in BOOL_FLAGS:
-        if opts.get(key):
-            if key == "ext_unix_sk" and opts.get("ext_unix_sk_inodes"):
-                flag = "--ext-unix-sk=%s" % ",".join(str(i) for i in opts["ext_unix_sk_inodes"])
-            args.append(flag)
-    for ext in opts.get("external") or []:
-        args.extend(["--external", ext])
-    for fd, key in inherited:
-        args.extend(["--inherit-fd", "fd[%d]:%s" % (fd, key)])
-    if opts.get("leave_stopped"):
-        args.append("--leave-stopped")
+    args = ["-d"] + _criu.dir_args(images_dir, work_dir) + ["--pidfile", pidfile]
+    args.extend(_criu.flag_args(opts, _criu.SHARED_OPTIONS))
+    args.extend(_criu.external_args(opts.get("external")))
+    args.extend(_criu.inherit_fd_args(inherited))
+    args.extend(_criu.flag_args(opts, ("leave_stopped",)))
     return args
 
 
@@ -625,14 +603,6 @@ def already_restored(manifest, manifest_sha256, record, proc_root=_identity.PROC
     return True, ident
 
 
-def _public_identity(ident):
-    if not ident:
-        return None
-    out = dict(ident)
-    out["state"] = _identity.state_word(ident.get("state"))
-    return out
-
-
 def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_root=_identity.PROC):
     return {
         "schema": SCHEMA,
@@ -648,72 +618,6 @@ def make_record(manifest_sha256, ident, argv, duration, stats, verified, proc_ro
 
 
 # ------------------------------------------------------------------ restore
-
-class Prefault(object):
-    """Touch memory in a thread while the restore waits for its checkpoint; free it as the
-    checkpoint arrives and just before criu.
-
-    On a virtual machine whose balloon reports free pages to the hypervisor, memory the
-    guest freed more than about 2 s ago must be faulted in by the hypervisor again on its
-    next use: a restore of 1 GiB then spends 1.3-2.5 s more in criu's read of the pages
-    (measured with benchmarks/first_touch.py). A migration keeps its source frozen until
-    the restore is verified, so its restore cannot reuse the source's pages the way a
-    kill-then-restore does. Pages touched here and freed right before they are needed
-    are warm when they are taken.
-
-    Twice ``nbytes`` is touched (at most half of MemAvailable): the images that arrive
-    need about as much page cache as the process needs memory. arrival() frees all but
-    ``nbytes`` for the images; release() frees the rest right before criu, and stops at
-    once. ``on_done(self)`` runs in the thread when the touching has finished first.
-    """
-
-    CHUNK = 8 << 20
-
-    def __init__(self, nbytes, proc_root=_identity.PROC, on_done=None):
-        self.requested = int(nbytes)
-        self._on_done = on_done
-        self.limit = max(0, min(2 * self.requested, _procfs.mem_available(proc_root) // 2))
-        self.touched = 0
-        self.freed_at_arrival = 0
-        self._chunks = []
-        self._stop = threading.Event()
-        self._info = None
-        self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="ckpt-prefault")
-        self._thread.daemon = True
-        self._thread.start()
-
-    def _run(self):
-        while self.touched < self.limit and not self._stop.is_set():
-            n = min(self.CHUNK, self.limit - self.touched)
-            chunk = bytearray(n)
-            chunk[::4096] = b"\1" * len(range(0, n, 4096))
-            self._chunks.append(chunk)
-            self.touched += n
-        if self._on_done is not None and not self._stop.is_set():
-            self._on_done(self)
-
-    def arrival(self):
-        """The first images arrive: stop touching, keep at most ``nbytes`` for criu restore."""
-        self._stop.set()
-        self._thread.join()
-        held = self.touched - self.freed_at_arrival
-        while self._chunks and held > self.requested:
-            n = len(self._chunks.pop())
-            held -= n
-            self.freed_at_arrival += n
-
-    def release(self):
-        """Stop touching, free everything touched; return what was done (idempotent)."""
-        if self._info is None:
-            self._stop.set()
-            self._thread.join()
-            del self._chunks[:]
-            self._info = {"requested_bytes": self.requested, "limit_bytes": self.limit,
-                          "touched_bytes": self.touched, "freed_at_arrival_bytes": self.freed_at_arrival,
-                          "seconds": round(time.monotonic() - self._t0, 4)}
-        return self._info
-
 
 def mark_ready(path, touched_bytes):
     """Write the ready marker (best effort: it only lets a caller freeze its source earlier)."""
@@ -743,7 +647,7 @@ def restore(params, check_mode=False, proc_root=_identity.PROC):
         ready = os.path.join(os.path.abspath(params["images_dir"]), READY_NAME)
         clear_ready(ready)
         if params.get("prefault"):
-            prefault = Prefault(params["prefault"], on_done=lambda pf: mark_ready(ready, pf.touched))
+            prefault = _prefault.Prefault(params["prefault"], on_done=lambda pf: mark_ready(ready, pf.touched))
         else:
             mark_ready(ready, 0)
     try:
@@ -794,7 +698,7 @@ def hold_trusted(images_dir):
 def default_timeout(manifest):
     """Seconds a restore of this checkpoint may take before criu is killed:
     30 s plus 1 s per 16 MiB of images (criu restores hundreds of MB/s here)."""
-    return round(DEFAULT_TIMEOUT_BASE + float(manifest.get("images_total_bytes") or 0) / DEFAULT_TIMEOUT_RATE, 1)
+    return round(DEFAULT_TIMEOUT_BASE + float(_manifest.checkpoint_bytes(manifest)) / DEFAULT_TIMEOUT_RATE, 1)
 
 
 def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
@@ -807,7 +711,7 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
 
     done, ident = already_restored(manifest, manifest_sha, record, proc_root)
     if done:
-        return {"changed": False, "pid": pid, "process": _public_identity(ident),
+        return {"changed": False, "pid": pid, "process": _identity.public(ident),
                 "restore_record": record, "verified": record.get("verified"),
                 "log_path": log_path, "criu_cmd": (record.get("criu") or {}).get("argv"),
                 "timings": {"criu_duration": None, "stats": {}, "verify": None,
@@ -877,7 +781,7 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
             raise RestoreError("criu restore of %s did not finish within %.0f s (%s) and was killed, with every "
                                "process it had restored so far; see %s" % (
                                    images_dir, timeout, "the timeout option" if params.get("timeout") else
-                                   "the default for %d bytes of images" % (manifest.get("images_total_bytes") or 0),
+                                   "the default for %d bytes of images" % _manifest.checkpoint_bytes(manifest),
                                    log_path),
                                rc=result.rc, log_path=log_path, log_errors=result.log_errors, argv=result.argv,
                                details={"pid": pid, "timeout": timeout})
@@ -918,7 +822,7 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
         raise RestoreError(problem, rc=result.rc, log_path=log_path, log_errors=result.log_errors,
                            argv=result.argv,
                            details={"verified": verified, "pid": pid, "timings": timings,
-                                    "process": _public_identity(ident)})
+                                    "process": _identity.public(ident)})
     unit_state = None
     if unit:
         try:
@@ -928,9 +832,9 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
             raise RestoreError("process %d restored from %s, but %s" % (pid, images_dir, exc.msg),
                                details={"pid": pid, "unit": unit})
     rec = make_record(manifest_sha, ident, result.argv, result.duration, stats, verified, proc_root)
-    _manifest.write_json_atomic(os.path.join(images_dir, RECORD_NAME), rec)
+    _manifest.write_json_atomic(os.path.join(images_dir, _manifest.RESTORE_RECORD_NAME), rec)
     timings["total"] = round(time.monotonic() - t0, 4)
-    out = {"changed": True, "pid": pid, "process": _public_identity(ident), "restore_record": rec,
+    out = {"changed": True, "pid": pid, "process": _identity.public(ident), "restore_record": rec,
            "verified": verified, "log_path": log_path, "criu_cmd": result.argv, "options": opts,
            "timings": timings,
            "msg": "process %d restored from %s and verified after %.1f s" % (
@@ -989,252 +893,3 @@ def _announce(service, images_dir):
     except _netaddr.AddressError as exc:
         return "restored %s, but the service address was not announced (%s); peers reach it once their " \
                "ARP entry for it expires" % (images_dir, exc.msg)
-
-
-# ------------------------------------------------------------ process_state
-
-def expected_identity(params):
-    """(identity dict, source description) of the process params name."""
-    ident, source, dummy = expected_tree(params)
-    return ident, source
-
-
-def expected_tree(params):
-    """(identity dict, source description, [{pid, start_time}] of the other members of
-    its checkpointed tree, as the manifest recorded them; [] when unknown)."""
-    if params.get("identity"):
-        ident = dict(params["identity"])
-        missing = [k for k in ("pid", "start_time") if ident.get(k) in (None, "")]
-        if missing:
-            raise RestoreError("identity must name at least pid and start_time (the PID alone may "
-                               "have been reused); missing: %s" % ", ".join(missing))
-        try:
-            ident["pid"] = int(ident["pid"])
-            ident["start_time"] = int(ident["start_time"])
-        except (TypeError, ValueError):
-            raise RestoreError("identity pid and start_time must be integers, got %r and %r"
-                               % (ident.get("pid"), ident.get("start_time")))
-        return ident, "the identity given", []
-    if params.get("manifest"):
-        images_dir = os.path.dirname(os.path.abspath(params["manifest"]))
-        if os.path.basename(params["manifest"]) != MANIFEST_NAME:
-            raise RestoreError("manifest must be the path of a %s, got %s" % (MANIFEST_NAME, params["manifest"]))
-    else:
-        images_dir = os.path.abspath(params["images_dir"])
-    manifest, manifest_sha = load_manifest(images_dir)
-    if params.get("instance") == "restored":
-        record = read_record(images_dir)
-        if not record or record.get("manifest_sha256") != manifest_sha:
-            raise RestoreError("no restore record for the checkpoint in %s: the process was not restored "
-                               "from it by ckpt.criu.restore (or the checkpoint changed since)" % images_dir)
-        proc = record.get("process") or {}
-        return ({k: proc.get(k) for k in ("pid", "start_time", "boot_id", "exe", "cmdline")},
-                "the process restored from %s" % images_dir, [])
-    proc = manifest["process"]
-    ident = {k: proc.get(k) for k in ("pid", "start_time", "boot_id", "exe", "cmdline", "comm")}
-    if ident.get("boot_id") is None:
-        ident["boot_id"] = (manifest.get("host") or {}).get("boot_id")
-    members = [{"pid": t.get("pid"), "start_time": t.get("start_time")} for t in manifest.get("tree") or []
-               if isinstance(t, dict) and t.get("pid") != ident["pid"]]
-    return ident, "the process checkpointed in %s" % images_dir, members
-
-
-def process_unit(params):
-    """The systemd unit whose process process_state acts on: ``unit``, or the
-    unit a checkpoint (images_dir/manifest, source instance) was taken of."""
-    if params.get("unit"):
-        try:
-            return _unit.unit_name(params["unit"])
-        except _unit.UnitError as exc:
-            raise RestoreError(exc.msg)
-    if params.get("identity") or params.get("instance") == "restored":
-        return None
-    images_dir = os.path.dirname(os.path.abspath(params["manifest"])) if params.get("manifest") \
-        else os.path.abspath(params["images_dir"])
-    try:
-        manifest, _sha = load_manifest(images_dir)
-    except RestoreError:
-        return None
-    return (manifest.get("unit") or {}).get("name")
-
-
-def ensure_process_state(params, check_mode=False, proc_root=_identity.PROC):
-    """Bring the named process to params['state']; return the module result.
-
-    For the process of a systemd unit, killing it first holds the unit (so
-    systemd neither restarts it nor calls it failed), and once the process is
-    killed or running again the collection's drop-ins are removed: the unit
-    is itself again (inactive, or running that process)."""
-    unit = process_unit(params) if params["state"] in ("running", "killed") else None
-    if unit and not check_mode and not _unit.systemd_running():
-        unit = None
-    if unit and params["state"] == "killed" and not check_mode:
-        # A unit running the process without our hold (say, restored under it) would restart it.
-        if int(_unit.show(unit, ("MainPID",)).get("MainPID") or 0) > 0 and not _unit.our_drop_ins(unit):
-            _unit.hold(unit, "(killed by ckpt.criu.process_state)", _manifest.utc_now())
-    result = _ensure_process_state(params, check_mode, proc_root)
-    if unit and not check_mode:
-        released = _unit.release(unit)
-        state = _unit.show(unit, ("ActiveState", "MainPID", "NRestarts"))
-        result["unit"] = {"name": unit, "released": released, "active_state": state.get("ActiveState"),
-                          "main_pid": int(state.get("MainPID") or 0),
-                          "n_restarts": int(state.get("NRestarts") or 0)}
-        result["changed"] = result["changed"] or bool(released)
-    return result
-
-
-def tree_members(pid, expected, recorded, proc_root=_identity.PROC):
-    """[{pid, start_time, state}] of the other live processes of pid's tree.
-
-    The live descendants of pid, and the members the checkpoint recorded
-    (``recorded``, [{pid, start_time}]) that still run as themselves on the
-    boot the checkpoint was taken on: a member outlives a root killed alone,
-    reparented away from it. A frozen tree forks nothing, so for the
-    checkpoint's own process the two agree."""
-    found = {}
-
-    def add(member, start_time=None):
-        st = _identity.read_stat(member, proc_root)
-        if st is None or (start_time is not None and st["start_time"] != int(start_time)):
-            return
-        found[member] = {"pid": member, "start_time": st["start_time"], "state": _identity.state_word(st["state"])}
-
-    for member in _procfs.descendants(pid, proc_root):
-        add(member)
-    if recorded and expected.get("boot_id") in (None, _procfs.read_boot_id(proc_root)):
-        for entry in recorded:
-            if entry.get("pid") not in found and entry.get("pid") != pid and entry.get("start_time") is not None:
-                add(int(entry["pid"]), entry["start_time"])
-    return [found[k] for k in sorted(found)]
-
-
-def _wait_members(pids, want, members, wait, proc_root):
-    """Sentences for the signalled members that did not reach the wanted state in time."""
-    starts = dict((m["pid"], m["start_time"]) for m in members)
-    deadline = time.monotonic() + wait
-    stuck = []
-    for member in pids:
-        left = max(0.0, deadline - time.monotonic())
-        if want == "killed":
-            # Dead is enough: an orphan stays a zombie until the host's init reaps it.
-            now = _identity.wait_state(member, ("absent", "zombie"), left, proc_root)
-            if now not in ("absent", "zombie") and not _identity.wait_gone(member, 0, proc_root,
-                                                                           start_time=starts[member]):
-                stuck.append("PID %d is still %s" % (member, now))
-        else:
-            now = _identity.wait_state(member, (want,), left, proc_root)
-            if now not in (want, "absent"):
-                stuck.append("PID %d is %s" % (member, now))
-    return stuck
-
-
-def _ensure_process_state(params, check_mode, proc_root):
-    want = params["state"]
-    wait = float(params.get("wait") if params.get("wait") is not None else 10.0)
-    expected, source, recorded = expected_tree(params)
-    pid = expected["pid"]
-    live = _identity.read_identity(pid, proc_root)
-    before = _identity.state_word(live["state"]) if live else "absent"
-    result = {"changed": False, "pid": pid, "state": want, "before": before, "after": before,
-              "expected": expected, "process": _public_identity(live), "signal": None, "tree_pids": []}
-
-    if live is not None:
-        diffs = _identity.differences(expected, live)
-        if diffs:
-            raise RestoreError(
-                "PID %d now belongs to a different process than %s (%s differ): expected %s, found %s; "
-                "nothing was signalled" % (pid, source, ", ".join(diffs), _identity.describe(expected),
-                                           _identity.describe(live)),
-                details={"pid": pid, "expected": expected, "process": _public_identity(live),
-                         "differences": diffs, "before": before})
-    # The rest of its tree goes with it: a checkpoint holds the whole tree, and the other
-    # members of a frozen tree, left stopped, would outlive the commit or the rollback.
-    members = tree_members(pid, expected, recorded, proc_root)
-    pending = [m for m in members if _needs_signal(m["state"], want)]
-
-    if want == "killed":
-        root_done = before in ("absent", "zombie")
-    else:
-        if before in ("absent", "zombie"):
-            raise RestoreError("process %d from %s is not running (%s); it cannot be made %s"
-                               % (pid, source, "gone" if before == "absent" else "a zombie", want),
-                               details={"pid": pid, "before": before, "expected": expected})
-        if before == "traced":
-            raise RestoreError("process %d from %s is stopped by a tracer (ptrace); a signal cannot make it %s "
-                               "(is criu still running against it?)" % (pid, source, want),
-                               details={"pid": pid, "before": before})
-        root_done = before == want
-    if root_done and not pending:
-        result["msg"] = ("process %d from %s is not running (%s); nothing to kill" % (pid, source, before)
-                         if want == "killed" else "process %d from %s is already %s" % (pid, source, want))
-        return result
-
-    result["changed"] = True
-    result["signal"] = _identity.SIGNALS[want].name
-    if check_mode:
-        if not root_done:
-            result["after"] = want if want != "killed" else "absent"
-        result["tree_pids"] = [m["pid"] for m in pending]
-        result["msg"] = "process %d from %s would be sent %s%s" % (pid, source, result["signal"],
-                                                                   _tree_note(result["tree_pids"], root_done))
-        return result
-
-    if want == "running":
-        # A process criu dumped with tcp_established and left stopped (a rolled-back
-        # migration) has its connections in TCP repair mode: take them out first (the tree's).
-        repaired, unrepaired = _netaddr.leave_repair(pid, proc_root)
-        if repaired:
-            result["tcp_repair_off"] = repaired
-        if unrepaired:
-            result.setdefault("warnings", []).append(
-                "some TCP connections of process %d could not be taken out of repair mode, so they will not "
-                "work: %s" % (pid, "; ".join(unrepaired)))
-    if not root_done and not _identity.send_signal(pid, _identity.SIGNALS[want], start_time=live["start_time"],
-                                                   proc_root=proc_root):
-        raise RestoreError("process %d from %s exited or was replaced before it could be sent %s; nothing was "
-                           "signalled" % (pid, source, result["signal"]), details={"pid": pid, "before": before})
-    result["tree_pids"] = [m["pid"] for m in pending
-                           if _identity.send_signal(m["pid"], _identity.SIGNALS[want], start_time=m["start_time"],
-                                                    proc_root=proc_root)]
-    if root_done:
-        pass
-    elif want == "killed":
-        gone = _identity.wait_gone(pid, wait, proc_root, start_time=live["start_time"])
-        now = _identity.read_stat(pid, proc_root)
-        if gone or now is None or now["start_time"] != live["start_time"]:
-            result["after"] = "absent"
-        else:
-            result["after"] = _identity.state_word(now["state"])
-            if result["after"] != "zombie":
-                raise RestoreError("process %d was sent SIGKILL but is still %s after %.1f s"
-                                   % (pid, result["after"], wait), details=dict(result))
-            result["warnings"] = ["process %d is dead but its parent (pid %d) has not reaped it after %.1f s; "
-                                  "its PID stays taken until then" % (pid, now["ppid"], wait)]
-    else:
-        result["after"] = _identity.wait_state(pid, (want,), wait, proc_root)
-        if result["after"] != want:
-            raise RestoreError("process %d was sent %s but is %s after %.1f s"
-                               % (pid, result["signal"], result["after"], wait), details=dict(result))
-    stuck = _wait_members(result["tree_pids"], want, members, wait, proc_root)
-    if stuck:
-        raise RestoreError("process %d from %s is %s, but not all of its tree: %s after %s and %.1f s"
-                           % (pid, source, result["after"], "; ".join(stuck), result["signal"], wait),
-                           details=dict(result))
-    result["process"] = _public_identity(_identity.read_identity(pid, proc_root))
-    result["msg"] = "process %d from %s: %s -> %s%s" % (pid, source, before, result["after"],
-                                                        _tree_note(result["tree_pids"], root_done))
-    return result
-
-
-def _needs_signal(state, want):
-    """Whether a member in ``state`` still needs the signal of ``want``."""
-    if want == "killed":
-        return state not in ("absent", "zombie")
-    return state == ("stopped" if want == "running" else "running")
-
-
-def _tree_note(pids, root_done):
-    if not pids:
-        return ""
-    return "; %s %d other process%s of its tree (%s)" % (
-        "only" if root_done else "and", len(pids), "" if len(pids) == 1 else "es", ", ".join(str(p) for p in pids))

@@ -210,3 +210,23 @@ class HeldDir(object):
         fd = self.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         os.close(fd)
         return os.path.join(self.path, name)
+
+
+def hold_images_dir(images_dir, error, create=True):
+    """The verified images_dir held open (created 0700 when missing); ``error`` raised on a broken rule."""
+    try:
+        return hold(images_dir, create=create)
+    except UntrustedDirError as exc:
+        raise error(exc.msg)
+    except OSError as exc:
+        raise error("cannot create or open images_dir %s: %s" % (images_dir, exc.strerror or exc))
+
+
+def fresh_file(held, name, error):
+    """A new, empty file NAME (a log) in the held directory; an old one, or a planted symlink, is unlinked;
+    ``error`` raised when the directory is no longer the one held."""
+    try:
+        held.check_path()
+        return held.fresh(name)
+    except UntrustedDirError as exc:
+        raise error(exc.msg)

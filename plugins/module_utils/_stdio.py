@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import re
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _probe
+from ansible_collections.ckpt.criu.plugins.module_utils import _criu_info
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import PROC, ProcfsError
 
@@ -100,7 +100,7 @@ def gather(pid, tree=True, proc_root=PROC, kernel_release=None, criu_version=Non
     pid = int(pid)
     pids = _procfs.process_tree(pid, proc_root) if tree else [pid]
     if cap_sys_resource is None:
-        cap_sys_resource = _probe.has_capability("CAP_SYS_RESOURCE")
+        cap_sys_resource = _criu_info.has_capability("CAP_SYS_RESOURCE")
     ctx = {"root": pid, "pids": pids, "fds": {}, "stat": {}, "own_sid": {}, "sockets": {}, "mnt_ids": {},
            "diag": None, "holders": None, "proc_root": proc_root, "comms": {}, "creds": {},
            "kernel_release": kernel_release if kernel_release is not None else os.uname().release,

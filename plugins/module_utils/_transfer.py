@@ -18,9 +18,9 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
-MANIFEST_NAME = "ckpt-manifest.json"
 # An ssh argv element must be one word: rsync splits --rsh on whitespace.
 _WORD = re.compile(r"^[A-Za-z0-9_@%+=:,./~-]+$")
 _DEST = re.compile(r"^(?:[A-Za-z0-9_.-]+@)?[A-Za-z0-9_.:-]+$")
@@ -91,7 +91,7 @@ class Push(object):
         self.timeout = timeout
         self.target = "%s:%s/" % (spec["destination"], spec["path"].rstrip("/"))
         self.base = ["rsync", "--archive", "--rsh=%s" % " ".join(spec.get("rsh") or ["ssh"])]
-        self.argv = self.base + ["--exclude=/%s" % MANIFEST_NAME, "--exclude=/.ckpt-*",
+        self.argv = self.base + ["--exclude=/%s" % _manifest.MANIFEST_NAME, "--exclude=/.ckpt-*",
                                  images_dir.rstrip("/") + "/", self.target]
         self._err = tempfile.TemporaryFile()
         self.t0 = time.monotonic()
@@ -126,7 +126,7 @@ class Push(object):
         """Wait for the images, then send the manifest; return the timings."""
         self._wait_images()
         t1 = time.monotonic()
-        _rsync(self.base + [os.path.join(self.images_dir, MANIFEST_NAME), self.target], self.timeout)
+        _rsync(self.base + [os.path.join(self.images_dir, _manifest.MANIFEST_NAME), self.target], self.timeout)
         t2 = time.monotonic()
         return {"images": round(t1 - self.t0, 4), "manifest": round(t2 - t1, 4), "total": round(t2 - self.t0, 4),
                 "destination": self.target}

@@ -289,7 +289,7 @@ msg:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-from ansible_collections.ckpt.criu.plugins.module_utils._probe import DEFAULT_FEATURES, PROBES, gather
+from ansible_collections.ckpt.criu.plugins.module_utils._criu_info import DEFAULT_FEATURES, PROBES, gather
 
 
 def main():

@@ -333,7 +333,9 @@ criu_cmd:
   elements: str
   sample: ["/usr/sbin/criu", "dump", "-t", "4242", "-D", "/var/lib/ckpt/myapp"]
 image_bytes:
-  description: Total size of the image files in O(images_dir).
+  description:
+    - Total size of the checkpoint, in bytes: the image files in O(images_dir), plus, with O(page_server),
+      the pages sent to the page server (criu's C(pages_written) times the page size), which are not in O(images_dir).
   returned: when a checkpoint exists
   type: int
   sample: 12345678

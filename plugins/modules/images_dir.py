@@ -79,6 +79,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import fail
 
 
 def main():
@@ -96,14 +97,15 @@ def main():
     try:
         missing = _safedir.check(path)
     except _safedir.UntrustedDirError as exc:
-        module.fail_json(msg="%s; nothing was changed" % exc.msg, path=path)
+        fail(module, _safedir.UntrustedDirError("%s; nothing was changed" % exc.msg, **exc.details), path=path)
     if missing and module.params["state"] == "checked":
         module.fail_json(msg="images directory %s does not exist" % path, path=path)
     if missing and not module.check_mode:
         try:
             _safedir.hold(path, create=True).close()
         except _safedir.UntrustedDirError as exc:
-            module.fail_json(msg="%s; nothing more was changed" % exc.msg, path=path)
+            fail(module, _safedir.UntrustedDirError("%s; nothing more was changed" % exc.msg, **exc.details),
+                 path=path)
         except OSError as exc:
             module.fail_json(msg="cannot create %s: %s" % (path, exc.strerror or exc), path=path)
     module.exit_json(changed=bool(missing), path=path, created=missing)

@@ -151,7 +151,7 @@ criu_cmd:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._dump import page_server
+from ansible_collections.ckpt.criu.plugins.module_utils._page_server import page_server
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 

@@ -179,9 +179,9 @@ process:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
-from ansible_collections.ckpt.criu.plugins.module_utils._restore import ensure_process_state
+from ansible_collections.ckpt.criu.plugins.module_utils._process_state import ensure_process_state
 
 
 def main():
@@ -203,7 +203,7 @@ def main():
     try:
         result = ensure_process_state(module.params, check_mode=module.check_mode)
     except CkptError as exc:
-        module.fail_json(**private(module, exc.to_fail_kwargs()))
+        fail(module, exc, shown=lambda kw: private(module, kw))
     for warning in result.pop("warnings", []):
         module.warn(warning)
     module.exit_json(**private(module, result))

@@ -339,7 +339,7 @@ problems:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import parse_size
-from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import restore
 
@@ -379,7 +379,7 @@ def main():
         params["prefault"] = parse_size(params["prefault"], "prefault") if params["prefault"] not in (None, "") else None
         result = restore(params, check_mode=module.check_mode)
     except CkptError as exc:
-        module.fail_json(**private(module, exc.to_fail_kwargs()))
+        fail(module, exc, shown=lambda kw: private(module, kw))
     module.exit_json(**private(module, result))
 
 

@@ -50,6 +50,10 @@ def test_page_server_dump_and_restore_from_one_dir(run_module, workload, tmp_pat
         assert not list(src.glob("pages-*.img"))
         got = sorted(os.listdir(dest))
         assert "pagemap-%d.img" % w.pid in got and [n for n in got if n.startswith("pages-")], got
+        # The checkpoint's size counts the pages the page server received.
+        sent = sum(os.stat(dest / n).st_size for n in got if n.startswith("pages-"))
+        assert r["manifest"]["remote_pages"]["bytes"] == sent >= 8 * 1024 * 1024, (r["manifest"]["remote_pages"], sent)
+        assert r["image_bytes"] == r["manifest"]["images_total_bytes"] + sent, r["image_bytes"]
         for n in got:
             if n.endswith(".img"):
                 assert (os.stat(dest / n).st_mode & 0o777) == 0o600

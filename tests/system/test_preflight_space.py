@@ -1,6 +1,10 @@
-"""The preflight role's free-space check, with real ansible-playbook on this
-host: an images root that does not exist yet is measured on its nearest
-existing parent, and too little space is refused with the numbers."""
+"""The preflight role's free-space check, with real ansible-playbook, stat and
+df on this host: an images root that does not exist yet is measured on its
+nearest existing parent, and too little space is refused with the numbers.
+The rules themselves (the parents looked for, the bytes needed) are unit
+tests of ckpt.criu.preflight_space_paths and preflight_space_need
+(tests/unit/plugins/module_utils/test_preflight_rules.py); here the task file
+gets its inputs: the root, the host, and the processes that run."""
 from __future__ import annotations
 
 import subprocess
@@ -17,10 +21,9 @@ PLAY = """
     - name: Check the space under {root}
       ansible.builtin.include_tasks: {tasks}
       vars:
-        ckpt_preflight_space_host: localhost
-        ckpt_preflight_space_root: {root}
-        ckpt_preflight_present_pids: [1]
-        ckpt_preflight_rss: {{1: {rss}}}
+        __preflight_space_host: localhost
+        __preflight_space_root: {root}
+        __preflight_running: {{present: [1], rss: {{1: {rss}}}}}
         ckpt_preflight_space_factor: 1.5
 """
 
@@ -46,3 +49,4 @@ def test_too_little_space_is_refused_with_the_numbers(tmp_path, ansible_env):
     p = _run(tmp_path, ansible_env, str(tmp_path / "images"), 10 ** 18)
     assert p.returncode != 0
     assert "Not enough space for the images" in p.stdout and "needed" in p.stdout
+    assert "%d needed" % int(10 ** 18 * 1.5) in p.stdout, p.stdout[-3000:]

@@ -24,7 +24,7 @@ import pytest
 
 from ckpt_testlib import REPO, VENV_BIN, find_criu, read_ticks, start_workload, still_ticking, wait_gone
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _dump, _identity, _restore
+from ansible_collections.ckpt.criu.plugins.module_utils import _identity, _page_server, _process_state
 
 pytestmark = pytest.mark.criu
 
@@ -509,7 +509,7 @@ def test_process_state_and_page_server_signal_through_a_pidfd(monkeypatch, run_m
     start = int(Path("/proc/%d/stat" % w.pid).read_text().rsplit(")", 1)[1].split()[19])
     res = run_module("page_server", {"images_dir": str(base / "ps"), "address": "127.0.0.1"})
     assert res.status == "ok", res.get("msg")
-    record = _dump.read_ps_record(str(base / "ps"))
+    record = _page_server.read_ps_record(str(base / "ps"))
 
     def kill_by_number(pid, sig):
         raise AssertionError("os.kill(%d, %d): a signal by PID number, which may have been reused" % (pid, sig))
@@ -518,14 +518,14 @@ def test_process_state_and_page_server_signal_through_a_pidfd(monkeypatch, run_m
     monkeypatch.setattr(os, "kill", kill_by_number)
     try:
         ident = {"pid": w.pid, "start_time": start}
-        out = _restore.ensure_process_state({"state": "stopped", "identity": ident, "wait": 5})
+        out = _process_state.ensure_process_state({"state": "stopped", "identity": ident, "wait": 5})
         assert out["after"] == "stopped"
         # A PID that now names another process (another start time) is never signalled.
         assert _identity.send_signal(w.pid, signal.SIGCONT, start_time=start + 1) is False
         assert _state(w.pid) == "T"
-        out = _restore.ensure_process_state({"state": "running", "identity": ident, "wait": 5})
+        out = _process_state.ensure_process_state({"state": "running", "identity": ident, "wait": 5})
         assert out["after"] == "running"
-        _dump.stop_page_server(record)
+        _page_server.stop_page_server(record)
         assert wait_gone(record["pid"], 5)
     finally:
         monkeypatch.undo()

@@ -170,3 +170,40 @@ def test_tcp_cause_does_not_ask_for_tcp_established_when_it_was_passed(tmp_path)
     assert "pass tcp_established" not in passed.cause()
     assert "although --tcp-established was passed" in passed.cause()
     assert "tcp: Connected TCP socket" in passed.cause()
+
+
+def test_flag_args_follow_the_table_in_the_order_asked():
+    opts = {"file_locks": True, "shell_job": True, "leave_stopped": True, "tcp_established": False}
+    assert _criu.flag_args(opts, _criu.SHARED_OPTIONS) == ["--shell-job", "--file-locks"]
+    assert _criu.flag_args(opts, ("leave_running", "leave_stopped")) == ["--leave-stopped"]
+    assert _criu.flag_args({"ext_unix_sk": True}, ("ext_unix_sk",)) == ["--ext-unix-sk"]
+    assert _criu.flag_args({"ext_unix_sk": True, "ext_unix_sk_inodes": [5, 6]}, ("ext_unix_sk",)) == [
+        "--ext-unix-sk=5,6"]
+    assert _criu.flag_args({"ext_unix_sk": False, "ext_unix_sk_inodes": [5]}, ("ext_unix_sk",)) == []
+
+
+def test_shared_argv_pieces():
+    assert _criu.dir_args("/i", "/w") == ["-D", "/i", "-W", "/w"]
+    assert _criu.external_args(None) == [] and _criu.external_args(["a", "b"]) == [
+        "--external", "a", "--external", "b"]
+    assert _criu.inherit_fd_args([("7", "pipe:[1]"), (8, "k")]) == [
+        "--inherit-fd", "fd[7]:pipe:[1]", "--inherit-fd", "fd[8]:k"]
+    assert _criu.tls_args({"tls_key": "/k", "tls_cacert": "/ca"}) == ["--tls", "--tls-cacert", "/ca", "--tls-key", "/k"]
+
+
+def test_find_executable_looks_first_then_path_then_system_dirs(tmp_path, monkeypatch):
+    found = {}
+    for where in ("opt", "path", "system"):
+        (tmp_path / where).mkdir()
+        (tmp_path / where / "tool").write_text("#!/bin/sh\n")
+        (tmp_path / where / "tool").chmod(0o755)
+        found[where] = str(tmp_path / where / "tool")
+    monkeypatch.setenv("PATH", str(tmp_path / "path"))
+    monkeypatch.setattr(_criu, "SEARCH_DIRS", (str(tmp_path / "system"),))
+    assert _criu.find_executable("tool", first=(str(tmp_path / "opt"),)) == found["opt"]
+    assert _criu.find_executable("tool") == found["path"]
+    (tmp_path / "path" / "tool").unlink()
+    assert _criu.find_executable("tool") == found["system"]
+    (tmp_path / "system" / "tool").chmod(0o644)
+    assert _criu.find_executable("tool") is None
+    assert _criu.find_executable("ckpt-no-such-tool-anywhere") is None

@@ -9,6 +9,8 @@ import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _criu
 from ansible_collections.ckpt.criu.plugins.module_utils import _dump
+from ansible_collections.ckpt.criu.plugins.module_utils import _lock
+from ansible_collections.ckpt.criu.plugins.module_utils import _page_server
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 
 
@@ -41,6 +43,19 @@ def test_argv_every_option():
 def test_argv_values_are_single_elements_never_shell():
     args = _dump.build_dump_args(1, "/a b", "/w", {"external": ["x; rm -rf /"]})
     assert "x; rm -rf /" in args and "/a b" in args
+
+
+def test_argv_exact_order():
+    opts = {"leave_running": True, "shell_job": True, "tcp_established": True, "ext_unix_sk": True,
+            "file_locks": True, "external": ["mnt[/data]:data"], "inherit_fds": {"9": "pipe:[5]", "10": "pipe:[6]"},
+            "ghost_limit": 4096, "network_lock": "nftables",
+            "page_server": {"address": "192.0.2.1", "port": 27027, "tls": True},
+            "extra_args": ["--shell-job", "--external", "unix[9]"]}
+    assert _dump.build_dump_args(7, "/i", "/w", opts, "pre-1") == [
+        "-t", "7", "-D", "/i", "-W", "/w", "--leave-running", "--shell-job", "--tcp-established", "--ext-unix-sk",
+        "--file-locks", "--external", "mnt[/data]:data", "--inherit-fd", "fd[10]:pipe:[6]", "--inherit-fd",
+        "fd[9]:pipe:[5]", "--ghost-limit", "4096", "--network-lock", "nftables", "--page-server", "--address",
+        "192.0.2.1", "--port", "27027", "--tls", "--prev-images-dir", "pre-1", "--track-mem", "--external", "unix[9]"]
 
 
 @pytest.mark.parametrize("path,needle", [
@@ -128,22 +143,22 @@ def test_decide_refusals_name_force(info, live, problems, needle):
 
 
 def test_lock_second_holder_gets_a_clear_error(tmp_path):
-    a = _dump.DirLock(str(tmp_path)).acquire()
+    a = _lock.DirLock(str(tmp_path)).acquire()
     try:
-        with pytest.raises(_dump.DumpError, match=r"another dump into .* is running \(PID %d\)" % os.getpid()):
-            _dump.DirLock(str(tmp_path)).acquire()
-        with pytest.raises(_dump.DumpError, match="another dump"):
-            _dump.DirLock(str(tmp_path)).probe()
+        with pytest.raises(_lock.LockError, match=r"another dump into .* is running \(PID %d\)" % os.getpid()):
+            _lock.DirLock(str(tmp_path)).acquire()
+        with pytest.raises(_lock.LockError, match="another dump"):
+            _lock.DirLock(str(tmp_path)).probe()
     finally:
         a.release()
-    _dump.DirLock(str(tmp_path)).probe()
-    _dump.DirLock(str(tmp_path)).acquire().release()
+    _lock.DirLock(str(tmp_path)).probe()
+    _lock.DirLock(str(tmp_path)).acquire().release()
 
 
 def test_tls_args():
-    assert _dump.tls_args({}) == []
-    assert _dump.tls_args({"tls": True}) == ["--tls"]
-    assert _dump.build_page_server_args("/d", "0.0.0.0", 5, "/d/p", {"tls_cert": "/c"}) == [
+    assert _criu.tls_args({}) == []
+    assert _criu.tls_args({"tls": True}) == ["--tls"]
+    assert _page_server.build_page_server_args("/d", "0.0.0.0", 5, "/d/p", {"tls_cert": "/c"}) == [
         "-D", "/d", "--address", "0.0.0.0", "--port", "5", "-d", "--pidfile", "/d/p", "--tls", "--tls-cert", "/c"]
 
 

@@ -56,3 +56,11 @@ def test_the_error_wins_over_extra():
     with pytest.raises(SystemExit) as ended:
         fail(_Module(), CkptError("bad", changed=True), changed=False)
     assert ended.value.args[0] == {"msg": "bad", "changed": True}
+
+
+def test_fail_passes_the_result_through_the_modules_filter():
+    def hide(kw):
+        return dict(kw, cmdline=["python3"]) if "cmdline" in kw else kw
+    with pytest.raises(SystemExit) as ended:
+        fail(_Module(), CkptError("gone", cmdline=["python3", "--password=x"], pid=4), shown=hide, changed=False)
+    assert ended.value.args[0] == {"msg": "gone", "cmdline": ["python3"], "pid": 4, "changed": False}

@@ -223,3 +223,36 @@ def test_host_identity_has_the_keys():
     h = _manifest.host_identity()
     assert set(h) == {"hostname", "boot_id", "kernel", "machine_id"}
     assert h["boot_id"] and h["kernel"]
+
+
+def test_read_json_is_the_one_reader_of_records(tmp_path):
+    path = str(tmp_path / "r.json")
+    assert _manifest.read_json(path) is None and _manifest.read_record(path) is None
+    (tmp_path / "r.json").write_bytes(b'{"pid": 7}')
+    assert _manifest.read_json(path) == ({"pid": 7}, b'{"pid": 7}')
+    assert _manifest.read_record(path) == {"pid": 7}
+    (tmp_path / "r.json").write_bytes(b"[1, 2]")
+    assert _manifest.read_json(path)[0] == [1, 2]
+    assert _manifest.read_record(path) is None, "a record is a JSON object"
+    (tmp_path / "r.json").write_bytes(b"{broken")
+    with pytest.raises(_manifest.ManifestError, match="is not valid JSON") as exc:
+        _manifest.read_json(path)
+    assert isinstance(exc.value.cause, ValueError)
+    assert _manifest.read_record(path) is None
+    with pytest.raises(_manifest.ManifestError, match="cannot read") as exc:
+        _manifest.read_json(str(tmp_path))          # a directory
+    assert isinstance(exc.value.cause, OSError)
+
+
+def test_failed_marker_round_trip(tmp_path):
+    assert _manifest.read_failed_marker(str(tmp_path)) is None
+    _manifest.write_failed_marker(str(tmp_path), "disk full", {"pid": 3})
+    marker = _manifest.read_failed_marker(str(tmp_path))
+    assert marker["cause"] == "disk full" and marker["pid"] == 3 and marker["failed"] is True
+
+
+def test_checkpoint_bytes_counts_the_pages_a_page_server_received():
+    assert _manifest.checkpoint_bytes({"images_total_bytes": 4096}) == 4096
+    assert _manifest.checkpoint_bytes({"images_total_bytes": 4096,
+                                       "remote_pages": {"pattern": "pages-*.img", "bytes": 8192}}) == 12288
+    assert _manifest.checkpoint_bytes({}) == 0

@@ -12,6 +12,8 @@ import pytest
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+from ansible_collections.ckpt.criu.plugins.module_utils import _prefault
+from ansible_collections.ckpt.criu.plugins.module_utils import _process_state
 from ansible_collections.ckpt.criu.plugins.module_utils import _restore
 
 BOOT = "11111111-2222-3333-4444-555555555555"
@@ -85,7 +87,7 @@ def make_checkpoint(tmp_path, exe, **over):
         "images_total_bytes": sum(i["size"] for i in imgs),
     }
     manifest.update(over)
-    (images / _restore.MANIFEST_NAME).write_text(json.dumps(manifest))
+    (images / _manifest.MANIFEST_NAME).write_text(json.dumps(manifest))
     return images, manifest
 
 
@@ -147,7 +149,7 @@ def test_load_manifest_complete(tmp_path, exe):
     images, manifest = make_checkpoint(tmp_path, exe)
     got, sha = _restore.load_manifest(str(images))
     assert got == manifest
-    assert sha == _sha((images / _restore.MANIFEST_NAME).read_bytes())
+    assert sha == _sha((images / _manifest.MANIFEST_NAME).read_bytes())
 
 
 @pytest.mark.parametrize("mutate,needle", [
@@ -161,7 +163,7 @@ def test_load_manifest_complete(tmp_path, exe):
 def test_incomplete_manifest_is_refused(tmp_path, exe, mutate, needle):
     images, manifest = make_checkpoint(tmp_path, exe)
     mutate(manifest)
-    (images / _restore.MANIFEST_NAME).write_text(json.dumps(manifest))
+    (images / _manifest.MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(_restore.RestoreError) as ei:
         _restore.load_manifest(str(images))
     assert str(ei.value).startswith("no complete checkpoint in %s: " % images)
@@ -170,12 +172,12 @@ def test_incomplete_manifest_is_refused(tmp_path, exe, mutate, needle):
 
 def test_missing_manifest_and_dir(tmp_path, exe):
     images, _m = make_checkpoint(tmp_path, exe)
-    (images / _restore.MANIFEST_NAME).unlink()
+    (images / _manifest.MANIFEST_NAME).unlink()
     with pytest.raises(_restore.RestoreError, match="ckpt-manifest.json is missing"):
         _restore.load_manifest(str(images))
     with pytest.raises(_restore.RestoreError, match="does not exist"):
         _restore.load_manifest(str(tmp_path / "nope"))
-    (images / _restore.MANIFEST_NAME).write_text("{not json")
+    (images / _manifest.MANIFEST_NAME).write_text("{not json")
     with pytest.raises(_restore.RestoreError, match="not valid JSON"):
         _restore.load_manifest(str(images))
 
@@ -282,6 +284,15 @@ def test_restore_args_always_detached_with_own_workdir():
     assert args.count("--external") == 2 and args[-1] == "--leave-stopped"
 
 
+def test_restore_args_exact_order():
+    opts = {"shell_job": True, "tcp_established": True, "ext_unix_sk": True, "ext_unix_sk_inodes": [77, 78],
+            "file_locks": True, "external": ["mnt[/data]:data"], "leave_stopped": True}
+    assert _restore.restore_args("/i", "/w", "/w/pid", opts, [(5, "pipe:[6]")]) == [
+        "-d", "-D", "/i", "-W", "/w", "--pidfile", "/w/pid", "--shell-job", "--tcp-established",
+        "--ext-unix-sk=77,78", "--file-locks", "--external", "mnt[/data]:data", "--inherit-fd", "fd[5]:pipe:[6]",
+        "--leave-stopped"]
+
+
 # ------------------------------------------------------------ idempotence
 
 def test_already_restored_requires_the_recorded_identity(tmp_path, proc, exe):
@@ -351,7 +362,7 @@ def test_record_is_written_atomically_0600(tmp_path, proc, exe):
     images, _m = make_checkpoint(tmp_path, exe)
     ident = {"pid": PID, "start_time": 1, "boot_id": BOOT, "exe": str(exe), "cmdline": ["a"]}
     rec = _restore.make_record("abc", ident, ["criu", "restore"], 0.1, {"x": 1}, {"alive": True}, str(proc.root))
-    path = images / _restore.RECORD_NAME
+    path = images / _manifest.RESTORE_RECORD_NAME
     _manifest.write_json_atomic(str(path), rec)
     assert oct(os.stat(str(path)).st_mode & 0o777) == "0o600"
     assert json.loads(path.read_text()) == rec and rec["criu"]["log"] == "restore.log"
@@ -368,22 +379,22 @@ def _params(**kw):
 
 def test_expected_identity_sources(tmp_path, exe):
     images, manifest = make_checkpoint(tmp_path, exe)
-    ident, source = _restore.expected_identity(_params(images_dir=str(images)))
+    ident, source = _process_state.expected_identity(_params(images_dir=str(images)))
     assert (ident["pid"], ident["start_time"], ident["boot_id"]) == (PID, 1000, BOOT)
     assert "checkpointed in" in source
-    ident2, _s = _restore.expected_identity(_params(manifest=str(images / _restore.MANIFEST_NAME)))
+    ident2, _s = _process_state.expected_identity(_params(manifest=str(images / _manifest.MANIFEST_NAME)))
     assert ident2 == ident
     with pytest.raises(_restore.RestoreError, match="no restore record"):
-        _restore.expected_identity(_params(images_dir=str(images), instance="restored"))
+        _process_state.expected_identity(_params(images_dir=str(images), instance="restored"))
     _m, sha = _restore.load_manifest(str(images))
-    (images / _restore.RECORD_NAME).write_text(json.dumps(
+    (images / _manifest.RESTORE_RECORD_NAME).write_text(json.dumps(
         {"manifest_sha256": sha, "process": {"pid": PID, "start_time": 9, "boot_id": BOOT}}))
-    ident3, source3 = _restore.expected_identity(_params(images_dir=str(images), instance="restored"))
+    ident3, source3 = _process_state.expected_identity(_params(images_dir=str(images), instance="restored"))
     assert ident3["start_time"] == 9 and "restored from" in source3
     with pytest.raises(_restore.RestoreError, match="start_time"):
-        _restore.expected_identity(_params(identity={"pid": PID}))
+        _process_state.expected_identity(_params(identity={"pid": PID}))
     with pytest.raises(_restore.RestoreError, match="integers"):
-        _restore.expected_identity(_params(identity={"pid": "x", "start_time": 1}))
+        _process_state.expected_identity(_params(identity={"pid": "x", "start_time": 1}))
 
 
 @pytest.mark.parametrize("present,want,changed,after", [
@@ -399,7 +410,7 @@ def test_process_state_check_mode_predictions(tmp_path, proc, exe, present, want
     images, _m = make_checkpoint(tmp_path, exe)
     if present:
         proc.add(PID, 1000, state=present, exe=str(exe) if present != "Z" else None)
-    res = _restore.ensure_process_state(_params(images_dir=str(images), state=want), True, str(proc.root))
+    res = _process_state.ensure_process_state(_params(images_dir=str(images), state=want), True, str(proc.root))
     assert res["changed"] is changed
     assert res["signal"] == ({"running": "SIGCONT", "stopped": "SIGSTOP", "killed": "SIGKILL"}[want] if changed else None)
 
@@ -414,14 +425,14 @@ def test_process_state_refusals(tmp_path, proc, exe, present, want, needle):
     if present:
         proc.add(PID, 1000, state=present, exe=str(exe) if present != "Z" else None)
     with pytest.raises(_restore.RestoreError, match=needle):
-        _restore.ensure_process_state(_params(images_dir=str(images), state=want), True, str(proc.root))
+        _process_state.ensure_process_state(_params(images_dir=str(images), state=want), True, str(proc.root))
 
 
 def test_process_state_refuses_another_process_on_the_pid(tmp_path, proc, exe):
     images, _m = make_checkpoint(tmp_path, exe)
     proc.add(PID, 1001, state="T", exe=str(exe))
     with pytest.raises(_restore.RestoreError) as ei:
-        _restore.ensure_process_state(_params(images_dir=str(images), state="killed"), False, str(proc.root))
+        _process_state.ensure_process_state(_params(images_dir=str(images), state="killed"), False, str(proc.root))
     msg = str(ei.value)
     assert "different process" in msg and "start time 1000" in msg and "start time 1001" in msg
     assert "nothing was signalled" in msg
@@ -469,7 +480,7 @@ def _meminfo(tmp_path, avail_kib):
 
 
 def test_prefault_touches_at_most_half_of_the_available_memory(tmp_path):
-    pf = _restore.Prefault(64 << 20, proc_root=_meminfo(tmp_path, 32 * 1024))   # 32 MiB available
+    pf = _prefault.Prefault(64 << 20, proc_root=_meminfo(tmp_path, 32 * 1024))   # 32 MiB available
     info = pf.release()
     assert info["requested_bytes"] == 64 << 20 and info["limit_bytes"] == 16 << 20
     assert 0 <= info["touched_bytes"] <= 16 << 20
@@ -478,7 +489,7 @@ def test_prefault_touches_at_most_half_of_the_available_memory(tmp_path):
 
 def test_prefault_touches_twice_the_request_when_given_time(tmp_path):
     # Once for the images' page cache as they arrive, once for the restored process.
-    pf = _restore.Prefault(24 << 20, proc_root=_meminfo(tmp_path, 1 << 20))     # 1 GiB available
+    pf = _prefault.Prefault(24 << 20, proc_root=_meminfo(tmp_path, 1 << 20))     # 1 GiB available
     pf._thread.join(30)
     info = pf.release()
     assert info["touched_bytes"] == info["limit_bytes"] == 48 << 20 and info["freed_at_arrival_bytes"] == 0
@@ -487,7 +498,7 @@ def test_prefault_touches_twice_the_request_when_given_time(tmp_path):
 @pytest.mark.parametrize("avail_mib,freed_mib", [(1024, 24), (64, 8), (32, 0)])
 def test_prefault_arrival_keeps_what_the_restore_needs(tmp_path, avail_mib, freed_mib):
     done = []
-    pf = _restore.Prefault(24 << 20, proc_root=_meminfo(tmp_path, avail_mib << 10), on_done=done.append)
+    pf = _prefault.Prefault(24 << 20, proc_root=_meminfo(tmp_path, avail_mib << 10), on_done=done.append)
     pf._thread.join(30)
     assert done == [pf]
     pf.arrival()
@@ -498,7 +509,7 @@ def test_prefault_arrival_keeps_what_the_restore_needs(tmp_path, avail_mib, free
 
 
 def test_prefault_without_meminfo_touches_nothing(tmp_path):
-    assert _restore.Prefault(8 << 20, proc_root=str(tmp_path / "missing")).release()["touched_bytes"] == 0
+    assert _prefault.Prefault(8 << 20, proc_root=str(tmp_path / "missing")).release()["touched_bytes"] == 0
 
 
 # ------------------------------------------------------------------ trees

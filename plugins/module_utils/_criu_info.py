@@ -138,18 +138,6 @@ def has_capability(name, status_path="/proc/self/status"):
     return name in caps["names"]
 
 
-def which(name):
-    """Path of an executable on PATH or in the sbin directories, or None."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for d in ("/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"):
-        cand = os.path.join(d, name)
-        if os.access(cand, os.X_OK):
-            return cand
-    return None
-
-
 # ---------------------------------------------------------------- features
 
 def probe_features(criu, names):
@@ -327,7 +315,7 @@ def inet_dump_probe(criu, timeout=30):
 
 def lazy_pages_probe(criu, timeout=30):
     """A real post-copy round trip on this host; see the module docstring."""
-    unshare, nsenter = which("unshare"), which("nsenter")
+    unshare, nsenter = _criu.find_executable("unshare"), _criu.find_executable("nsenter")
     if not unshare or not nsenter:
         return not_run("unshare and nsenter (util-linux) are needed for the lazy pages probe and are missing")
     started = time.monotonic()
@@ -439,7 +427,7 @@ def empty_result():
         "probes": dict((name, not_run("criu was not found")) for name in PROBES),
         "root": os.geteuid() == 0,
         "capabilities": capabilities(),
-        "network_lock": {"iptables": which("iptables-restore") is not None, "nftables": False,
+        "network_lock": {"iptables": _criu.find_executable("iptables-restore") is not None, "nftables": False,
                          "available": [], "recommended": None},
     }
 

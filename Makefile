@@ -1,5 +1,5 @@
 # ckpt.criu developer entry points. Every target sets the machine up first.
-.PHONY: setup test demo bench sanity matrix lint unit integration docs clean
+.PHONY: setup test demo bench sanity matrix lint unit integration targets docs clean
 
 setup:
 	@bash scripts/setup.sh
@@ -17,7 +17,10 @@ unit: setup
 	@.venv/bin/python -m pytest -p no:cacheprovider tests/unit
 
 integration: setup
-	@.venv/bin/python -m pytest -p no:cacheprovider tests/integration
+	@.venv/bin/python -m pytest -p no:cacheprovider tests/system
+
+targets: setup
+	@bash scripts/targets.sh
 
 lint: setup
 	@.venv/bin/ansible-lint --offline

@@ -37,7 +37,7 @@ REPO = os.path.dirname(HERE)
 VENV = os.path.join(REPO, ".venv")
 VENV_PY = os.path.join(VENV, "bin", "python")
 OUT_DIR = os.path.join(REPO, "docs", "benchmarks")
-WORKLOADS = os.path.join(REPO, "tests", "workloads")
+WORKLOADS = os.path.join(REPO, "tests", "integration", "targets", "setup_workloads", "files")
 COUNTER = os.path.join(WORKLOADS, "counter.py")
 SPAWN = os.path.join(WORKLOADS, "spawn.py")
 CRIU = "/opt/ckpt-criu/bin/criu"
@@ -123,7 +123,7 @@ def ensure_matplotlib():
 
 
 def load_fleet_module():
-    spec = importlib.util.spec_from_file_location("ckpt_test_fleet", os.path.join(REPO, "tests", "fleet", "fleet.py"))
+    spec = importlib.util.spec_from_file_location("ckpt_test_fleet", os.path.join(REPO, "tests", "system", "fleet", "fleet.py"))
     mod = importlib.util.module_from_spec(spec)
     sys.modules["ckpt_test_fleet"] = mod
     spec.loader.exec_module(mod)

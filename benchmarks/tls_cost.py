@@ -90,7 +90,7 @@ def main():
     cdir = os.path.join(work, "certs")
     os.mkdir(cdir, 0o700)
     certs(cdir)
-    counter = subprocess.Popen(["setsid", sys.executable, str(REPO / "tests" / "workloads" / "counter.py"),
+    counter = subprocess.Popen(["setsid", sys.executable, str(REPO / "tests" / "integration" / "targets" / "setup_workloads" / "files" / "counter.py"),
                                 "--out", os.path.join(work, "ticks"), "--mem", str(args.mem)],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

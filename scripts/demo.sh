@@ -9,7 +9,7 @@ cd "$here"
 py=$here/.venv/bin/python
 state=${CKPT_DEMO_STATE_DIR:-/run/ckpt-demo-fleet}
 work=$(mktemp -d /tmp/ckpt-demo.XXXXXX)
-fleet() { "$py" tests/fleet/fleet.py --state-dir "$state" "$@"; }
+fleet() { "$py" tests/system/fleet/fleet.py --state-dir "$state" "$@"; }
 cleanup() { fleet down >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
 
@@ -18,8 +18,8 @@ fleet down >/dev/null 2>&1 || true
 fleet up --hosts 2 --name ckdem --subnet 10.217.0.0/24
 
 echo "== starting a counter on node1 (a daemon: own session, stdio on /dev/null)"
-pid=$(fleet ssh node1 -- python3 "$here/tests/workloads/spawn.py" --stdio devnull --pidfile /srv/counter.pid \
-      -- python3 "$here/tests/workloads/counter.py" --out "$work/ticks" --interval 0.02 --mem 64)
+pid=$(fleet ssh node1 -- python3 "$here/tests/integration/targets/setup_workloads/files/spawn.py" --stdio devnull --pidfile /srv/counter.pid \
+      -- python3 "$here/tests/integration/targets/setup_workloads/files/counter.py" --out "$work/ticks" --interval 0.02 --mem 64)
 echo "   counter PID $pid on node1, ticks in $work/ticks"
 sleep 2
 

@@ -32,7 +32,7 @@ while read -r req; do
   "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/unit || failed+=("$ver:unit")
   echo "---- $ver: smoke run of the playbooks with $("$venv/bin/ansible-playbook" --version | head -1)"
   CKPT_ANSIBLE_BIN=$here/$venv/bin "$venv/bin/python" -m pytest -p no:cacheprovider -q \
-    tests/integration/fleet/test_playbooks.py -k "$smoke" || failed+=("$ver:smoke")
+    tests/system/fleet/test_playbooks.py -k "$smoke" || failed+=("$ver:smoke")
   echo "==== ansible-core $ver: $(( $(date +%s) - t0 )) s"
 done <requirements/matrix.txt
 if ((${#failed[@]})); then echo "support matrix FAILED: ${failed[*]}"; exit 1; fi

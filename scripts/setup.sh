@@ -63,7 +63,7 @@ fi
 # ansible-test's pip bootstrap, from here rather than from the network.
 bash scripts/ansible-test-pip.sh .venv/bin/python | while read -r line; do say "$line"; done
 
-# 4. An unprivileged local user for the attack tests (tests/integration/
+# 4. An unprivileged local user for the attack tests (tests/system/
 #    test_trust.py): the one who plants symlinks and owns directories.
 if ! id -u ckpt-attacker >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin ckpt-attacker

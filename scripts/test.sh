@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: ansible-test sanity, ansible-lint (production
-# profile), antsibull-docs lint, then unit and integration tests with pytest
-# against real CRIU, real processes and real SSH, then the support matrix
-# (scripts/matrix.sh: sanity, unit and a playbook smoke run on the other
-# ansible-core versions meta/runtime.yml claims). Every stage runs; the run
+# profile), antsibull-docs lint, then unit and system tests with pytest
+# against real CRIU, real processes and real SSH, then ansible-test integration
+# (the targets in tests/integration/targets, scripts/targets.sh), then the
+# support matrix (scripts/matrix.sh: sanity, unit and a playbook smoke run on
+# the other ansible-core versions meta/runtime.yml claims). Every stage runs; the run
 # fails if any stage fails, and pytest collecting no test counts as failure.
 set -uo pipefail
 # CRIU checkpoints a process only when it can see the process's session
@@ -35,11 +36,14 @@ ansible-lint --offline -q || failed+=(ansible-lint)
 step "antsibull-docs lint (module documentation)"
 antsibull-docs lint-collection-docs --plugin-docs "$copy" || failed+=(docs-lint)
 
-step "pytest: unit and integration (real CRIU, real processes, real SSH)"
+step "pytest: unit and system tests (real CRIU, real processes, real SSH)"
 rc=0
-python -m pytest -p no:cacheprovider "${pytest_args[@]}" tests/unit tests/integration || rc=$?
+python -m pytest -p no:cacheprovider "${pytest_args[@]}" tests/unit tests/system || rc=$?
 if [[ $rc -eq 5 ]]; then echo "pytest collected no tests"; failed+=(pytest-no-tests)
 elif [[ $rc -ne 0 ]]; then failed+=(pytest); fi
+
+step "ansible-test integration: the targets in tests/integration/targets (real CRIU, real processes)"
+bash scripts/targets.sh "$here/.venv/bin" || failed+=(targets)
 
 step "support matrix: the other ansible-core versions requires_ansible claims (requirements/matrix.txt)"
 bash scripts/matrix.sh || failed+=(matrix)

@@ -1,5 +1,5 @@
 """Pure-logic tests of _criu: argv building, log reading, failure explanation,
-stats decoding. Real criu runs are in tests/integration/test_criu_runner.py."""
+stats decoding. Real criu runs are in tests/system/test_criu_runner.py."""
 from __future__ import annotations
 
 import pytest

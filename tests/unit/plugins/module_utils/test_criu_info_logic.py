@@ -1,5 +1,5 @@
 """Pure-logic tests of _criu_info: capabilities, derived facts, probe results and the summary.
-The probes themselves run against real criu in tests/integration/test_criu_info.py."""
+The probes themselves run against real criu in tests/system/test_criu_info.py."""
 from __future__ import annotations
 
 import time

@@ -1,6 +1,6 @@
 """Pure logic of _dump: argv from options, images_dir rules, sizes, the
 pre-dump gate and the idempotency decisions. Real dumps are in
-tests/integration/test_dump.py."""
+tests/system/test_dump.py."""
 from __future__ import annotations
 
 import os

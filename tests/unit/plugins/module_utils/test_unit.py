@@ -1,6 +1,6 @@
 """Pure-logic tests of _unit: names, Exec= quoting, drop-in texts, the
 refusal rules, cgroup reading. Real systemd runs are in
-tests/integration/test_units.py (hosts that boot systemd)."""
+tests/system/test_units.py (hosts that boot systemd)."""
 from __future__ import annotations
 
 import shlex

@@ -88,6 +88,31 @@ def sha256_file(path, chunk_size=CHUNK_SIZE):
         return sha256_fileobj(fh, chunk_size)[0]
 
 
+def stat_key(st):
+    """What identifies one version of a file's content: device, inode, size,
+    mtime and ctime (any write, truncation, rename or attribute change moves
+    the ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def sha256_unchanged(path, chunk_size=CHUNK_SIZE):
+    """(sha256, stat_key) of the regular file at ``path`` (not followed if a
+    symlink), or None if it is not a regular file or changed while it was read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            return None
+        digest = sha256_fileobj(fh, chunk_size)[0]
+        after = os.fstat(fd)
+    if stat_key(before) != stat_key(after):
+        return None
+    return digest, stat_key(after)
+
+
 def _read_at(fh, offset, size):
     fh.seek(offset)
     data = fh.read(size)

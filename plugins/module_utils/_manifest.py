@@ -41,6 +41,8 @@ MANIFEST_NAME = "ckpt-manifest.json"
 FAILED_NAME = "ckpt-failed.json"
 RESTORE_RECORD_NAME = "ckpt-restore.json"
 LOCK_NAME = ".ckpt-lock"
+# The record of a page server receiving into the directory (_page_server).
+PAGE_SERVER_RECORD_NAME = ".ckpt-page-server.json"
 DUMP_LOG_NAME = "dump.log"
 PRIVATE_PREFIX = ".ckpt-"
 
@@ -171,7 +173,52 @@ def checkpoint_bytes(manifest):
     return int(manifest.get("images_total_bytes") or 0) + int(remote)
 
 
-def verify_images(manifest, images_dir, check_remote=False, extra=True):
+def hash_arrived(images_dir, known, skip=()):
+    """Hash one image that has arrived complete and is not in ``known`` yet.
+
+    A restore waiting for its checkpoint calls this between its looks for the
+    manifest, so that the images are verified while they arrive rather than
+    after. rsync gives a file its name only once it is whole (it writes a
+    dot-named temporary file and renames it), so a named image is complete;
+    names matching a pattern in ``skip`` (a page server's pages, written in
+    place) are left alone. ``known`` maps a name to (stat key, sha256);
+    :func:`verify_images` uses an entry only while the file still has that
+    stat key, so a file changed later is hashed again. Returns the name
+    hashed, or None when there was nothing to hash.
+    """
+    try:
+        names = list_images(images_dir)
+    except OSError:
+        return None
+    for name in names:
+        base = os.path.basename(name)
+        if base.startswith(".") or any(fnmatch.fnmatch(base, pat) for pat in skip):
+            continue
+        path = os.path.join(images_dir, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        entry = known.get(name)
+        if entry is not None and entry[0] == _checksum.stat_key(st):
+            continue
+        got = _checksum.sha256_unchanged(path)
+        if got is None:
+            continue
+        known[name] = (got[1], got[0])
+        return name
+    return None
+
+
+def _content_sha256(known, name, path, st):
+    """The sha256 of ``path`` (``st`` its lstat): from ``known`` while the file is unchanged."""
+    entry = known.get(name)
+    if entry is not None and entry[0] == _checksum.stat_key(st):
+        return entry[1]
+    return _checksum.sha256_file(path)
+
+
+def verify_images(manifest, images_dir, check_remote=False, extra=True, known=None):
     """Problems (sentences) with the images of ``manifest`` in images_dir; [] when they verify.
 
     Every recorded image must exist as a regular file with its size and
@@ -179,7 +226,10 @@ def verify_images(manifest, images_dir, check_remote=False, extra=True):
     ``check_remote`` (on the host that received them), and have no checksum.
     With ``extra``, an ``*.img`` file the manifest does not list is a problem
     too (left over from another dump, it would be restored with these).
+    ``known`` (from :func:`hash_arrived`) saves hashing a file again that has
+    not changed since it was hashed.
     """
+    known = known or {}
     problems = []
     listed = set()
     for img in manifest.get("images") or []:
@@ -207,7 +257,7 @@ def verify_images(manifest, images_dir, check_remote=False, extra=True):
             continue
         if not img.get("sha256"):
             problems.append("image %s has no recorded sha256" % name)
-        elif _checksum.sha256_file(path) != img["sha256"]:
+        elif _content_sha256(known, name, path, st) != img["sha256"]:
             problems.append("image %s does not match its recorded sha256 (corrupted or altered)" % name)
     # A page server names its pages file itself (pages-<N>.img): the manifest
     # records only the pattern.

@@ -27,7 +27,6 @@ class PageServerError(CkptError):
     """A page server refused, or failed to start, with what a person needs to act on it."""
 
 
-PS_RECORD_NAME = ".ckpt-page-server.json"
 PS_PIDFILE_NAME = ".ckpt-page-server.pid"
 PS_LOG_NAME = "page-server.log"
 
@@ -56,7 +55,7 @@ def page_server_running(record, proc_root=_identity.PROC):
 
 def read_ps_record(images_dir):
     """The record of the page server of images_dir, or None."""
-    return _manifest.read_record(os.path.join(images_dir, PS_RECORD_NAME))
+    return _manifest.read_record(os.path.join(images_dir, _manifest.PAGE_SERVER_RECORD_NAME))
 
 
 def build_page_server_args(images_dir, address, port, pidfile, tls=None):
@@ -186,7 +185,7 @@ def _start_page_server(params, criu, held, address, port, tls, info, leftovers, 
     record = {"pid": ps_pid, "start_time": live.get("start_time"), "boot_id": live.get("boot_id"),
               "address": address, "port": use_port, "images_dir": images_dir, "argv": res.argv,
               "tls": bool(_criu.tls_args(tls)), "started": _manifest.utc_now()}
-    _manifest.write_json_atomic(os.path.join(images_dir, PS_RECORD_NAME), record)
+    _manifest.write_json_atomic(os.path.join(images_dir, _manifest.PAGE_SERVER_RECORD_NAME), record)
     out = _ps_result(record, images_dir, True, "page server PID %d listening on %s:%d for %s"
                      % (ps_pid, address, use_port, images_dir))
     if moved:

@@ -120,7 +120,7 @@ def load_manifest(images_dir):
     return manifest, hashlib.sha256(raw).hexdigest()
 
 
-def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None):
+def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None, known=None):
     """Wait up to ``timeout`` seconds for a checkpoint to arrive in images_dir.
 
     A migration starts the destination's restore before the source is frozen,
@@ -129,7 +129,9 @@ def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None):
     waited. Raises RestoreError if the directory disappears (the migration was
     rolled back) or nothing arrives in time. ``on_arrival()`` is called once,
     as soon as the first image (a page server's pages, an rsync temporary
-    file) appears, which is just after the source froze.
+    file) appears, which is just after the source froze. With ``known`` (a
+    dict), the images that arrive are hashed while it waits
+    (:func:`_manifest.hash_arrived`), one between two looks for the manifest.
     """
     t0 = time.monotonic()
     path = os.path.join(images_dir, _manifest.MANIFEST_NAME)
@@ -145,10 +147,20 @@ def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None):
         if on_arrival is not None and _images_arriving(images_dir):
             on_arrival()
             on_arrival = None
+        if known is not None and _manifest.hash_arrived(images_dir, known, _pages_written_in_place(images_dir)):
+            continue
         time.sleep(interval)
     if on_arrival is not None:
         on_arrival()
     return time.monotonic() - t0
+
+
+def _pages_written_in_place(images_dir):
+    """Name patterns of images still being written under their own name: a
+    page server's pages, when one serves this directory."""
+    if os.path.lexists(os.path.join(images_dir, _manifest.PAGE_SERVER_RECORD_NAME)):
+        return ("pages-*.img",)
+    return ()
 
 
 def _images_arriving(images_dir):
@@ -166,10 +178,10 @@ def read_record(images_dir):
 
 # ----------------------------------------------------------- verifications
 
-def image_problems(manifest, images_dir):
+def image_problems(manifest, images_dir, known=None):
     """Every image must exist with its recorded size and sha256 (page-server images must
     exist); an ``*.img`` the manifest does not list is a problem too."""
-    return _manifest.verify_images(manifest, images_dir, check_remote=True, extra=True)
+    return _manifest.verify_images(manifest, images_dir, check_remote=True, extra=True, known=known)
 
 
 def _binary_entries(manifest):
@@ -335,11 +347,12 @@ def pid_problem(manifest, holder, pid_wait):
             "restore in another PID namespace" % (pid, _identity.describe(holder)))
 
 
-def precheck_problems(manifest, images_dir, verify_images=True, verify_binaries=True):
-    """Every file-level read-only verification (not the PID), as sentences."""
+def precheck_problems(manifest, images_dir, verify_images=True, verify_binaries=True, known=None):
+    """Every file-level read-only verification (not the PID), as sentences.
+    ``known``: images hashed while they arrived (:func:`wait_for_manifest`)."""
     problems = []
     if verify_images:
-        problems.extend(image_problems(manifest, images_dir))
+        problems.extend(image_problems(manifest, images_dir, known))
     if verify_binaries:
         problems.extend(binary_problems(manifest))
     problems.extend(stdio_file_problems(manifest))
@@ -672,13 +685,15 @@ def _restore(params, check_mode, proc_root, prefault):
         except _netaddr.AddressError as exc:
             raise RestoreError("refusing to restore %s: %s" % (images_dir, exc.msg))
     waited = None
+    known = {}
     if params.get("wait_for_manifest") and not check_mode:
         waited = wait_for_manifest(images_dir, params["wait_for_manifest"],
-                                   on_arrival=prefault.arrival if prefault is not None else None)
+                                   on_arrival=prefault.arrival if prefault is not None else None,
+                                   known=known if params.get("verify_images", True) else None)
         t0 = time.monotonic()
     held = hold_trusted(images_dir)
     try:
-        return _restore_held(params, check_mode, proc_root, prefault, held, t0, waited)
+        return _restore_held(params, check_mode, proc_root, prefault, held, t0, waited, known)
     finally:
         held.close()
 
@@ -701,7 +716,7 @@ def default_timeout(manifest):
     return round(DEFAULT_TIMEOUT_BASE + float(_manifest.checkpoint_bytes(manifest)) / DEFAULT_TIMEOUT_RATE, 1)
 
 
-def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
+def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited, known):
     images_dir = held.path
     service = params.get("service_address")     # validated by _restore
     manifest, manifest_sha = load_manifest(images_dir)
@@ -720,7 +735,7 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
 
     tc = time.monotonic()
     problems = precheck_problems(manifest, images_dir, params.get("verify_images", True),
-                                 params.get("verify_binaries", True))
+                                 params.get("verify_binaries", True), known=known)
     if problems:
         raise RestoreError(_first_problem_msg("refusing to restore %s" % images_dir, problems),
                            details={"problems": problems, "pid": pid})
@@ -808,6 +823,7 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited):
                "verify": round(verify_duration, 4), "checks": round(checks_duration, 4),
                "total": round(time.monotonic() - t0, 4), "resumed_at": round(resumed_at, 6),
                "waited_for_manifest": None if waited is None else round(waited, 4),
+               "hashed_while_waiting": len(known),
                "prefault": prefaulted}
     if problem and ident is not None and verified.get("alive") and not verified.get("exe_matches"):
         # It runs code other than the checkpointed one (verify_binaries off, or the file changed

@@ -296,6 +296,13 @@ timings:
       type: float
       returned: when criu ran
       sample: 0.84
+    hashed_while_waiting:
+      description:
+        - How many images were hashed while they arrived, during O(wait_for_manifest), instead of after the manifest
+          came. The verification before criu runs hashes only the rest, and any image that changed since.
+      type: int
+      returned: when criu ran
+      sample: 9
     prefault:
       description:
         - What O(prefault) did, freed just before criu ran; null without it.

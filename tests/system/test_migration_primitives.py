@@ -14,12 +14,17 @@ import pytest
 pytestmark = pytest.mark.criu
 
 
-def _send(src, dst):
-    """Copy a checkpoint the way rsync delivers it: images first, manifest last, renamed into place."""
+def _send(src, dst, before_manifest=None):
+    """Copy a checkpoint the way rsync delivers it: each image under a dot name
+    renamed into place when whole, the manifest last. ``before_manifest()``
+    runs between the two."""
     for name in sorted(os.listdir(src)):
         if name == "ckpt-manifest.json" or name.startswith(".ckpt-"):
             continue
-        shutil.copy2(os.path.join(src, name), os.path.join(dst, name))
+        shutil.copy2(os.path.join(src, name), os.path.join(dst, "." + name + ".part"))
+        os.rename(os.path.join(dst, "." + name + ".part"), os.path.join(dst, name))
+    if before_manifest is not None:
+        before_manifest()
     shutil.copy2(os.path.join(src, "ckpt-manifest.json"), os.path.join(dst, ".manifest.tmp"))
     os.rename(os.path.join(dst, ".manifest.tmp"), os.path.join(dst, "ckpt-manifest.json"))
 
@@ -69,6 +74,54 @@ def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, wo
     before = len(w.read_ticks())
     w.wait_ticks(3)
     assert len(w.read_ticks()) > before
+
+
+def _dump_and_wait(tmp_path, run_module, workload):
+    """A waiting restore in dst (a thread; its result in out["r"]) and a checkpoint in src."""
+    w = workload("devnull")
+    w.wait_ticks(3)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=run_module("restore", {"images_dir": str(dst),
+                                                                           "wait_for_manifest": 60})))
+    t.start()
+    d = run_module("dump", {"pid": w.pid, "images_dir": str(src)})
+    assert d.status == "ok" and d["changed"], d
+    return w, src, dst, t, out, d
+
+
+def test_waiting_restore_hashes_the_images_as_they_arrive(tmp_path, run_module, workload):
+    w, src, dst, t, out, d = _dump_and_wait(tmp_path, run_module, workload)
+    local = [i for i in d["manifest"]["images"] if not i.get("remote")]
+    _send(str(src), str(dst), before_manifest=lambda: time.sleep(1.0))
+    t.join(120)
+    r = out["r"]
+    assert r.status == "ok" and r["changed"] and w.alive(), r
+    # Every image was hashed in the second before the manifest came, not after it.
+    assert r["timings"]["hashed_while_waiting"] == len(local) > 3, (r["timings"], len(local))
+
+
+def test_an_image_changed_after_it_was_hashed_is_still_refused(tmp_path, run_module, workload):
+    w, src, dst, t, out, d = _dump_and_wait(tmp_path, run_module, workload)
+    core = "core-%d.img" % w.pid
+
+    def corrupt():
+        time.sleep(1.0)   # hashed by now, as it arrived
+        path = dst / core
+        st = os.stat(path)
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF
+        with open(path, "r+b") as fh:   # same inode, same size, same mtime: only the ctime moves
+            fh.write(bytes(data))
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    _send(str(src), str(dst), before_manifest=corrupt)
+    t.join(120)
+    r = out["r"]
+    assert r.status == "failed", r
+    assert "image %s does not match its recorded sha256" % core in r["msg"], r["msg"]
+    assert not w.alive(), "a refused restore started the process"
 
 
 def test_waiting_restore_ends_when_the_migration_is_rolled_back(tmp_path, run_module):

@@ -2,12 +2,15 @@
 verification (one flipped byte is caught), directory states, move aside."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
+import time
 
 import pytest
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _checksum
 from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
 
 
@@ -256,3 +259,40 @@ def test_checkpoint_bytes_counts_the_pages_a_page_server_received():
     assert _manifest.checkpoint_bytes({"images_total_bytes": 4096,
                                        "remote_pages": {"pattern": "pages-*.img", "bytes": 8192}}) == 12288
     assert _manifest.checkpoint_bytes({}) == 0
+
+
+def _image(d, name, data):
+    (d / name).write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_hash_arrived_hashes_named_images_once_and_leaves_temporaries_and_skipped(tmp_path):
+    _image(tmp_path, "core-1.img", b"core")
+    _image(tmp_path, "pages-1.img", b"pages")
+    _image(tmp_path, ".mm-1.img.Xy12", b"partial")      # rsync's temporary name
+    known = {}
+    got = []
+    while True:
+        name = _manifest.hash_arrived(str(tmp_path), known, skip=("pages-*.img",))
+        if name is None:
+            break
+        got.append(name)
+    assert got == ["core-1.img"]
+    assert known["core-1.img"][1] == hashlib.sha256(b"core").hexdigest()
+    assert _manifest.hash_arrived(str(tmp_path), known) == "pages-1.img"
+    assert _manifest.hash_arrived(str(tmp_path), known) is None
+
+
+def test_verify_images_uses_a_known_hash_only_while_the_file_is_unchanged(tmp_path):
+    digest = _image(tmp_path, "core-1.img", b"core")
+    manifest = {"images": [{"name": "core-1.img", "size": 4, "sha256": digest}]}
+    key = _checksum.stat_key(os.lstat(tmp_path / "core-1.img"))
+    # A known entry with this file's stat key is believed (here a wrong digest, to show it is used) ...
+    known = {"core-1.img": (key, "0" * 64)}
+    assert "does not match its recorded sha256" in _manifest.verify_images(manifest, str(tmp_path), known=known)[0]
+    # ... and one whose key no longer matches (the file was rewritten since) is not.
+    st = os.stat(tmp_path / "core-1.img")
+    time.sleep(0.05)   # past the kernel's timestamp granularity, so the ctime moves
+    (tmp_path / "core-1.img").write_bytes(b"core")
+    os.utime(tmp_path / "core-1.img", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert _manifest.verify_images(manifest, str(tmp_path), known=known) == []

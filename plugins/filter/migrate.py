@@ -23,7 +23,6 @@ class FilterModule:
             "migrate_key_source": _migrate_plan.key_source,
             "migrate_key_left": _migrate_plan.key_left,
             "migrate_failure": _migrate_plan.failure,
-            "migrate_frozen_seconds": _migrate_plan.frozen_seconds,
             "migrate_skipped_rows": _migrate_plan.skipped_rows,
             "migrated_row": _migrate_plan.migrated_row,
             "migrate_rollback_row": _migrate_plan.rollback_row,

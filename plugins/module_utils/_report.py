@@ -13,6 +13,7 @@ functions turn rows into what the play prints; the filter plugin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 # Every duration in a result row is in seconds, rounded to milliseconds.
@@ -230,14 +231,18 @@ def summary_lines(report):
     return lines
 
 
-def report_basename(name, action, job_id=None, run_id=None, stamp=None):
+def report_basename(name, action, job_id=None, run_id=None, generated=None):
     """The report files' name without extension: ``ckpt_report_name`` when
-    set, else ``<action>-<AWX job id, else the run id, else the time stamp>``."""
+    set, else ``<action>-<AWX job id, else the run id, else the time the
+    report was generated>``; that time (ISO 8601, as the report has it)
+    becomes a stamp like ``20260101T120000Z``."""
     if name not in (None, "") and str(name):
         return str(name)
-    for part in (job_id, run_id, stamp):
+    for part in (job_id, run_id):
         if part is not None:
             return "%s-%s" % (action, part)
+    if generated:
+        return "%s-%sZ" % (action, re.sub(r"[-:]", "", str(generated)[:19]))
     return str(action)
 
 

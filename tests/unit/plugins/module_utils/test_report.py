@@ -161,7 +161,8 @@ def test_report_basename_and_files():
     assert _report.report_basename("nightly", "migrate", 12, "r1", "t") == "nightly"
     assert _report.report_basename("", "migrate", 12, "r1", "t") == "migrate-12"
     assert _report.report_basename("", "checkpoint", None, "r1", "t") == "checkpoint-r1"
-    assert _report.report_basename("", "restore", None, None, "20260101T000000Z") == "restore-20260101T000000Z"
+    assert _report.report_basename("", "restore", None, None, "2026-01-02T03:04:05.678901Z") == "restore-20260102T030405Z"
+    assert _report.report_basename("", "restore") == "restore"
     assert _report.report_files("json, md,,", "/var/tmp/r", "migrate-12") == [
         "/var/tmp/r/migrate-12.json", "/var/tmp/r/migrate-12.md"]
     assert _report.report_files([], "/d", "b") == []

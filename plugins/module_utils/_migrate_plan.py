@@ -121,6 +121,41 @@ def key_source(address, route_stdout=""):
     return match.group(1) if match else ""
 
 
+def _b64text(content):
+    return base64.b64decode(content).decode("utf-8", "replace")
+
+
+def known_hosts(hostkeys, address, port):
+    """The known hosts of the migration's key: each of the destination's
+    host keys (``hostkeys``: slurp results of its ssh_host_*_key.pub, read
+    over the controller's connection) under the address the source dials
+    (``[address]:port`` unless the port is 22)."""
+    name = address if str(port) == "22" else "[%s]:%s" % (address, port)
+    return "".join("%s %s\n" % (name, " ".join(_b64text(r["content"]).split()[:2])) for r in hostkeys or [])
+
+
+def authorized_key(public_key, source, command, marker):
+    """The authorized_keys line of the migration's key (``public_key``: the
+    slurped id.pub): only from ``source``, restricted, forced to ``command``,
+    commented with ``marker``."""
+    return 'from="%s",restrict,command="%s" %s %s' % (
+        source, command, " ".join(_b64text(public_key).split()[:2]), str(marker).replace(" ", "-"))
+
+
+def key_refusal(check, address):
+    """Why the source cannot log in with the migration's key, in ssh's own
+    last words (``check``: the result of the test connection)."""
+    check = check or {}
+    stderr = str(check.get("stderr") or "")
+    lines = [line for line in stderr.strip().splitlines() if line]
+    msg = "the source cannot log in to %s with the migration's key (nothing was frozen): %s" % (
+        address, lines[-1] if lines else "ssh exited %s" % check.get("rc"))
+    if "Host key verification failed" in stderr:
+        msg += (" The destination presented a host key other than its /etc/ssh/ssh_host_*_key.pub read over the "
+                "controller connection.")
+    return msg
+
+
 def key_left(unauthorized, removed, destination, marker, user, key_dir):
     """What of the migration's key could not be taken away, one sentence per
     place, from the registered results of the two removals."""

@@ -210,3 +210,32 @@ def test_rollback_row_names_logs_not_kept_and_an_address_not_put_back():
                             service_address={"address": "10.9.0.1/24"})
     assert row["causes"][1:] == ["the logs on node2 could not be kept: unreachable",
                                  "the service address 10.9.0.1/24 could not be put back here: EEXIST"]
+
+
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_known_hosts_name_the_dialled_address_and_port():
+    keys = [{"content": _b64("ssh-ed25519 AAAAC3Nza root@node2\n")}, {"content": _b64("ecdsa-sha2-nistp256 AAAAE2 x\n")}]
+    assert plan.known_hosts(keys, "10.0.0.2", "22") == (
+        "10.0.0.2 ssh-ed25519 AAAAC3Nza\n10.0.0.2 ecdsa-sha2-nistp256 AAAAE2\n")
+    assert plan.known_hosts(keys[:1], "10.0.0.2", 2222) == "[10.0.0.2]:2222 ssh-ed25519 AAAAC3Nza\n"
+    assert plan.known_hosts([], "10.0.0.2", "22") == ""
+
+
+def test_authorized_key_is_confined_to_the_source_and_the_command():
+    line = plan.authorized_key(_b64("ssh-ed25519 AAAAC3Nza ckpt.criu migrate node1 pid-7\n"), "10.0.0.1",
+                               "/usr/bin/rrsync -wo -no-del /srv/pid-7", "ckpt.criu migrate node1 pid-7")
+    assert line == ('from="10.0.0.1",restrict,command="/usr/bin/rrsync -wo -no-del /srv/pid-7" '
+                    "ssh-ed25519 AAAAC3Nza ckpt.criu-migrate-node1-pid-7")
+
+
+def test_key_refusal_quotes_ssh_and_names_a_wrong_host_key():
+    msg = plan.key_refusal({"rc": 255, "stderr": "warning: x\nHost key verification failed.\n\n"}, "10.0.0.2")
+    assert msg == ("the source cannot log in to 10.0.0.2 with the migration's key (nothing was frozen): "
+                   "Host key verification failed. The destination presented a host key other than its "
+                   "/etc/ssh/ssh_host_*_key.pub read over the controller connection.")
+    assert plan.key_refusal({"rc": 255, "stderr": ""}, "n2").endswith("(nothing was frozen): ssh exited 255")
+    assert plan.key_refusal({"rc": 1, "stderr": "Permission denied (publickey).\n"}, "n2").endswith(
+        "frozen): Permission denied (publickey).")

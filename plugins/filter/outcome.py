@@ -21,4 +21,5 @@ class FilterModule:
             "images_bytes": _outcome.images_bytes,
             "restore_row": _outcome.restore_row,
             "restore_failed_row": _outcome.restore_failed_row,
+            "restore_failures": _outcome.restore_failures,
         }

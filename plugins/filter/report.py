@@ -11,7 +11,7 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _report
 
 class FilterModule:
     """ckpt.criu.seconds, process_label, failures, batch_stop, as_list, result_row, fleet_report,
-    summary_lines, report_basename, report_files."""
+    summary_lines, report_basename, report_files, outcome_line."""
 
     def filters(self):
         return {
@@ -25,4 +25,5 @@ class FilterModule:
             "summary_lines": _report.summary_lines,
             "report_basename": _report.report_basename,
             "report_files": _report.report_files,
+            "outcome_line": _report.outcome_line,
         }

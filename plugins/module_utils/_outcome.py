@@ -106,3 +106,10 @@ def restore_failed_row(failed, host, images_dir, image_bytes):
                       "fresh copy running" if failed.get("fresh_copy") else "failed", False,
                       image_bytes=int(image_bytes or 0), cause=cause, causes=[cause] + list(failed.get("problems") or []),
                       images_dir=images_dir, log_path=failed.get("log_path"))
+
+
+def restore_failures(rows):
+    """Why the host fails: ``<images dir> <result>: <cause>`` for every row
+    that is not ok, each followed by a space."""
+    return "".join("%s %s: %s " % (r.get("images_dir"), r.get("result"), r.get("cause"))
+                   for r in rows or [] if not r.get("ok"))

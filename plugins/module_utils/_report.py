@@ -250,3 +250,19 @@ def report_files(formats, directory, basename):
     """The paths of the report files of ``formats`` (a list or a
     comma-separated string)."""
     return ["%s/%s.%s" % (directory, basename, fmt) for fmt in as_list(formats)]
+
+
+def outcome_line(row):
+    """The line a role prints for one of its rows on the host: the process
+    (a restore: its images directory and PID), the result, the frozen time
+    and a checkpoint's images, and the cause of a failure."""
+    cause = (": %s" % row.get("cause")) if not row.get("ok") else ""
+    frozen = (", frozen %s s" % row["frozen_s"]) if row.get("frozen_s") is not None else ""
+    if row.get("action") == "restore":
+        return "%s: %s%s%s" % (row.get("images_dir"), row.get("result"),
+                               (" (PID %s)" % row["pid"]) if row.get("pid") else "", cause)
+    if row.get("action") == "checkpoint":
+        images = ((", %s bytes in %s" % (row["image_bytes"], row.get("images_dir")))
+                  if row.get("image_bytes") is not None else "")
+        return "%s: %s%s%s%s" % (process_label(row), row.get("result"), frozen, images, cause)
+    return "%s -> %s: %s%s%s" % (process_label(row), row.get("destination"), row.get("result"), frozen, cause)

@@ -75,3 +75,11 @@ def test_restore_rows():
     assert (failed["result"], failed["cause"], failed["causes"], failed["log_path"]) == (
         "failed", "pid taken", ["pid taken", "pid 321 is in use"], "/r/restore.log")
     assert _outcome.restore_failed_row({"msg": "x", "fresh_copy": True}, "n", "/r", 0)["result"] == "fresh copy running"
+
+
+def test_restore_failures_name_each_directory():
+    rows = [{"images_dir": "/r/pid-1", "result": "restored", "ok": True, "cause": ""},
+            {"images_dir": "/r/pid-2", "result": "failed", "ok": False, "cause": "pid taken"},
+            {"images_dir": "/r/pid-3", "result": "fresh copy running", "ok": False, "cause": "unit restarted"}]
+    assert _outcome.restore_failures(rows) == "/r/pid-2 failed: pid taken /r/pid-3 fresh copy running: unit restarted "
+    assert _outcome.restore_failures([]) == ""

@@ -172,3 +172,19 @@ def test_report_filters_are_exposed():
     filters = FilterModule().filters()
     for name in ("fleet_report", "summary_lines", "report_basename", "report_files"):
         assert filters[name] is getattr(_report, name)
+
+
+def test_outcome_line_per_action():
+    mig = {"action": "migrate", "pid": 7, "selector": "pid 7", "destination": "node2", "result": "migrated",
+           "ok": True, "frozen_s": 0.25, "cause": ""}
+    assert _report.outcome_line(mig) == "PID 7 -> node2: migrated, frozen 0.25 s"
+    assert _report.outcome_line(dict(mig, result="rolled back", ok=False, frozen_s=None, cause="boom")) == (
+        "PID 7 -> node2: rolled back: boom")
+    ckpt = {"action": "checkpoint", "pid": 0, "selector": "pidfile /run/a.pid", "result": "absent", "ok": False,
+            "frozen_s": None, "image_bytes": None, "cause": "gone"}
+    assert _report.outcome_line(ckpt) == "pidfile /run/a.pid: absent: gone"
+    assert _report.outcome_line(dict(ckpt, pid=9, result="checkpointed", ok=True, frozen_s=0.1, image_bytes=4096,
+                                     images_dir="/i/pid-9")) == "PID 9: checkpointed, frozen 0.1 s, 4096 bytes in /i/pid-9"
+    rest = {"action": "restore", "pid": 321, "images_dir": "/i/pid-9", "result": "restored", "ok": True, "cause": ""}
+    assert _report.outcome_line(rest) == "/i/pid-9: restored (PID 321)"
+    assert _report.outcome_line(dict(rest, pid=None, result="failed", ok=False, cause="x")) == "/i/pid-9: failed: x"

@@ -10,7 +10,8 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _report
 
 
 class FilterModule:
-    """ckpt.criu.seconds, process_label, failures, batch_stop, as_list, result_row."""
+    """ckpt.criu.seconds, process_label, failures, batch_stop, as_list, result_row, fleet_report,
+    summary_lines, report_basename, report_files, outcome_line."""
 
     def filters(self):
         return {
@@ -20,4 +21,9 @@ class FilterModule:
             "batch_stop": _report.batch_stop,
             "as_list": _report.as_list,
             "result_row": _report.result_row,
+            "fleet_report": _report.fleet_report,
+            "summary_lines": _report.summary_lines,
+            "report_basename": _report.report_basename,
+            "report_files": _report.report_files,
+            "outcome_line": _report.outcome_line,
         }

@@ -13,6 +13,9 @@ functions turn rows into what the play prints; the filter plugin
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 # Every duration in a result row is in seconds, rounded to milliseconds.
 SECONDS_DIGITS = 3
 
@@ -155,3 +158,111 @@ def batch_stop(batch, active, host_failures, max_fail_percentage=0, serial=None,
         % (len(bad), len(batch), ", ".join(bad), pct, serial if serial not in (None, "") else len(batch),
            " ".join(d.rstrip(".") + "." for d in details).rstrip("."), later))
     return result
+
+
+def _host_row(hostvars, host, action):
+    """The row of a host without results: ``host failed`` when its play
+    reached it (``ckpt_report_seen``), else ``not run`` (a later batch)."""
+    seen = hostvars.get("ckpt_report_seen", False)
+    seen = seen.strip().lower() in ("1", "yes", "y", "true", "on") if isinstance(seen, str) else bool(seen)
+    if seen:
+        result = "host failed"
+        cause = ("no result from this host: it failed or was unreachable before its processes were handled "
+                 "(see the play output)")
+    else:
+        result, cause = "not run", "the play stopped before this host's batch"
+    return result_row(None, action, host, result, False, destination=hostvars.get("ckpt_migrate_destination"),
+                      cause=cause)
+
+
+def _vars_of(hostvars, host):
+    """The variables of ``host`` ({} for a host the inventory lacks)."""
+    if host not in hostvars:
+        return {}
+    found = hostvars[host]
+    return found if isinstance(found, Mapping) else {}
+
+
+def fleet_report(hostvars, hosts, result_vars, action, generated, check_mode=False, awx=None):
+    """The report of a run (``ckpt_report``): every row the ``hosts`` hold in
+    their ``result_vars``, a ``host failed`` or ``not run`` row for a host
+    without any, and the summary (counts, counts by result, the longest
+    frozen time, the bytes of all images). ``generated`` (the time) and
+    ``awx`` (job_id, launch_type, schedule, user) come from the play."""
+    rows = []
+    for host in hosts or []:
+        hv = _vars_of(hostvars, host)
+        mine = [row for var in result_vars or [] for row in (hv.get(var) or [])]
+        rows.extend(mine or [_host_row(hv, host, action)])
+    frozen = [row.get("frozen_s") for row in rows if row.get("frozen_s") is not None]
+    by_result = {}
+    for row in rows:
+        by_result[row.get("result")] = by_result.get(row.get("result"), 0) + 1
+    awx = awx or {}
+    return {
+        "schema": 1,
+        "action": action,
+        "generated": generated,
+        "check_mode": bool(check_mode),
+        "awx": {key: awx.get(key) for key in ("job_id", "launch_type", "schedule", "user")},
+        "summary": {"processes": len(rows), "ok": len([r for r in rows if r.get("ok")]),
+                    "failed": len([r for r in rows if not r.get("ok")]), "by_result": by_result,
+                    "frozen_max_s": max(frozen) if frozen else None,
+                    "image_bytes": sum(int(r["image_bytes"]) for r in rows if r.get("image_bytes") is not None)},
+        "processes": rows,
+    }
+
+
+def summary_lines(report):
+    """The fleet summary as the play prints it: a headline, then one line per
+    process (host, destination, process, result, frozen time, images, and the
+    cause of a failure)."""
+    summary = report["summary"]
+    lines = ["ckpt.criu %s%s: %d of %d ok%s" % (
+        report["action"], " (check mode)" if report.get("check_mode") else "", summary["ok"], summary["processes"],
+        (", longest frozen %s s" % summary["frozen_max_s"]) if summary.get("frozen_max_s") is not None else "")]
+    for row in report["processes"]:
+        lines.append("%s%s %s: %s%s%s%s" % (
+            row.get("host"), (" -> %s" % row["destination"]) if row.get("destination") else "",
+            process_label(row, selector=True) if (row.get("pid") or row.get("selector")) else "-", row.get("result"),
+            (", frozen %s s" % row["frozen_s"]) if row.get("frozen_s") is not None else "",
+            (", images %.1f MiB" % (int(row["image_bytes"]) / 1048576)) if row.get("image_bytes") else "",
+            (" -- %s" % row["cause"]) if (not row.get("ok") and row.get("cause")) else ""))
+    return lines
+
+
+def report_basename(name, action, job_id=None, run_id=None, generated=None):
+    """The report files' name without extension: ``ckpt_report_name`` when
+    set, else ``<action>-<AWX job id, else the run id, else the time the
+    report was generated>``; that time (ISO 8601, as the report has it)
+    becomes a stamp like ``20260101T120000Z``."""
+    if name not in (None, "") and str(name):
+        return str(name)
+    for part in (job_id, run_id):
+        if part is not None:
+            return "%s-%s" % (action, part)
+    if generated:
+        return "%s-%sZ" % (action, re.sub(r"[-:]", "", str(generated)[:19]))
+    return str(action)
+
+
+def report_files(formats, directory, basename):
+    """The paths of the report files of ``formats`` (a list or a
+    comma-separated string)."""
+    return ["%s/%s.%s" % (directory, basename, fmt) for fmt in as_list(formats)]
+
+
+def outcome_line(row):
+    """The line a role prints for one of its rows on the host: the process
+    (a restore: its images directory and PID), the result, the frozen time
+    and a checkpoint's images, and the cause of a failure."""
+    cause = (": %s" % row.get("cause")) if not row.get("ok") else ""
+    frozen = (", frozen %s s" % row["frozen_s"]) if row.get("frozen_s") is not None else ""
+    if row.get("action") == "restore":
+        return "%s: %s%s%s" % (row.get("images_dir"), row.get("result"),
+                               (" (PID %s)" % row["pid"]) if row.get("pid") else "", cause)
+    if row.get("action") == "checkpoint":
+        images = ((", %s bytes in %s" % (row["image_bytes"], row.get("images_dir")))
+                  if row.get("image_bytes") is not None else "")
+        return "%s: %s%s%s%s" % (process_label(row), row.get("result"), frozen, images, cause)
+    return "%s -> %s: %s%s%s" % (process_label(row), row.get("destination"), row.get("result"), frozen, cause)

@@ -1,0 +1,332 @@
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""The decisions of the migrate role, as pure functions: how the source
+reaches the destination (address, port, the ssh argv of the transfer), what
+a failure was, how long the process was frozen, and the result row of every
+outcome (migrated, refused or absent, rolled back, migrated with a failed
+cleanup). The role's tasks run modules; ``plugins/filter/migrate.py`` exposes
+these functions to them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+from ansible_collections.ckpt.criu.plugins.module_utils._report import result_row, seconds
+
+
+def _failed(result):
+    """A registered result that failed or whose host was unreachable."""
+    result = result or {}
+    return bool(result.get("failed")) or bool(result.get("unreachable"))
+
+
+def _truthy(value):
+    """Ansible's ``bool`` filter: 1, "1", "yes", "true", "on" are true."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "yes", "y", "true", "on")
+    return bool(value)
+
+
+def _get(mapping, *path, default=None):
+    """``mapping.a.b | default(default)``: a missing key or a None on the
+    way gives ``default``."""
+    for key in path:
+        if not isinstance(mapping, dict) or mapping.get(key) is None:
+            return default
+        mapping = mapping[key]
+    return mapping
+
+
+def ssh_port(port, inventory_port=None):
+    """The destination's SSH port as a string: ``ckpt_migrate_ssh_port`` when
+    set, else the destination's ``ansible_port``, else 22."""
+    port = "" if port is None else str(port).strip()
+    if port:
+        return port
+    return str(inventory_port) if inventory_port not in (None, "") else "22"
+
+
+def dest_address(address, ansible_host=None, name=None):
+    """The address the source dials: ``ckpt_migrate_destination_address``
+    when set, else the destination's ``ansible_host``, else its name."""
+    if address not in (None, "") and str(address):
+        return str(address)
+    return str(ansible_host) if ansible_host not in (None, "") else str(name)
+
+
+def service(address, interface=""):
+    """The service address that moves with the process as the modules take
+    it (``{address, interface}``), or {} when none moves."""
+    address = "" if address is None else str(address).strip()
+    if not address:
+        return {}
+    return {"address": address, "interface": "" if interface is None else str(interface).strip()}
+
+
+def _options(options):
+    out = []
+    for option in options or []:
+        out.extend(["-o", str(option)])
+    return out
+
+
+def ssh_argv(port, control_dir, options=None, key=""):
+    """The remote shell of a transfer with the standing SSH access: one
+    multiplexed connection per destination (socket in ``control_dir``), the
+    operator's ``ckpt_migrate_ssh_options``, and ``-i key`` when given."""
+    argv = ["ssh", "-p", str(port), "-o", "ControlMaster=auto", "-o", "ControlPersist=300",
+            "-o", "ControlPath=%s/%%C" % control_dir]
+    argv.extend(_options(options))
+    if key:
+        argv.extend(["-i", str(key)])
+    return argv
+
+
+def key_ssh_argv(port, key_dir, options=None):
+    """The remote shell of a transfer with the migration's own key (in
+    ``key_dir``): no ssh_config, no agent, only the destination's host keys
+    read over the controller's connection, then ``ckpt_migrate_ssh_options``."""
+    argv = ["ssh", "-F", "none", "-p", str(port),
+            "-o", "ControlMaster=auto", "-o", "ControlPersist=300",
+            "-o", "ControlPath=%s/cm" % key_dir,
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", "UserKnownHostsFile=%s/known_hosts" % key_dir,
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
+            "-i", "%s/id" % key_dir]
+    argv.extend(_options(options))
+    return argv
+
+
+def tls_san(address):
+    """The subjectAltName naming ``address`` in the migration's certificates:
+    ``IP:`` for an IPv4 or IPv6 address, ``DNS:`` for a name."""
+    address = str(address)
+    if re.match(r"^[0-9.]+$", address) or ":" in address:
+        return "IP:" + address
+    return "DNS:" + address
+
+
+def key_source(address, route_stdout=""):
+    """The source address the destination sees (``from=`` of the migration's
+    key): ``ckpt_migrate_source_address`` when set, else the ``src`` of
+    ``ip route get <destination>``, else ""."""
+    if address not in (None, "") and str(address):
+        return str(address)
+    match = re.search(r"\bsrc\s+(\S+)", route_stdout or "")
+    return match.group(1) if match else ""
+
+
+def _b64text(content):
+    return base64.b64decode(content).decode("utf-8", "replace")
+
+
+def known_hosts(hostkeys, address, port):
+    """The known hosts of the migration's key: each of the destination's
+    host keys (``hostkeys``: slurp results of its ssh_host_*_key.pub, read
+    over the controller's connection) under the address the source dials
+    (``[address]:port`` unless the port is 22)."""
+    name = address if str(port) == "22" else "[%s]:%s" % (address, port)
+    return "".join("%s %s\n" % (name, " ".join(_b64text(r["content"]).split()[:2])) for r in hostkeys or [])
+
+
+def authorized_key(public_key, source, command, marker):
+    """The authorized_keys line of the migration's key (``public_key``: the
+    slurped id.pub): only from ``source``, restricted, forced to ``command``,
+    commented with ``marker``."""
+    return 'from="%s",restrict,command="%s" %s %s' % (
+        source, command, " ".join(_b64text(public_key).split()[:2]), str(marker).replace(" ", "-"))
+
+
+def key_refusal(check, address):
+    """Why the source cannot log in with the migration's key, in ssh's own
+    last words (``check``: the result of the test connection)."""
+    check = check or {}
+    stderr = str(check.get("stderr") or "")
+    lines = [line for line in stderr.strip().splitlines() if line]
+    msg = "the source cannot log in to %s with the migration's key (nothing was frozen): %s" % (
+        address, lines[-1] if lines else "ssh exited %s" % check.get("rc"))
+    if "Host key verification failed" in stderr:
+        msg += (" The destination presented a host key other than its /etc/ssh/ssh_host_*_key.pub read over the "
+                "controller connection.")
+    return msg
+
+
+def key_left(unauthorized, removed, destination, marker, user, key_dir):
+    """What of the migration's key could not be taken away, one sentence per
+    place, from the registered results of the two removals."""
+    out = []
+    if _failed(unauthorized):
+        out.append('the migration key is still authorized on %s (block "%s" in ~%s/.ssh/authorized_keys): %s; '
+                   "remove it by hand" % (destination, marker, user, (unauthorized or {}).get("msg", "unreachable")))
+    if (removed or {}).get("failed"):
+        out.append("the migration key could not be removed from %s here: %s"
+                   % (key_dir, (removed or {}).get("msg", "?")))
+    return out
+
+
+def failure(result, task, stage, destination):
+    """What failed in a migration: ``{task, msg, stage}`` from the failed
+    task's name and result. An async restore that died (killed, OOM) leaves
+    async_wrapper's parse traceback as its message: say what happened instead."""
+    result = result or {}
+    msg = result["msg"] if "msg" in result else result.get("stderr", "unknown error")
+    msg = str(msg).strip()
+    if "No start of json char found" in msg or msg.startswith("Traceback"):
+        msg = ("the restore on %s died before it reported a result (killed or crashed; "
+               "its log is kept, see destination_logs)" % destination)
+    return {"task": task if task not in (None, "") else "?", "msg": msg, "stage": stage or "prepare"}
+
+
+def frozen_seconds(dump, restored, t_freeze=None, t_restored=None):
+    """How long the process was frozen: from the dump's freeze to the
+    restore's resume when both modules timed them, else from the controller's
+    note of the freeze to its note of the restore, less the restore's
+    verification."""
+    resumed_at = _get(restored, "timings", "resumed_at")
+    frozen_at = _get(dump, "timings", "frozen_at")
+    if resumed_at is not None and frozen_at is not None:
+        return seconds(float(resumed_at) - float(frozen_at))
+    verify = _get(restored, "timings", "verify", default=0)
+    return seconds(float(t_restored) - float(verify) - float(t_freeze))
+
+
+def skipped_rows(processes, records, host, destination):
+    """The rows of the processes not migrated in this run: refused by
+    preflight, absent, or absent because migrated already (a record in
+    ``<images_root>/.migrated``, read with slurp: ``records`` are its loop
+    results)."""
+    done = {}
+    for rec in records or []:
+        if "content" in rec:
+            done[_get(rec, "item", "pid")] = json.loads(base64.b64decode(rec["content"]))
+    rows = []
+    for proc in processes or []:
+        if proc.get("present") and not proc.get("refused"):
+            continue
+        rec = done.get(proc.get("pid"))
+        causes = list(proc.get("causes") or [])
+        if rec:
+            result = "migrated already"
+            cause = "migrated to %s at %s" % (rec.get("destination"), rec.get("migrated_at"))
+            causes = []
+        else:
+            result = "refused" if proc.get("present") else "absent"
+            cause = " ".join(str(c) for c in causes)
+        rows.append(result_row(proc, "migrate", host, result, rec is not None, destination=destination,
+                               cause=cause, causes=causes))
+    return rows
+
+
+def migrated_row(proc, host, destination, dump, restored, t_freeze=None, t_restored=None, service_address=None,
+                 transfer=None, images_kept=False):
+    """The row of a process that runs on the destination and was verified.
+    ``service_address``: the address that moved with it ({} or None: none)."""
+    dump = dump or {}
+    restored = restored or {}
+    moved = service_address or {}
+    return result_row(
+        proc, "migrate", host, "migrated", True, changed=True, destination=destination,
+        frozen_s=frozen_seconds(dump, restored, t_freeze, t_restored),
+        image_bytes=dump.get("image_bytes"),
+        criu_frozen_s=seconds(_get(dump, "timings", "frozen_time")),
+        dump_s=seconds(_get(dump, "timings", "total")),
+        transfer_s=seconds(_get(dump, "timings", "transfer", "total")),
+        restore_s=seconds(_get(restored, "timings", "criu_duration")),
+        service_address=moved.get("address") if moved else None,
+        address_move_s=round(float(_get(dump, "service_address", "seconds", default=0))
+                             + float(_get(restored, "service_address", "seconds", default=0)), 4)
+        if moved else None,
+        transfer=transfer, new_pid=restored.get("pid"), images_kept=_truthy(images_kept))
+
+
+def _page_server_taken(lines, destination, port):
+    """criu's page server serves one connection: a peer that connected first
+    and failed TLS authentication took it. The sentence, or None."""
+    peer = next((line for line in lines if "Accepted connection from" in line), "")
+    tls_errors = [line for line in lines if re.search(r"Error .*tls: ", line)]
+    if not (peer and tls_errors):
+        return None
+    return ("the page server on %s was taken by another connection before this migration's dump connected: "
+            "it %s, which failed TLS authentication (%s), and criu's page server serves one connection only, "
+            "then ends. Nothing was sent to that peer and nothing was frozen (criu connects before it freezes); "
+            "find who connects to port %s there, and run the migration again"
+            % (destination, re.sub(r"^\([0-9.]+\) ", "", peer).lower(),
+               " ".join(re.sub(r"^.*tls: ", "", line) for line in tls_errors), port))
+
+
+def rollback_notes(destination, host, steps, service_address=None, logdir="", page_server_port=None, rolled=True):
+    """What the rollback (or the cleanup after a commit) could not do, and
+    where the destination's logs are kept, one sentence each, from the
+    registered results in ``steps``: ``kill``, ``clean``, ``page_server``,
+    ``job`` (the wait for the restore's end) with ``restore_job``,
+    ``tls_dest``/``tls_src`` with ``tls_dest_dir``/``tls_src_dir``,
+    ``pslog`` (the page server's log lines), ``logs`` and ``logdir_made``,
+    ``addr_dest``/``addr`` (the service address). ``rolled``: the source
+    was not killed, so the whole rollback ran."""
+    steps = steps or {}
+    step = steps.get
+    notes = []
+    if rolled and _failed(step("kill")):
+        notes.append("the copy on %s could not be killed: %s; check it by hand"
+                     % (destination, step("kill").get("msg", "unreachable")))
+    if rolled and _failed(step("clean")):
+        notes.append("the images on %s could not be removed: %s" % (destination, step("clean").get("msg", "unreachable")))
+    if rolled and _failed(step("page_server")):
+        notes.append("the page server on %s could not be stopped: %s"
+                     % (destination, step("page_server").get("msg", "unreachable")))
+    job = step("job")
+    if rolled and job and not job.get("skipped") and not _truthy(job.get("finished", 0)):
+        notes.append("the restore on %s (async job %s) did not end after its images were removed: %s"
+                     % (destination, _get(step("restore_job"), "ansible_job_id"), job.get("msg", "still running")))
+    for key, where, path in (("tls_dest", destination, step("tls_dest_dir")), ("tls_src", host, step("tls_src_dir"))):
+        if _failed(step(key)):
+            notes.append("this migration's TLS credentials on %s could not be removed (%s): remove %s by hand"
+                         % (where, step(key).get("msg", "unreachable"), path))
+    if rolled:
+        taken = _page_server_taken(_get(step("pslog"), "stdout_lines", default=[]), destination, page_server_port)
+        if taken:
+            notes.append(taken)
+    kept = [r["dest"] for r in _get(step("logs"), "results", default=[]) if "checksum" in r] if rolled else []
+    if rolled and step("logdir_made") is not None and _failed(step("logdir_made")):
+        notes.append("the logs on %s could not be kept: %s" % (destination, step("logdir_made").get("msg", "unreachable")))
+    elif kept:
+        notes.append("the destination's logs are kept in %s:%s" % (destination, logdir))
+    address = (service_address or {}).get("address")
+    if rolled and _failed(step("addr_dest")):
+        notes.append("the service address %s could not be taken off %s (%s), so it was not put back here: "
+                     "move it by hand" % (address, destination, step("addr_dest").get("msg", "unreachable")))
+    elif rolled and (step("addr") or {}).get("failed"):
+        notes.append("the service address %s could not be put back here: %s" % (address, step("addr").get("msg", "?")))
+    return notes, kept
+
+
+_KEY_FAILURE = re.compile(r"^the migration key (is still authorized|could not be removed)")
+
+
+def rollback_row(failure_note, proc, host, destination, steps, dump=None, t_freeze=None, now=None,
+                 service_address=None, logdir="", page_server_port=None, key_left_notes=None):
+    """The row of a migration that failed: ``rolled back`` (the source runs
+    again) or, after the commit killed the source, ``migrated, cleanup
+    failed``. ``failure_note``: see ``failure``; ``steps``: see
+    ``rollback_notes``; ``now``: the controller's time (epoch seconds), for
+    how long a process failed while frozen was stopped; ``key_left_notes``:
+    what of the migration's key is left (None: it was not used)."""
+    rolled = failure_note.get("stage") != "committed"
+    notes, kept = rollback_notes(destination, host, steps, service_address, logdir, page_server_port, rolled)
+    if key_left_notes is not None and not _KEY_FAILURE.search(str(failure_note.get("msg", ""))):
+        notes.extend(key_left_notes)
+    cause = '%s (stage %s, task "%s")' % (failure_note.get("msg"), failure_note.get("stage"), failure_note.get("task"))
+    frozen = None
+    if (rolled and t_freeze is not None and failure_note.get("stage") == "frozen"
+            and "before freezing anything" not in str(failure_note.get("msg", ""))):
+        frozen = float(now) - float(t_freeze)
+    causes = [cause] + notes
+    return result_row(proc, "migrate", host, "rolled back" if rolled else "migrated, cleanup failed", False,
+                      changed=True, destination=destination, frozen_s=frozen,
+                      image_bytes=(dump or {}).get("image_bytes"), causes=causes, cause="; ".join(causes),
+                      source_resumed=rolled, destination_logs=kept)

@@ -1,0 +1,241 @@
+"""The migrate role's decisions: how the source reaches the destination, what
+a failure was, how long a process was frozen, and every row it records."""
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from ansible_collections.ckpt.criu.plugins.filter.migrate import FilterModule
+from ansible_collections.ckpt.criu.plugins.module_utils import _migrate_plan as plan
+from ansible_collections.ckpt.criu.plugins.module_utils._report import ROW_KEYS
+
+PROC = {"pid": 4242, "selector": "pidfile /run/app.pid", "present": True, "refused": False}
+
+
+def test_filters_expose_the_rules():
+    filters = FilterModule().filters()
+    assert filters["migrate_rollback_row"] is plan.rollback_row
+    assert filters["migrated_row"] is plan.migrated_row
+    assert filters["migrate_ssh_argv"] is plan.ssh_argv
+
+
+def test_port_address_and_service_fall_back_in_order():
+    assert plan.ssh_port("2222", 2200) == "2222"
+    assert plan.ssh_port("", 2200) == "2200" and plan.ssh_port(None, None) == "22"
+    assert plan.ssh_port(" ", "") == "22"
+    assert plan.dest_address("10.0.0.9", "10.0.0.2", "node2") == "10.0.0.9"
+    assert plan.dest_address("", "10.0.0.2", "node2") == "10.0.0.2"
+    assert plan.dest_address("", None, "node2") == "node2"
+    assert plan.service(" 10.9.0.1/24 ", " eth0 ") == {"address": "10.9.0.1/24", "interface": "eth0"}
+    assert plan.service("", "eth0") == {} and plan.service(None) == {}
+
+
+def test_standing_ssh_argv_puts_options_before_the_key():
+    argv = plan.ssh_argv("2222", "/run/ckpt-ssh", ["Compression=no", "ConnectTimeout=5"], "/root/.ssh/mig")
+    assert argv == ["ssh", "-p", "2222", "-o", "ControlMaster=auto", "-o", "ControlPersist=300",
+                    "-o", "ControlPath=/run/ckpt-ssh/%C", "-o", "Compression=no", "-o", "ConnectTimeout=5",
+                    "-i", "/root/.ssh/mig"]
+    assert "-i" not in plan.ssh_argv("22", "/run/c", None, "")
+
+
+def test_key_ssh_argv_trusts_only_the_migration_key_and_known_hosts():
+    argv = plan.key_ssh_argv("22", "/run/c/pid-7", ["Ciphers=aes128-gcm@openssh.com"])
+    assert argv[:5] == ["ssh", "-F", "none", "-p", "22"]
+    for pair in (["-o", "ControlPath=/run/c/pid-7/cm"], ["-o", "StrictHostKeyChecking=yes"],
+                 ["-o", "UserKnownHostsFile=/run/c/pid-7/known_hosts"], ["-o", "GlobalKnownHostsFile=/dev/null"],
+                 ["-o", "IdentitiesOnly=yes"], ["-o", "BatchMode=yes"], ["-i", "/run/c/pid-7/id"]):
+        assert any(argv[i:i + 2] == pair for i in range(len(argv))), pair
+    assert argv[-2:] == ["-o", "Ciphers=aes128-gcm@openssh.com"]
+
+
+@pytest.mark.parametrize("address,san", [("10.0.0.2", "IP:10.0.0.2"), ("fd00::2", "IP:fd00::2"),
+                                         ("node2.example", "DNS:node2.example")])
+def test_tls_san_names_addresses_as_ip_and_names_as_dns(address, san):
+    assert plan.tls_san(address) == san
+
+
+def test_key_source_takes_the_route_src_unless_given():
+    route = "10.232.1.3 dev veth0 src 10.232.1.2 uid 0 \n    cache"
+    assert plan.key_source("", route) == "10.232.1.2"
+    assert plan.key_source("192.0.2.7", route) == "192.0.2.7"
+    assert plan.key_source("", "") == "" and plan.key_source(None, None) == ""
+
+
+def test_key_left_names_each_place_and_what_to_do():
+    assert plan.key_left({"changed": True}, {"changed": True}, "node2", "m", "root", "/run/c/pid-7") == []
+    left = plan.key_left({"unreachable": True}, {"failed": True, "msg": "busy"}, "node2",
+                         "ckpt.criu migrate node1 pid-7", "root", "/run/c/pid-7")
+    assert left == ['the migration key is still authorized on node2 (block "ckpt.criu migrate node1 pid-7" in '
+                    "~root/.ssh/authorized_keys): unreachable; remove it by hand",
+                    "the migration key could not be removed from /run/c/pid-7 here: busy"]
+
+
+def test_failure_says_a_dead_async_restore_died():
+    note = plan.failure({"msg": "  No start of json char found\n..."}, "Collect", "frozen", "node2")
+    assert note == {"task": "Collect", "stage": "frozen",
+                    "msg": "the restore on node2 died before it reported a result (killed or crashed; "
+                           "its log is kept, see destination_logs)"}
+    assert plan.failure({"msg": "Traceback (most recent call last)"}, "t", "frozen", "n")["msg"].startswith(
+        "the restore on n died")
+    assert plan.failure({"stderr": " boom \n"}, "", None, "n") == {"task": "?", "msg": "boom", "stage": "prepare"}
+    assert plan.failure({}, "t", "prepare", "n")["msg"] == "unknown error"
+
+
+def test_frozen_seconds_prefers_the_modules_clocks():
+    dump = {"timings": {"frozen_at": 100.25}}
+    restored = {"timings": {"resumed_at": 101.5, "verify": 0.5}}
+    assert plan.frozen_seconds(dump, restored, 1.0, 9.0) == 1.25
+    # Without the modules' clocks: the controller's, less the verification.
+    assert plan.frozen_seconds({}, {"timings": {"verify": 0.5}}, "100.0", "102.1234") == 1.623
+    assert plan.frozen_seconds({}, {}, 100.0, 101.0) == 1.0
+
+
+def test_skipped_rows_refused_absent_and_migrated_already():
+    record = base64.b64encode(json.dumps({"destination": "node2", "migrated_at": "2026-01-01T00:00:00Z"}).encode())
+    procs = [PROC,
+             {"pid": 7, "selector": "pid 7", "present": True, "refused": True, "causes": ["fd 1 is a pipe."]},
+             {"pid": 8, "selector": "pid 8", "present": False, "refused": False, "causes": ["no process 8."]},
+             {"pid": 9, "selector": "pidfile /run/b.pid", "present": False, "refused": False, "causes": ["gone"]}]
+    rows = plan.skipped_rows(procs, [{"item": {"pid": 9}, "content": record.decode()},
+                                     {"item": {"pid": 8}, "failed": True}], "node1", "node2")
+    assert [(r["pid"], r["result"], r["ok"]) for r in rows] == [
+        (7, "refused", False), (8, "absent", False), (9, "migrated already", True)]
+    assert rows[0]["cause"] == "fd 1 is a pipe." and rows[0]["causes"] == ["fd 1 is a pipe."]
+    assert rows[2]["cause"] == "migrated to node2 at 2026-01-01T00:00:00Z" and rows[2]["causes"] == []
+    assert all(r["destination"] == "node2" and r["action"] == "migrate" and not r["changed"] for r in rows)
+
+
+def test_migrated_row_carries_every_timing_rounded():
+    dump = {"timings": {"frozen_at": 10.0, "frozen_time": 0.41234, "total": 0.91234, "transfer": {"total": 0.21234}},
+            "image_bytes": 4096, "service_address": {"seconds": 0.01}}
+    restored = {"timings": {"resumed_at": 10.61234, "criu_duration": 0.15555}, "pid": 999,
+                "service_address": {"seconds": 0.02001}}
+    row = plan.migrated_row(PROC, "node1", "node2", dump, restored, 1.0, 2.0, {"address": "10.9.0.1/24"},
+                            "rsync", "false")
+    assert list(row)[:len(ROW_KEYS)] == list(ROW_KEYS)
+    assert (row["result"], row["ok"], row["changed"], row["pid"], row["destination"]) == (
+        "migrated", True, True, 4242, "node2")
+    assert (row["frozen_s"], row["criu_frozen_s"], row["dump_s"], row["transfer_s"], row["restore_s"]) == (
+        0.612, 0.412, 0.912, 0.212, 0.156)
+    assert row["image_bytes"] == 4096 and row["new_pid"] == 999 and row["transfer"] == "rsync"
+    assert row["service_address"] == "10.9.0.1/24" and row["address_move_s"] == 0.03
+    assert row["images_kept"] is False and row["cause"] == "" and row["causes"] == []
+    plain = plan.migrated_row(PROC, "node1", "node2", {}, {}, 1.0, 2.5, {}, "page_server", True)
+    assert plain["service_address"] is None and plain["address_move_s"] is None and plain["images_kept"] is True
+    assert plain["frozen_s"] == 1.5 and plain["dump_s"] is None and plain["image_bytes"] is None
+
+
+def _steps(**over):
+    steps = {"kill": {"skipped": True}, "clean": {"changed": True}, "page_server": {"skipped": True},
+             "job": {"skipped": True}, "restore_job": {}, "tls_dest": {"skipped": True}, "tls_src": {"skipped": True},
+             "tls_dest_dir": "/d/.tls-pid-4242", "tls_src_dir": "/s/.tls-pid-4242", "pslog": {"skipped": True},
+             "logs": {"results": []}, "logdir_made": {"changed": True}, "addr_dest": {}, "addr": {}}
+    steps.update(over)
+    return steps
+
+
+def test_rollback_row_of_a_clean_rollback():
+    note = {"task": "FROZEN: dump", "msg": "criu dump failed", "stage": "frozen"}
+    row = plan.rollback_row(note, PROC, "node1", "node2", _steps(), {"image_bytes": 10}, 100.0, 102.5)
+    assert (row["result"], row["ok"], row["changed"], row["source_resumed"]) == ("rolled back", False, True, True)
+    assert row["cause"] == 'criu dump failed (stage frozen, task "FROZEN: dump")'
+    assert row["causes"] == [row["cause"]] and row["destination_logs"] == []
+    assert row["frozen_s"] == 2.5 and row["image_bytes"] == 10
+    # Stopped only when the failure came while frozen, and not before the freeze.
+    assert plan.rollback_row(dict(note, stage="prepare"), PROC, "n1", "n2", _steps(), None, 100.0, 102.5)["frozen_s"] is None
+    early = dict(note, msg="refused before freezing anything")
+    assert plan.rollback_row(early, PROC, "n1", "n2", _steps(), None, 100.0, 102.5)["frozen_s"] is None
+    assert plan.rollback_row(note, PROC, "n1", "n2", _steps(), None, None, 102.5)["frozen_s"] is None
+
+
+def test_rollback_row_names_every_step_that_failed():
+    steps = _steps(kill={"failed": True, "msg": "EPERM"}, clean={"unreachable": True},
+                   page_server={"failed": True, "msg": "no such job"},
+                   job={"finished": 0, "msg": "still there"}, restore_job={"ansible_job_id": "j1.2"},
+                   tls_dest={"failed": True, "msg": "ro fs"},
+                   logs={"results": [{"dest": "/d/.rolled-back/pid-4242-x/restore.log", "checksum": "ab"},
+                                     {"dest": "/d/.rolled-back/pid-4242-x/page-server.log", "failed": True}]},
+                   addr_dest={"failed": True, "msg": "RTNETLINK"})
+    row = plan.rollback_row({"task": "t", "msg": "m", "stage": "restored"}, PROC, "node1", "node2", steps,
+                            service_address={"address": "10.9.0.1/24"}, logdir="/d/.rolled-back/pid-4242-x",
+                            key_left_notes=["the migration key could not be removed from /run/c here: busy"])
+    assert row["causes"][1:] == [
+        "the copy on node2 could not be killed: EPERM; check it by hand",
+        "the images on node2 could not be removed: unreachable",
+        "the page server on node2 could not be stopped: no such job",
+        "the restore on node2 (async job j1.2) did not end after its images were removed: still there",
+        "this migration's TLS credentials on node2 could not be removed (ro fs): remove /d/.tls-pid-4242 by hand",
+        "the destination's logs are kept in node2:/d/.rolled-back/pid-4242-x",
+        "the service address 10.9.0.1/24 could not be taken off node2 (RTNETLINK), so it was not put back here: "
+        "move it by hand",
+        "the migration key could not be removed from /run/c here: busy"]
+    assert row["destination_logs"] == ["/d/.rolled-back/pid-4242-x/restore.log"]
+    assert row["cause"] == "; ".join(row["causes"])
+
+
+def test_rollback_row_after_the_commit_names_only_the_cleanup():
+    steps = _steps(kill={"failed": True, "msg": "stale"}, tls_src={"failed": True, "msg": "busy"},
+                   logs={"results": [{"dest": "/x", "checksum": "1"}]})
+    note = {"task": "Take the key away", "msg": "the migration key is still authorized on node2", "stage": "committed"}
+    row = plan.rollback_row(note, PROC, "node1", "node2", steps, None, 100.0, 200.0,
+                            key_left_notes=["the migration key is still authorized on node2"])
+    assert (row["result"], row["source_resumed"], row["frozen_s"]) == ("migrated, cleanup failed", False, None)
+    # The key's failure is the cause already: not named twice; a stale kill result is not this rollback's.
+    assert row["causes"] == ['the migration key is still authorized on node2 (stage committed, task "Take the key away")',
+                             "this migration's TLS credentials on node1 could not be removed (busy): "
+                             "remove /s/.tls-pid-4242 by hand"]
+    assert row["destination_logs"] == []
+
+
+def test_rollback_row_explains_a_page_server_taken_by_another_peer():
+    lines = ["(00.001) Accepted connection from 10.0.0.66:4711", "(00.002) Error (criu/tls.c:90): tls: no certificate"]
+    row = plan.rollback_row({"task": "t", "msg": "m", "stage": "frozen"}, PROC, "node1", "node2",
+                            _steps(pslog={"stdout_lines": lines}), page_server_port=27000)
+    taken = row["causes"][1]
+    assert taken.startswith("the page server on node2 was taken by another connection before this migration's "
+                            "dump connected: it accepted connection from 10.0.0.66:4711, which failed TLS "
+                            "authentication (no certificate)")
+    assert taken.endswith("find who connects to port 27000 there, and run the migration again")
+    only_peer = plan.rollback_row({"task": "t", "msg": "m", "stage": "frozen"}, PROC, "n1", "n2",
+                                  _steps(pslog={"stdout_lines": lines[:1]}))
+    assert only_peer["causes"] == [only_peer["cause"]]
+
+
+def test_rollback_row_names_logs_not_kept_and_an_address_not_put_back():
+    row = plan.rollback_row({"task": "t", "msg": "m", "stage": "frozen"}, PROC, "node1", "node2",
+                            _steps(logdir_made={"unreachable": True}, addr={"failed": True, "msg": "EEXIST"},
+                                   logs={"results": [{"dest": "/x", "checksum": "1"}]}),
+                            service_address={"address": "10.9.0.1/24"})
+    assert row["causes"][1:] == ["the logs on node2 could not be kept: unreachable",
+                                 "the service address 10.9.0.1/24 could not be put back here: EEXIST"]
+
+
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_known_hosts_name_the_dialled_address_and_port():
+    keys = [{"content": _b64("ssh-ed25519 AAAAC3Nza root@node2\n")}, {"content": _b64("ecdsa-sha2-nistp256 AAAAE2 x\n")}]
+    assert plan.known_hosts(keys, "10.0.0.2", "22") == (
+        "10.0.0.2 ssh-ed25519 AAAAC3Nza\n10.0.0.2 ecdsa-sha2-nistp256 AAAAE2\n")
+    assert plan.known_hosts(keys[:1], "10.0.0.2", 2222) == "[10.0.0.2]:2222 ssh-ed25519 AAAAC3Nza\n"
+    assert plan.known_hosts([], "10.0.0.2", "22") == ""
+
+
+def test_authorized_key_is_confined_to_the_source_and_the_command():
+    line = plan.authorized_key(_b64("ssh-ed25519 AAAAC3Nza ckpt.criu migrate node1 pid-7\n"), "10.0.0.1",
+                               "/usr/bin/rrsync -wo -no-del /srv/pid-7", "ckpt.criu migrate node1 pid-7")
+    assert line == ('from="10.0.0.1",restrict,command="/usr/bin/rrsync -wo -no-del /srv/pid-7" '
+                    "ssh-ed25519 AAAAC3Nza ckpt.criu-migrate-node1-pid-7")
+
+
+def test_key_refusal_quotes_ssh_and_names_a_wrong_host_key():
+    msg = plan.key_refusal({"rc": 255, "stderr": "warning: x\nHost key verification failed.\n\n"}, "10.0.0.2")
+    assert msg == ("the source cannot log in to 10.0.0.2 with the migration's key (nothing was frozen): "
+                   "Host key verification failed. The destination presented a host key other than its "
+                   "/etc/ssh/ssh_host_*_key.pub read over the controller connection.")
+    assert plan.key_refusal({"rc": 255, "stderr": ""}, "n2").endswith("(nothing was frozen): ssh exited 255")
+    assert plan.key_refusal({"rc": 1, "stderr": "Permission denied (publickey).\n"}, "n2").endswith(
+        "frozen): Permission denied (publickey).")

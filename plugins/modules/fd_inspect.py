@@ -34,8 +34,6 @@ description:
     can be dumped on this kernel. When CRIU cannot be found, the version is unknown and the module warns
     about such sockets instead of refusing them.
   - Read-only; never reports a change.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE

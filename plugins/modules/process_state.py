@@ -28,20 +28,14 @@ description:
     Each member is signalled through a pidfd pinned to its start time, and only when it
     is not in the wanted state yet (C(SIGCONT) goes to stopped members only). A commit
     thus leaves no frozen member behind, and a rollback resumes every member.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
   - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
-    support: full
     details:
       - Reads the process and predicts RV(ignore:changed); sends no signal.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   images_dir:
     description:

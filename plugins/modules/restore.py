@@ -34,22 +34,16 @@ description:
     done.
   - The restored process never inherits the module's stdout or stderr, so the task always
     returns.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
   - ckpt.criu.criu
   - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
-    support: full
     details:
       - Runs every read-only verification (manifest, images, binaries, stdio files, PID)
         and fails on them; predicts RV(ignore:changed) and restores nothing.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   images_dir:
     description:

@@ -174,7 +174,7 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import shown_result
 from ansible_collections.ckpt.criu.plugins.module_utils._process_state import ensure_process_state
 
 
@@ -197,14 +197,10 @@ def main():
     try:
         result = ensure_process_state(module.params, check_mode=module.check_mode)
     except CkptError as exc:
-        fail(module, exc, shown=lambda kw: private(module, kw))
+        fail(module, exc, shown=lambda kw: shown_result(module.params, kw))
     for warning in result.pop("warnings", []):
         module.warn(warning)
-    module.exit_json(**private(module, result))
-
-
-def private(module, result):
-    return result if module.params["include_cmdline"] else hide_cmdlines(result)
+    module.exit_json(**shown_result(module.params, result))
 
 
 if __name__ == "__main__":

@@ -341,7 +341,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import parse_size
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import shown_result
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import restore
 
 
@@ -380,12 +380,8 @@ def main():
         params["prefault"] = parse_size(params["prefault"], "prefault") if params["prefault"] not in (None, "") else None
         result = restore(params, check_mode=module.check_mode)
     except CkptError as exc:
-        fail(module, exc, shown=lambda kw: private(module, kw))
-    module.exit_json(**private(module, result))
-
-
-def private(module, result):
-    return result if module.params["include_cmdline"] else hide_cmdlines(result)
+        fail(module, exc, shown=lambda kw: shown_result(module.params, kw))
+    module.exit_json(**shown_result(module.params, result))
 
 
 if __name__ == "__main__":

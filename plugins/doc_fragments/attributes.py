@@ -7,9 +7,11 @@ from __future__ import annotations
 
 class ModuleDocFragment(object):
 
-    # Standard documentation fragment
+    # Standard documentation fragment, used by every module of the collection (it also names the author).
     DOCUMENTATION = r"""
 options: {}
+author:
+  - ckpt.criu contributors (@ckpt-criu)
 attributes:
   check_mode:
     description: Can run in C(check_mode) and return changed status prediction without modifying target.
@@ -41,6 +43,18 @@ attributes:
     support: N/A
     details:
       - This action does not modify state.
+  idempotent:
+    support: full
+"""
+
+    # For modules that change state, with check mode and no diff; the module adds check_mode's details.
+    ACTION = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
   idempotent:
     support: full
 """

@@ -148,6 +148,39 @@ def _note_align(a):
     return 8 if a == 8 else 4
 
 
+def _ph64_pick(f):
+    return f[0], f[2], f[5], f[7]  # p_type, p_offset, p_filesz, p_align (p_flags comes second in ELF64)
+
+
+def _ph32_pick(f):
+    return f[0], f[1], f[4], f[7]  # p_type, p_offset, p_filesz, p_align
+
+
+def _sh_pick(f):
+    return f[1], f[4], f[5], f[8]  # sh_type, sh_offset, sh_size, sh_addralign
+
+
+def _header_rows(fh, fsize, off, entsize, num, fmt, min_size, pick):
+    """(type, offset, size, align) of each entry of a program or section header table, read when first
+    asked for; none when the table is absent or implausible."""
+    if not (off and entsize >= min_size and 0 < num < _MAX_HEADERS and off + num * entsize <= fsize):
+        return
+    table = _read_at(fh, off, num * entsize)
+    for i in range(num):
+        yield pick(struct.unpack_from(fmt, table, i * entsize))
+
+
+def _first_build_id(fh, fsize, en, note_type, rows):
+    """The build-id in the first of ROWS of NOTE_TYPE whose notes hold one, or None."""
+    for typ, offset, size, align in rows:
+        if typ != note_type or not size or size > _MAX_NOTE_BYTES or offset + size > fsize:
+            continue
+        found = _notes_build_id(_read_at(fh, offset, size), en, _note_align(align))
+        if found:
+            return found
+    return None
+
+
 def build_id_fileobj(fh):
     """GNU build-id (hex) of an open ELF file, or None (not ELF, none, or damaged).
 
@@ -171,47 +204,25 @@ def build_id_fileobj(fh):
             ehdr = _read_at(fh, 16, 48)
             phoff, shoff = struct.unpack_from(en + "QQ", ehdr, 0x20 - 16)
             phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(en + "HHHHH", ehdr, 0x36 - 16)
-            ph_fmt, ph_size = en + "IIQQQQQQ", 56
+            ph_fmt, ph_size, ph_pick = en + "IIQQQQQQ", 56, _ph64_pick
             sh_fmt, sh_size = en + "IIQQQQIIQQ", 64
         elif cls == 1:
             ehdr = _read_at(fh, 16, 36)
             phoff, shoff = struct.unpack_from(en + "II", ehdr, 0x1C - 16)
             phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from(en + "HHHHH", ehdr, 0x2A - 16)
-            ph_fmt, ph_size = en + "IIIIIIII", 32
+            ph_fmt, ph_size, ph_pick = en + "IIIIIIII", 32, _ph32_pick
             sh_fmt, sh_size = en + "IIIIIIIIII", 40
         else:
             return None
 
         # Program headers: PT_NOTE segments (what the loader and gdb use).
-        if phoff and phentsize >= ph_size and 0 < phnum < _MAX_HEADERS and phoff + phnum * phentsize <= fsize:
-            table = _read_at(fh, phoff, phnum * phentsize)
-            for i in range(phnum):
-                fields = struct.unpack_from(ph_fmt, table, i * phentsize)
-                if cls == 2:
-                    p_type, _flags, p_offset, _va, _pa, p_filesz, _memsz, p_align = fields
-                else:
-                    p_type, p_offset, _va, _pa, p_filesz, _memsz, _flags, p_align = fields
-                if p_type != PT_NOTE or not p_filesz or p_filesz > _MAX_NOTE_BYTES:
-                    continue
-                if p_offset + p_filesz > fsize:
-                    continue
-                found = _notes_build_id(_read_at(fh, p_offset, p_filesz), en, _note_align(p_align))
-                if found:
-                    return found
-
+        found = _first_build_id(fh, fsize, en, PT_NOTE,
+                                _header_rows(fh, fsize, phoff, phentsize, phnum, ph_fmt, ph_size, ph_pick))
+        if found:
+            return found
         # Section headers: SHT_NOTE sections (objects without program headers).
-        if shoff and shentsize >= sh_size and 0 < shnum < _MAX_HEADERS and shoff + shnum * shentsize <= fsize:
-            table = _read_at(fh, shoff, shnum * shentsize)
-            for i in range(shnum):
-                fields = struct.unpack_from(sh_fmt, table, i * shentsize)
-                sh_type, sh_offset, sh_sz, sh_addralign = fields[1], fields[4], fields[5], fields[8]
-                if sh_type != SHT_NOTE or not sh_sz or sh_sz > _MAX_NOTE_BYTES:
-                    continue
-                if sh_offset + sh_sz > fsize:
-                    continue
-                found = _notes_build_id(_read_at(fh, sh_offset, sh_sz), en, _note_align(sh_addralign))
-                if found:
-                    return found
+        return _first_build_id(fh, fsize, en, SHT_NOTE,
+                               _header_rows(fh, fsize, shoff, shentsize, shnum, sh_fmt, sh_size, _sh_pick))
     except (ValueError, struct.error, OSError, OverflowError):
         return None
     return None

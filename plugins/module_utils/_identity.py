@@ -143,6 +143,12 @@ def hide_cmdlines(obj):
     return obj
 
 
+def shown_result(params, result):
+    """RESULT as a module with the include_cmdline option shows it: command lines hidden unless
+    ``params["include_cmdline"]`` asks for them (see :func:`hide_cmdlines`)."""
+    return result if params["include_cmdline"] else hide_cmdlines(result)
+
+
 def describe(ident):
     """'pid 1234 [python3 +1 args] (start time 5678, ...)' for messages: the program, never its
     arguments (they may carry secrets)."""

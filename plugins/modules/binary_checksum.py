@@ -23,8 +23,6 @@ description:
   - Files shared by many processes are hashed once per module run (cache keyed by device, inode, size
     and modification time).
   - Read-only; never reports a change.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE

@@ -24,8 +24,6 @@ description:
     ones that matter to CRIU.
   - A host without criu is a result, not a failure (RV(criu.found) is V(false)), unless O(required=true).
   - Read-only; never reports a change.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE

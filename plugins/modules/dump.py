@@ -45,21 +45,15 @@ description:
     (the desired state "a complete checkpoint of P exists in DIR" holds). When the PID now belongs
     to another process, the directory holds another process's checkpoint, a damaged one, or
     anything without a manifest, the module fails unless O(force=true).
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
   - ckpt.criu.criu
 attributes:
   check_mode:
-    support: full
     details:
       - Runs every read-only check (target, directory, stdio preflight, pre-dump gate) and fails
         on them; predicts RV(ignore:changed) and writes nothing, not even O(images_dir).
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   pid:
     description:

@@ -34,8 +34,6 @@ description:
     can be dumped on this kernel. When CRIU cannot be found, the version is unknown and the module warns
     about such sockets instead of refusing them.
   - Read-only; never reports a change.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE
@@ -298,15 +296,11 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu, parse_size
-from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import shown_result
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 LIFT_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "inherit_fd", "ghost_limit")
-
-
-def private(module, result):
-    return result if module.params["include_cmdline"] else hide_cmdlines(result)
 
 
 def run(module):
@@ -338,7 +332,7 @@ def run(module):
     if p["assert_stdio"] and plan["blockers"]:
         out["msg"] = "PID %d cannot be checkpointed and restored safely: %s" % (
             identity["pid"], " ".join(plan["blockers"]))
-        module.fail_json(**private(module, out))
+        module.fail_json(**shown_result(module.params, out))
     return out
 
 
@@ -366,7 +360,7 @@ def main():
         result = run(module)
     except CkptError as exc:
         fail(module, exc, changed=False)
-    module.exit_json(**private(module, result))
+    module.exit_json(**shown_result(module.params, result))
 
 
 if __name__ == "__main__":

@@ -22,19 +22,13 @@ description:
     the directory above it, never through a symlink.
   - M(ckpt.criu.dump), M(ckpt.criu.restore) and M(ckpt.criu.page_server) apply the same rule
     themselves; the roles call this module first for their images roots.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
 attributes:
   check_mode:
-    support: full
     details:
       - Checks the rule and predicts RV(ignore:changed); creates nothing.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   path:
     description:

@@ -23,8 +23,6 @@ description:
     O(service_interface) this host lacks, is refused.
     Loopback and wildcard addresses exist everywhere.
   - Read-only; never reports a change.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.INFO_MODULE

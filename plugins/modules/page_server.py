@@ -20,20 +20,15 @@ description:
     boot id, address, port). O(state=stopped) stops the page server that record names, and only
     when the process with that PID is still that page server.
   - O(images_dir) is created with mode 0700; criu runs under umask 077, so the pages are 0600.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
   - ckpt.criu.criu
 attributes:
   check_mode:
-    support: full
     details:
       - Predicts RV(ignore:changed) and starts or stops nothing.
-  diff_mode:
-    support: none
   idempotent:
-    support: full
     details:
       - A page server of O(images_dir) that still runs on the same address (and port, when one is
         given) is left alone. Once it has received a dump it has exited, and the directory holds the

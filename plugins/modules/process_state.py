@@ -28,20 +28,14 @@ description:
     Each member is signalled through a pidfd pinned to its start time, and only when it
     is not in the wanted state yet (C(SIGCONT) goes to stopped members only). A commit
     thus leaves no frozen member behind, and a rollback resumes every member.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
   - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
-    support: full
     details:
       - Reads the process and predicts RV(ignore:changed); sends no signal.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   images_dir:
     description:
@@ -180,7 +174,7 @@ process:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import shown_result
 from ansible_collections.ckpt.criu.plugins.module_utils._process_state import ensure_process_state
 
 
@@ -203,14 +197,10 @@ def main():
     try:
         result = ensure_process_state(module.params, check_mode=module.check_mode)
     except CkptError as exc:
-        fail(module, exc, shown=lambda kw: private(module, kw))
+        fail(module, exc, shown=lambda kw: shown_result(module.params, kw))
     for warning in result.pop("warnings", []):
         module.warn(warning)
-    module.exit_json(**private(module, result))
-
-
-def private(module, result):
-    return result if module.params["include_cmdline"] else hide_cmdlines(result)
+    module.exit_json(**shown_result(module.params, result))
 
 
 if __name__ == "__main__":

@@ -34,22 +34,16 @@ description:
     done.
   - The restored process never inherits the module's stdout or stderr, so the task always
     returns.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
   - ckpt.criu.criu
   - ckpt.criu.criu.CMDLINE
 attributes:
   check_mode:
-    support: full
     details:
       - Runs every read-only verification (manifest, images, binaries, stdio files, PID)
         and fails on them; predicts RV(ignore:changed) and restores nothing.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   images_dir:
     description:
@@ -347,7 +341,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import parse_size
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-from ansible_collections.ckpt.criu.plugins.module_utils._identity import hide_cmdlines
+from ansible_collections.ckpt.criu.plugins.module_utils._identity import shown_result
 from ansible_collections.ckpt.criu.plugins.module_utils._restore import restore
 
 
@@ -386,12 +380,8 @@ def main():
         params["prefault"] = parse_size(params["prefault"], "prefault") if params["prefault"] not in (None, "") else None
         result = restore(params, check_mode=module.check_mode)
     except CkptError as exc:
-        fail(module, exc, shown=lambda kw: private(module, kw))
-    module.exit_json(**private(module, result))
-
-
-def private(module, result):
-    return result if module.params["include_cmdline"] else hide_cmdlines(result)
+        fail(module, exc, shown=lambda kw: shown_result(module.params, kw))
+    module.exit_json(**shown_result(module.params, result))
 
 
 if __name__ == "__main__":

@@ -19,19 +19,14 @@ description:
     then sends gratuitous ARP (a request and a reply, twice, 0.2 s apart) from the interface, so that
     peers on the link update their neighbour entry at once. O(state=absent) removes it.
   - Only IPv4 (the announcement is ARP). Needs root and C(ip) (iproute2).
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
 attributes:
   check_mode:
-    support: full
     details:
       - Reads the addresses of the interface and predicts RV(ignore:changed); changes and sends nothing.
-  diff_mode:
-    support: none
   idempotent:
-    support: full
     details:
       - The gratuitous ARP of O(announce) is sent on every run; it changes nothing on this host.
 options:

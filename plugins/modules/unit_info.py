@@ -18,19 +18,13 @@ description:
     unit the destination defines otherwise is refused before anything is frozen.
   - A unit that does not exist, or a host where systemd is not the init, is no failure here;
     RV(exists) is V(false) and RV(msg) says why.
-author:
-  - ckpt.criu contributors (@ckpt-criu)
 extends_documentation_fragment:
   - ckpt.criu.attributes
+  - ckpt.criu.attributes.ACTION
 attributes:
   check_mode:
-    support: full
     details:
       - Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
 options:
   name:
     description:

@@ -83,8 +83,8 @@ def _dump_and_wait(tmp_path, run_module, workload):
     src, dst = tmp_path / "src", tmp_path / "dst"
     dst.mkdir(mode=0o700)
     out = {}
-    t = threading.Thread(target=lambda: out.update(r=run_module("restore", {"images_dir": str(dst),
-                                                                           "wait_for_manifest": 60})))
+    restore_args = {"images_dir": str(dst), "wait_for_manifest": 60}
+    t = threading.Thread(target=lambda: out.update(r=run_module("restore", restore_args)))
     t.start()
     d = run_module("dump", {"pid": w.pid, "images_dir": str(src)})
     assert d.status == "ok" and d["changed"], d

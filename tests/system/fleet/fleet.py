@@ -213,6 +213,11 @@ def check_environment(init="plain"):
 # the fleet
 
 
+def _in_state_dir(name):
+    """A read-only Fleet attribute: the path of NAME in the fleet's state_dir."""
+    return property(lambda self: os.path.join(self.state_dir, name))
+
+
 class Fleet:
     """A fleet of namespace hosts described by <state_dir>/state.json.
 
@@ -258,30 +263,13 @@ class Fleet:
             _check_path(src, "bind source")
             _check_path(dst, "bind target")
 
-    # ---- paths
-    @property
-    def state_file(self):
-        return os.path.join(self.state_dir, "state.json")
-
-    @property
-    def inventory_path(self):
-        return os.path.join(self.state_dir, "inventory.ini")
-
-    @property
-    def ssh_config_path(self):
-        return os.path.join(self.state_dir, "ssh_config")
-
-    @property
-    def key_path(self):
-        return os.path.join(self.state_dir, "id_ed25519")
-
-    @property
-    def known_hosts_path(self):
-        return os.path.join(self.state_dir, "known_hosts")
-
-    @property
-    def host_key_path(self):
-        return os.path.join(self.state_dir, "ssh_host_ed25519_key")
+    # ---- paths (files in state_dir)
+    state_file = _in_state_dir("state.json")
+    inventory_path = _in_state_dir("inventory.ini")
+    ssh_config_path = _in_state_dir("ssh_config")
+    key_path = _in_state_dir("id_ed25519")
+    known_hosts_path = _in_state_dir("known_hosts")
+    host_key_path = _in_state_dir("ssh_host_ed25519_key")
 
     @property
     def bridge(self):

@@ -128,10 +128,13 @@ def test_kthread_without_flag_but_child_of_kthreadd(tmp_path):
     (b"", "is empty"),
     (b"  \n", "is empty"),
     (b"garbage", "does not hold a PID"),
+    (b"hello\n", "does not hold a PID"),
     (b"12abc", "does not hold a PID"),
     (b"0\n", "does not hold a PID"),
     (b"-42\n", "negative"),
+    (b"-3\n", "does not hold a PID"),
     (b"\xff\xfe", "does not hold a PID"),
+    (b"\xff\xfe\x00", "does not hold a PID"),
 ])
 def test_read_pidfile_errors(tmp_path, content, words):
     path = tmp_path / "app.pid"

@@ -89,10 +89,9 @@ def sha256_file(path, chunk_size=CHUNK_SIZE):
 
 
 def stat_key(st):
-    """What identifies one version of a file's content: device, inode, size,
-    mtime and ctime (any write, truncation, rename or attribute change moves
-    the ctime)."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    """:func:`cache_key` and the ctime: a write whose mtime was set back, a
+    rename or an attribute change still moves the ctime."""
+    return cache_key(st) + (st.st_ctime_ns,)
 
 
 def sha256_unchanged(path, chunk_size=CHUNK_SIZE):

@@ -199,8 +199,7 @@ def hash_arrived(images_dir, known, skip=()):
             st = os.lstat(path)
         except OSError:
             continue
-        entry = known.get(name)
-        if entry is not None and entry[0] == _checksum.stat_key(st):
+        if _known_sha256(known, name, st) is not None:
             continue
         got = _checksum.sha256_unchanged(path)
         if got is None:
@@ -210,12 +209,12 @@ def hash_arrived(images_dir, known, skip=()):
     return None
 
 
-def _content_sha256(known, name, path, st):
-    """The sha256 of ``path`` (``st`` its lstat): from ``known`` while the file is unchanged."""
+def _known_sha256(known, name, st):
+    """The sha256 ``known`` has for ``name`` while the file (``st`` its lstat) is unchanged, else None."""
     entry = known.get(name)
     if entry is not None and entry[0] == _checksum.stat_key(st):
         return entry[1]
-    return _checksum.sha256_file(path)
+    return None
 
 
 def verify_images(manifest, images_dir, check_remote=False, extra=True, known=None):
@@ -257,7 +256,7 @@ def verify_images(manifest, images_dir, check_remote=False, extra=True, known=No
             continue
         if not img.get("sha256"):
             problems.append("image %s has no recorded sha256" % name)
-        elif _content_sha256(known, name, path, st) != img["sha256"]:
+        elif (_known_sha256(known, name, st) or _checksum.sha256_file(path)) != img["sha256"]:
             problems.append("image %s does not match its recorded sha256 (corrupted or altered)" % name)
     # A page server names its pages file itself (pages-<N>.img): the manifest
     # records only the pattern.

@@ -16,6 +16,8 @@ import base64
 import json
 import re
 
+from ansible.module_utils.parsing.convert_bool import boolean
+
 from ansible_collections.ckpt.criu.plugins.module_utils._report import result_row, seconds
 
 
@@ -23,13 +25,6 @@ def _failed(result):
     """A registered result that failed or whose host was unreachable."""
     result = result or {}
     return bool(result.get("failed")) or bool(result.get("unreachable"))
-
-
-def _truthy(value):
-    """Ansible's ``bool`` filter: 1, "1", "yes", "true", "on" are true."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "yes", "y", "true", "on")
-    return bool(value)
 
 
 def _get(mapping, *path, default=None):
@@ -241,7 +236,7 @@ def migrated_row(proc, host, destination, dump, restored, t_freeze=None, t_resto
         address_move_s=round(float(_get(dump, "service_address", "seconds", default=0))
                              + float(_get(restored, "service_address", "seconds", default=0)), 4)
         if moved else None,
-        transfer=transfer, new_pid=restored.get("pid"), images_kept=_truthy(images_kept))
+        transfer=transfer, new_pid=restored.get("pid"), images_kept=boolean(images_kept, strict=False))
 
 
 def _page_server_taken(lines, destination, port):
@@ -280,7 +275,7 @@ def rollback_notes(destination, host, steps, service_address=None, logdir="", pa
         notes.append("the page server on %s could not be stopped: %s"
                      % (destination, step("page_server").get("msg", "unreachable")))
     job = step("job")
-    if rolled and job and not job.get("skipped") and not _truthy(job.get("finished", 0)):
+    if rolled and job and not job.get("skipped") and not boolean(job.get("finished", 0), strict=False):
         notes.append("the restore on %s (async job %s) did not end after its images were removed: %s"
                      % (destination, _get(step("restore_job"), "ansible_job_id"), job.get("msg", "still running")))
     for key, where, path in (("tls_dest", destination, step("tls_dest_dir")), ("tls_src", host, step("tls_src_dir"))):

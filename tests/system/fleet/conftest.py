@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fleet_testlib import (FLEET_NAME, FLEET_SUBNET, HOSTS, PLAYBOOKS, REPO, STATE_DIR, WORKLOADS, FleetWorkload, PlaybookRun,
-                           Fleet, FleetError, fresh)
+                           Fleet, FleetError, fresh, pid_taken_elsewhere, reset_pid_counters)
 
 
 # The ansible-core under test: the pinned one, or another of the support
@@ -49,10 +49,19 @@ def workload(fleet, tmp_path):
         ticks = str(tmp_path / ("%s.ticks" % name))     # /tmp is shared by the hosts
         argv = [python, str(WORKLOADS / "spawn.py"), "--stdio", stdio, "--pidfile", pidfile,
                 "--", python, str(WORKLOADS / "counter.py"), "--out", ticks, "--interval", str(interval)]
-        p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-        assert p.returncode == 0, p.stderr
-        w = FleetWorkload(fleet, host, int(p.stdout.split()[-1]), pidfile, ticks)
-        started.append(w)
+        reset_pid_counters(fleet)
+        for _ in range(5):      # its PID must be free on the hosts it may move to
+            p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+            assert p.returncode == 0, p.stderr
+            w = FleetWorkload(fleet, host, int(p.stdout.split()[-1]), pidfile, ticks)
+            started.append(w)
+            if not pid_taken_elsewhere(fleet, host, w.pid):
+                break
+            fleet.exec(host, ["kill", "-9", str(w.pid)])
+            if os.path.exists(ticks):
+                os.unlink(ticks)
+        else:
+            pytest.fail("no PID free on every host for workload %s on %s" % (name, host))
         assert w.wait_ticks(2, timeout=3 * interval + 10), "workload on %s wrote no ticks" % host
         return w
 

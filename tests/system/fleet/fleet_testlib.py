@@ -44,6 +44,26 @@ def fresh(fleet):
     return fleet
 
 
+def reset_pid_counters(fleet):
+    """Start every host's PID counter again at that host's base.
+
+    Each host is its own PID namespace with its own range, so that a process
+    restored with its PID finds it free on the destination. Over a long
+    session a busy destination's counter wraps past pid_max into the other
+    hosts' ranges; its SSH sessions then hold PIDs a workload may get too.
+    A host that is down is left alone."""
+    for h, st in fresh(fleet).state["hosts"].items():
+        if st.get("pid_base"):
+            fleet.exec(h, ["sh", "-c", "echo %d > /proc/sys/kernel/ns_last_pid" % st["pid_base"]],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def pid_taken_elsewhere(fleet, host, pid):
+    """The fleet hosts other than host on which pid is in use."""
+    return [h for h in fleet.hosts if h != host
+            and fleet.exec(h, ["test", "-e", "/proc/%d" % pid]).returncode == 0]
+
+
 class FleetWorkload(Ticker):
     """A counter started over SSH on a fleet host (as a daemon would be)."""
 

@@ -209,6 +209,25 @@ def hash_arrived(images_dir, known, skip=()):
     return None
 
 
+def images_to_come(manifest, images_dir):
+    """Names of the local images ``manifest`` lists that are not in
+    images_dir yet with their recorded size: still on their way when the
+    manifest was sent in the same rsync as the images (rsync names a file
+    only once it is whole). Images a page server received are not waited for."""
+    waiting = []
+    for img in manifest.get("images") or []:
+        if not isinstance(img, dict) or img.get("remote") or not img.get("name"):
+            continue
+        try:
+            st = os.lstat(os.path.join(images_dir, img["name"]))
+        except (OSError, TypeError, ValueError):
+            waiting.append(img["name"])
+            continue
+        if img.get("size") is not None and st.st_size != img["size"]:
+            waiting.append(img["name"])
+    return waiting
+
+
 def _known_sha256(known, name, st):
     """The sha256 ``known`` has for ``name`` while the file (``st`` its lstat) is unchanged, else None."""
     entry = known.get(name)

@@ -125,9 +125,13 @@ def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None, known
 
     A migration starts the destination's restore before the source is frozen,
     so that the restore begins the instant the source's dump has sent the
-    manifest (sent last, renamed into place atomically). Returns the seconds
-    waited. Raises RestoreError if the directory disappears (the migration was
-    rolled back) or nothing arrives in time. ``on_arrival()`` is called once,
+    manifest (renamed into place atomically) and the images it lists are all
+    here: sent in one rsync with small images, the manifest may land before
+    them (rsync sends in name order), so the wait goes on until every listed
+    image has arrived whole; images still missing when the time is up are left
+    to the verification, which names them. Returns the seconds waited. Raises
+    RestoreError if the directory disappears (the migration was rolled back)
+    or nothing arrives in time. ``on_arrival()`` is called once,
     as soon as the first image (a page server's pages, an rsync temporary
     file) appears, which is just after the source froze. With ``known`` (a
     dict), the images that arrive are hashed while it waits
@@ -137,10 +141,7 @@ def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None, known
     path = os.path.join(images_dir, _manifest.MANIFEST_NAME)
     abort = os.path.join(images_dir, ABORT_NAME)
     while not os.path.exists(path):
-        if not os.path.isdir(images_dir) or os.path.lexists(abort):
-            raise RestoreError("no checkpoint arrived: %s was %s while this restore waited for it "
-                               "(the migration was rolled back)" % (
-                                   images_dir, "removed" if not os.path.isdir(images_dir) else "marked aborted"))
+        _check_not_rolled_back(images_dir, abort)
         if time.monotonic() - t0 >= timeout:
             raise RestoreError("no checkpoint arrived in %s within %.0f s (wait_for_manifest); the dump on "
                                "the source failed or never started" % (images_dir, timeout))
@@ -152,7 +153,20 @@ def wait_for_manifest(images_dir, timeout, interval=0.01, on_arrival=None, known
         time.sleep(interval)
     if on_arrival is not None:
         on_arrival()
+    manifest = _manifest.read_record(path) or {}
+    while _manifest.images_to_come(manifest, images_dir) and time.monotonic() - t0 < timeout:
+        _check_not_rolled_back(images_dir, abort)
+        if known is not None and _manifest.hash_arrived(images_dir, known, _pages_written_in_place(images_dir)):
+            continue
+        time.sleep(interval)
     return time.monotonic() - t0
+
+
+def _check_not_rolled_back(images_dir, abort):
+    if not os.path.isdir(images_dir) or os.path.lexists(abort):
+        raise RestoreError("no checkpoint arrived: %s was %s while this restore waited for it "
+                           "(the migration was rolled back)" % (
+                               images_dir, "removed" if not os.path.isdir(images_dir) else "marked aborted"))
 
 
 def _pages_written_in_place(images_dir):

@@ -184,7 +184,10 @@ options:
   transfer:
     description:
       - After a successful dump, send the checkpoint to another host with C(rsync) over C(ssh), inside
-        this task. Every image goes first, then the manifest alone, each renamed into place by rsync.
+        this task. Each file is renamed into place by rsync once whole.
+      - Up to 64 MiB of images on this host (always so with O(page_server), whose pages are sent already)
+        are hashed first and sent with the manifest in one rsync. Larger images leave at once, while they
+        are hashed here, and the manifest follows alone. The result's C(timings.transfer.passes) says which.
       - This keeps a migration's frozen path in one task. Start the destination's restore first, as an
         C(async) task with O(ckpt.criu.restore#module:wait_for_manifest); it begins the moment the
         manifest arrives.

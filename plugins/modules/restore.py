@@ -74,6 +74,9 @@ options:
       - A migration starts the destination's restore (as an C(async) task) before it freezes the source,
         so the restore starts the moment the source's M(ckpt.criu.dump) has sent its manifest with
         O(ckpt.criu.dump#module:transfer); no task boundary lies between the freeze and the restore.
+      - A manifest sent in the same rsync as the images may land before them; the restore then waits,
+        within the same time, for every image the manifest lists to arrive whole. Images that arrive are
+        hashed while it waits.
       - The wait ends with a clear error when O(images_dir) is removed (the migration was rolled back)
         or nothing arrives in time. Check mode does not wait.
       - While it waits, the file C(.ckpt-restore-ready) in O(images_dir) says that the restore is ready.

@@ -102,6 +102,53 @@ def test_waiting_restore_hashes_the_images_as_they_arrive(tmp_path, run_module, 
     assert r["timings"]["hashed_while_waiting"] == len(local) > 3, (r["timings"], len(local))
 
 
+def _send_manifest_first(src, dst, between=None, skip=()):
+    """Deliver a checkpoint as one rsync of images and manifest does: in name
+    order, so the manifest (ckpt-manifest.json) lands before the core, pages and
+    pstree images. ``between()`` runs after the manifest; ``skip``: images never sent."""
+    names = sorted(n for n in os.listdir(src) if not n.startswith(".ckpt-"))
+    assert names.index("ckpt-manifest.json") < len(names) - 1, names
+    for name in names:
+        if name in skip:
+            continue
+        shutil.copy2(os.path.join(src, name), os.path.join(dst, "." + name + ".part"))
+        os.rename(os.path.join(dst, "." + name + ".part"), os.path.join(dst, name))
+        if name == "ckpt-manifest.json" and between is not None:
+            between()
+
+
+def test_waiting_restore_waits_for_the_images_a_manifest_sent_first_lists(tmp_path, run_module, workload):
+    w, src, dst, t, out, d = _dump_and_wait(tmp_path, run_module, workload)
+    seen = {}
+
+    def look():
+        time.sleep(1.0)
+        seen["restored_early"] = "r" in out
+    _send_manifest_first(str(src), str(dst), between=look)
+    t.join(120)
+    r = out["r"]
+    assert not seen["restored_early"], "the restore did not wait for the images after the manifest"
+    assert r.status == "ok" and r["changed"] and w.alive(), r
+    ok, _gap = w.continuity()
+    assert ok, "ticks repeated or skipped"
+
+
+def test_an_image_that_never_comes_after_its_manifest_is_named(tmp_path, run_module, workload):
+    w = workload("devnull")
+    w.wait_ticks(3)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    d = run_module("dump", {"pid": w.pid, "images_dir": str(src)})
+    assert d.status == "ok", d
+    core = "core-%d.img" % w.pid
+    _send_manifest_first(str(src), str(dst), skip=(core,))
+    t0 = time.monotonic()
+    r = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 3})
+    assert r.failed and "image %s is missing" % core in r["msg"], r
+    assert time.monotonic() - t0 >= 3.0, "gave up on the missing image before wait_for_manifest ran out"
+    assert not w.alive(), "a refused restore started the process"
+
+
 def test_an_image_changed_after_it_was_hashed_is_still_refused(tmp_path, run_module, workload):
     w, src, dst, t, out, d = _dump_and_wait(tmp_path, run_module, workload)
     core = "core-%d.img" % w.pid
@@ -199,6 +246,23 @@ def test_push_sends_the_manifest_only_after_every_image(tmp_path):
     assert timings["total"] >= timings["images"] > 0
 
 
+def test_push_with_the_manifest_sends_everything_in_one_rsync(tmp_path):
+    from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    (src / "core-1.img").write_bytes(b"core")
+    (src / "pstree.img").write_bytes(b"tree")
+    (src / "ckpt-manifest.json").write_text("{}")
+    (src / ".ckpt-lock").write_text("")
+    push = _transfer.Push(str(src), {"destination": "here", "path": str(dst), "rsh": _local_rsh(tmp_path)},
+                          with_manifest=True)
+    push.proc.wait()
+    assert sorted(os.listdir(dst)) == ["ckpt-manifest.json", "core-1.img", "pstree.img"]
+    timings = push.finish()
+    assert timings["passes"] == 1 and timings["manifest"] < 0.05, timings
+
+
 def test_push_failure_and_abort(tmp_path):
     from ansible_collections.ckpt.criu.plugins.module_utils import _transfer
     src = tmp_path / "src"
@@ -229,9 +293,25 @@ def test_dump_sends_its_checkpoint_while_hashing(tmp_path, run_module, workload)
     assert r.status == "ok", r
     t = r["timings"]["transfer"]
     assert t["total"] >= t["images"] > 0 and t["destination"] == "here:%s/" % dst
+    assert t["passes"] == 1, t      # a few MiB of images: hashed first, sent with the manifest
     manifest = _manifest.read_manifest(str(dst))
     assert manifest["images"] == r["manifest"]["images"]
     assert _manifest.verify_images(manifest, str(dst)) == []
+
+
+def test_dump_sends_large_images_while_hashing_and_the_manifest_after(tmp_path, run_module, workload):
+    """Images above 64 MiB leave before they are hashed; the manifest follows alone."""
+    from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+    w = workload("devnull", mem=80)
+    w.wait_ticks(3)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    r = run_module("dump", {"pid": w.pid, "images_dir": str(src), "leave_running": True,
+                            "transfer": {"destination": "here", "path": str(dst), "rsh": _local_rsh(tmp_path)}})
+    assert r.status == "ok", r
+    assert r["manifest"]["images_total_bytes"] > 64 << 20
+    assert r["timings"]["transfer"]["passes"] == 2, r["timings"]["transfer"]
+    assert _manifest.verify_images(_manifest.read_manifest(str(dst)), str(dst)) == []
 
 
 def test_restore_refuses_a_bad_prefault_size(tmp_path, run_module):

@@ -296,3 +296,15 @@ def test_verify_images_uses_a_known_hash_only_while_the_file_is_unchanged(tmp_pa
     (tmp_path / "core-1.img").write_bytes(b"core")
     os.utime(tmp_path / "core-1.img", ns=(st.st_atime_ns, st.st_mtime_ns))
     assert _manifest.verify_images(manifest, str(tmp_path), known=known) == []
+
+
+def test_images_to_come_names_the_listed_local_images_not_yet_whole(tmp_path):
+    _image(tmp_path, "core-1.img", b"core")
+    _image(tmp_path, "mm-1.img", b"mm")          # still growing: fewer bytes than listed
+    manifest = {"images": [{"name": "core-1.img", "size": 4}, {"name": "mm-1.img", "size": 10},
+                           {"name": "pstree.img", "size": 3}, {"name": "pages-1.img", "remote": True}]}
+    assert _manifest.images_to_come(manifest, str(tmp_path)) == ["mm-1.img", "pstree.img"]
+    _image(tmp_path, "mm-1.img", b"0123456789")
+    _image(tmp_path, "pstree.img", b"pst")
+    assert _manifest.images_to_come(manifest, str(tmp_path)) == []
+    assert _manifest.images_to_come({}, str(tmp_path)) == []

@@ -190,6 +190,20 @@ def frozen_seconds(dump, restored, t_freeze=None, t_restored=None):
     return seconds(float(t_restored) - float(verify) - float(t_freeze))
 
 
+def raw_limit_seconds(dump, restored):
+    """What criu and rsync alone needed for this checkpoint, the floor of
+    its frozen time: the dump's frozen time as criu counts it (pages sent to a
+    page server included), the rsync of the images, criu restore. None when
+    a module did not report its part. ``frozen_s`` less this is what the
+    collection added (waiting, hashing, the manifest, the checks, the
+    restore's verification before criu)."""
+    parts = (_get(dump, "timings", "frozen_time"), _get(dump, "timings", "transfer", "images"),
+             _get(restored, "timings", "criu_duration"))
+    if any(part is None for part in parts):
+        return None
+    return seconds(sum(float(part) for part in parts))
+
+
 def skipped_rows(processes, records, host, destination):
     """The rows of the processes not migrated in this run: refused by
     preflight, absent, or absent because migrated already (a record in
@@ -228,6 +242,7 @@ def migrated_row(proc, host, destination, dump, restored, t_freeze=None, t_resto
         proc, "migrate", host, "migrated", True, changed=True, destination=destination,
         frozen_s=frozen_seconds(dump, restored, t_freeze, t_restored),
         image_bytes=dump.get("image_bytes"),
+        raw_limit_s=raw_limit_seconds(dump, restored),
         criu_frozen_s=seconds(_get(dump, "timings", "frozen_time")),
         dump_s=seconds(_get(dump, "timings", "total")),
         transfer_s=seconds(_get(dump, "timings", "transfer", "total")),

@@ -215,17 +215,19 @@ def fleet_report(hostvars, hosts, result_vars, action, generated, check_mode=Fal
 
 def summary_lines(report):
     """The fleet summary as the play prints it: a headline, then one line per
-    process (host, destination, process, result, frozen time, images, and the
-    cause of a failure)."""
+    process (host, destination, process, result, frozen time and, for a
+    migration, the raw limit of that checkpoint (criu and rsync alone), images,
+    and the cause of a failure)."""
     summary = report["summary"]
     lines = ["ckpt.criu %s%s: %d of %d ok%s" % (
         report["action"], " (check mode)" if report.get("check_mode") else "", summary["ok"], summary["processes"],
         (", longest frozen %s s" % summary["frozen_max_s"]) if summary.get("frozen_max_s") is not None else "")]
     for row in report["processes"]:
-        lines.append("%s%s %s: %s%s%s%s" % (
+        lines.append("%s%s %s: %s%s%s%s%s" % (
             row.get("host"), (" -> %s" % row["destination"]) if row.get("destination") else "",
             process_label(row, selector=True) if (row.get("pid") or row.get("selector")) else "-", row.get("result"),
             (", frozen %s s" % row["frozen_s"]) if row.get("frozen_s") is not None else "",
+            (" (raw limit %s s)" % row["raw_limit_s"]) if row.get("raw_limit_s") is not None else "",
             (", images %.1f MiB" % (int(row["image_bytes"]) / 1048576)) if row.get("image_bytes") else "",
             (" -- %s" % row["cause"]) if (not row.get("ok") and row.get("cause")) else ""))
     return lines
@@ -258,6 +260,8 @@ def outcome_line(row):
     and a checkpoint's images, and the cause of a failure."""
     cause = (": %s" % row.get("cause")) if not row.get("ok") else ""
     frozen = (", frozen %s s" % row["frozen_s"]) if row.get("frozen_s") is not None else ""
+    if row.get("raw_limit_s") is not None:
+        frozen += " (raw limit %s s)" % row["raw_limit_s"]
     if row.get("action") == "restore":
         return "%s: %s%s%s" % (row.get("images_dir"), row.get("result"),
                                (" (PID %s)" % row["pid"]) if row.get("pid") else "", cause)

@@ -108,7 +108,8 @@ def test_skipped_rows_refused_absent_and_migrated_already():
 
 
 def test_migrated_row_carries_every_timing_rounded():
-    dump = {"timings": {"frozen_at": 10.0, "frozen_time": 0.41234, "total": 0.91234, "transfer": {"total": 0.21234}},
+    dump = {"timings": {"frozen_at": 10.0, "frozen_time": 0.41234, "total": 0.91234,
+                        "transfer": {"images": 0.11111, "total": 0.21234}},
             "image_bytes": 4096, "service_address": {"seconds": 0.01}}
     restored = {"timings": {"resumed_at": 10.61234, "criu_duration": 0.15555}, "pid": 999,
                 "service_address": {"seconds": 0.02001}}
@@ -119,12 +120,15 @@ def test_migrated_row_carries_every_timing_rounded():
         "migrated", True, True, 4242, "node2")
     assert (row["frozen_s"], row["criu_frozen_s"], row["dump_s"], row["transfer_s"], row["restore_s"]) == (
         0.612, 0.412, 0.912, 0.212, 0.156)
+    # criu's frozen time + the images' rsync + criu restore: 0.41234 + 0.11111 + 0.15555
+    assert row["raw_limit_s"] == 0.679
     assert row["image_bytes"] == 4096 and row["new_pid"] == 999 and row["transfer"] == "rsync"
     assert row["service_address"] == "10.9.0.1/24" and row["address_move_s"] == 0.03
     assert row["images_kept"] is False and row["cause"] == "" and row["causes"] == []
     plain = plan.migrated_row(PROC, "node1", "node2", {}, {}, 1.0, 2.5, {}, "page_server", True)
     assert plain["service_address"] is None and plain["address_move_s"] is None and plain["images_kept"] is True
     assert plain["frozen_s"] == 1.5 and plain["dump_s"] is None and plain["image_bytes"] is None
+    assert plain["raw_limit_s"] is None
 
 
 def _steps(**over):

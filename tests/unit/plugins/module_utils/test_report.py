@@ -141,7 +141,8 @@ def test_summary_lines_headline_and_one_line_per_process():
     report = {"action": "migrate", "check_mode": True,
               "summary": {"ok": 1, "processes": 3, "frozen_max_s": 0.5},
               "processes": [{"host": "node1", "destination": "node2", "pid": 7, "selector": "pid 7",
-                             "result": "migrated", "ok": True, "frozen_s": 0.5, "image_bytes": 3145728, "cause": ""},
+                             "result": "migrated", "ok": True, "frozen_s": 0.5, "raw_limit_s": 0.42,
+                             "image_bytes": 3145728, "cause": ""},
                             {"host": "node1", "destination": "node2", "pid": 8, "selector": "pid 8",
                              "result": "refused", "ok": False, "frozen_s": None, "image_bytes": None,
                              "cause": "fd 1 is a pipe"},
@@ -150,7 +151,7 @@ def test_summary_lines_headline_and_one_line_per_process():
                              "cause": "the play stopped before this host's batch"}]}
     assert _report.summary_lines(report) == [
         "ckpt.criu migrate (check mode): 1 of 3 ok, longest frozen 0.5 s",
-        "node1 -> node2 PID 7 (pid 7): migrated, frozen 0.5 s, images 3.0 MiB",
+        "node1 -> node2 PID 7 (pid 7): migrated, frozen 0.5 s (raw limit 0.42 s), images 3.0 MiB",
         "node1 -> node2 PID 8 (pid 8): refused -- fd 1 is a pipe",
         "node5 -: not run -- the play stopped before this host's batch"]
     report["check_mode"], report["summary"]["frozen_max_s"] = False, None
@@ -178,6 +179,7 @@ def test_outcome_line_per_action():
     mig = {"action": "migrate", "pid": 7, "selector": "pid 7", "destination": "node2", "result": "migrated",
            "ok": True, "frozen_s": 0.25, "cause": ""}
     assert _report.outcome_line(mig) == "PID 7 -> node2: migrated, frozen 0.25 s"
+    assert _report.outcome_line(dict(mig, raw_limit_s=0.2)) == "PID 7 -> node2: migrated, frozen 0.25 s (raw limit 0.2 s)"
     assert _report.outcome_line(dict(mig, result="rolled back", ok=False, frozen_s=None, cause="boom")) == (
         "PID 7 -> node2: rolled back: boom")
     ckpt = {"action": "checkpoint", "pid": 0, "selector": "pidfile /run/a.pid", "result": "absent", "ok": False,

@@ -181,6 +181,9 @@ def test_page_server_migration_uses_tls_with_root_only_one_time_credentials(flee
             else:
                 assert mode == "600", (name, mode)
 
+    # No private key ever passed through the controller: only a request and two certificates did.
+    assert "PRIVATE KEY" not in run.output
+
     # Gone from both hosts afterwards.
     assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
     assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []

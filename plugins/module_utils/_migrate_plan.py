@@ -131,10 +131,14 @@ def known_hosts(hostkeys, address, port):
 
 def authorized_key(public_key, source, command, marker):
     """The authorized_keys line of the migration's key (``public_key``: the
-    slurped id.pub): only from ``source``, restricted, forced to ``command``,
+    one line of id.pub, as ckpt.criu.migration_key returns it, or slurped,
+    in base64): only from ``source``, restricted, forced to ``command``,
     commented with ``marker``."""
+    text = str(public_key).strip()
+    if not re.match(r"^(ssh|ecdsa|sk)-", text):
+        text = _b64text(text)
     return 'from="%s",restrict,command="%s" %s %s' % (
-        source, command, " ".join(_b64text(public_key).split()[:2]), str(marker).replace(" ", "-"))
+        source, command, " ".join(text.split()[:2]), str(marker).replace(" ", "-"))
 
 
 def key_refusal(check, address):

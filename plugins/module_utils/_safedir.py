@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
@@ -151,6 +152,29 @@ def hold(path, create=False, mode=0o700):
     if fd is None:
         raise FileNotFoundError(errno.ENOENT, "no such directory (%d components missing)" % missing, path)
     return HeldDir("/" + "/".join(_components(path)), fd)
+
+
+def fresh_dir(path):
+    """PATH removed if it exists (a directory, a file or a symlink: never
+    followed) and made again, empty and 0700, in its parent, which must pass the
+    trust rule (created 0700 when missing). Returns the new directory held.
+    For credentials made for one use: nothing of an earlier attempt is kept."""
+    parent, name = os.path.split(os.path.normpath(path))
+    if not name or name in (".", ".."):
+        raise UntrustedDirError("%s is not a directory path" % path)
+    with hold(parent, create=True) as held:
+        try:
+            st = os.lstat(name, dir_fd=held.fd)
+        except FileNotFoundError:
+            st = None
+        if st is not None:
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=held.fd)
+            else:
+                held.check_path()
+                shutil.rmtree(os.path.join(held.path, name))   # fd-based: never follows a symlink
+        os.mkdir(name, 0o700, dir_fd=held.fd)
+    return hold(path)
 
 
 class HeldDir(object):

@@ -233,6 +233,9 @@ def test_authorized_key_is_confined_to_the_source_and_the_command():
                                "/usr/bin/rrsync -wo -no-del /srv/pid-7", "ckpt.criu migrate node1 pid-7")
     assert line == ('from="10.0.0.1",restrict,command="/usr/bin/rrsync -wo -no-del /srv/pid-7" '
                     "ssh-ed25519 AAAAC3Nza ckpt.criu-migrate-node1-pid-7")
+    # The same line from the key as text (ckpt.criu.migration_key's public_key).
+    assert plan.authorized_key("ssh-ed25519 AAAAC3Nza ckpt.criu migrate node1 pid-7", "10.0.0.1",
+                               "/usr/bin/rrsync -wo -no-del /srv/pid-7", "ckpt.criu migrate node1 pid-7") == line
 
 
 def test_key_refusal_quotes_ssh_and_names_a_wrong_host_key():

@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# Copyright (c) ckpt.criu contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: migration_key
+short_description: Make an SSH key and known hosts for one migration's transfer
+version_added: 0.1.0
+description:
+  - Makes, in one step, what the source of a migration uses to send its checkpoint with a key of its
+    own. That is a fresh root-only directory O(path), an ed25519 key pair C(id) and C(id.pub) in it (no
+    passphrase, comment O(comment)), and the file C(known_hosts) with O(known_hosts), the only host keys
+    the source's C(ssh) accepts. Returns the public key, for the destination's C(authorized_keys).
+  - O(path) is made 0700 after the trust rule of M(ckpt.criu.images_dir) (checked on its parent; the
+    parent is created 0700 when missing); every file in it is 0600. A directory, file or symlink of that name from an earlier attempt is removed first,
+    never followed.
+  - Runs C(ssh-keygen).
+extends_documentation_fragment:
+  - ckpt.criu.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks the trust rule on the parent of O(path) and predicts RV(ignore:changed); makes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - The key is for one migration; every run makes a new one.
+options:
+  path:
+    description:
+      - Absolute path of the key's directory.
+    type: path
+    required: true
+  comment:
+    description:
+      - The key's comment, which names the migration in the destination's C(authorized_keys).
+    type: str
+    required: true
+  known_hosts:
+    description:
+      - The content of C(known_hosts) (the C(ckpt.criu.migrate_known_hosts) filter makes it from the
+        destination's host keys).
+    type: str
+    required: true
+notes:
+  - Must run as root on the managed node.
+seealso:
+  - module: ckpt.criu.images_dir
+"""
+
+EXAMPLES = r"""
+- name: Make the migration's key and known hosts on the source
+  ckpt.criu.migration_key:
+    path: /run/ckpt-criu-ssh/pid-4242
+    comment: ckpt.criu migrate node1 pid-4242
+    known_hosts: "{{ hostkeys.results | ckpt.criu.migrate_known_hosts('10.0.0.2', 22) }}"
+  register: key
+"""
+
+RETURN = r"""
+path:
+  description: The normalised directory.
+  returned: always
+  type: str
+  sample: /run/ckpt-criu-ssh/pid-4242
+public_key:
+  description: The public key, one line (C(ssh-ed25519 ... comment)).
+  returned: success, not in check mode
+  type: str
+"""
+
+import os
+import subprocess
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
+
+
+def _write(held, name, text, mode=0o600):
+    fd = held.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type="path", required=True),
+            comment=dict(type="str", required=True),
+            known_hosts=dict(type="str", required=True),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    path = os.path.normpath(p["path"])
+    if not os.path.isabs(path):
+        module.fail_json(msg="path must be absolute, got %r" % p["path"], path=path)
+    if os.geteuid() != 0:
+        module.fail_json(msg="ckpt.criu.migration_key must run as root (become: true); running as uid %d"
+                         % os.geteuid(), path=path)
+    if not p["known_hosts"].strip():
+        module.fail_json(msg="known_hosts is empty: the source would accept no host key of the destination",
+                         path=path)
+    try:
+        if module.check_mode:
+            _safedir.check(os.path.dirname(path))
+            module.exit_json(changed=True, path=path)
+        keygen = module.get_bin_path("ssh-keygen", required=True)
+        old = os.umask(0o077)
+        try:
+            with _safedir.fresh_dir(path) as held:
+                _write(held, "known_hosts", p["known_hosts"] if p["known_hosts"].endswith("\n")
+                       else p["known_hosts"] + "\n")
+                argv = [keygen, "-q", "-t", "ed25519", "-N", "", "-C", p["comment"], "-f", os.path.join(path, "id")]
+                res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     universal_newlines=True, check=False, timeout=60)
+                if res.returncode != 0:
+                    module.fail_json(msg="ssh-keygen failed (rc=%d): %s" % (
+                        res.returncode, (res.stderr or res.stdout or "no output").strip().splitlines()[-1]),
+                        rc=res.returncode, stderr=res.stderr, cmd=argv, path=path)
+                fd = held.open("id.pub", os.O_RDONLY)
+                with os.fdopen(fd) as fh:
+                    public = fh.read().strip()
+        finally:
+            os.umask(old)
+    except _safedir.UntrustedDirError as exc:
+        module.fail_json(msg="cannot make the migration's key in %s: %s; nothing was changed" % (path, exc.msg),
+                         path=path)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        module.fail_json(msg="cannot make the migration's key in %s: %s"
+                         % (path, getattr(exc, "strerror", None) or exc), path=path)
+    module.exit_json(changed=True, path=path, public_key=public)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,10 @@ description:
     into shape.
   - With O(state=present), missing components are created with mode 0700, each relative to
     the directory above it, never through a symlink.
+  - With O(state=fresh), the directory is made anew and empty, for one use. Whatever is at O(path)
+    (an earlier attempt's directory, a file or a symlink) is removed first, never followed; the
+    rule is checked on the parent (created like with V(present) when missing) before anything is
+    removed.
   - M(ckpt.criu.dump), M(ckpt.criu.restore) and M(ckpt.criu.page_server) apply the same rule
     themselves; the roles call this module first for their images roots.
 extends_documentation_fragment:
@@ -28,7 +32,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     details:
-      - Checks the rule and predicts RV(ignore:changed); creates nothing.
+      - Checks the rule and predicts RV(ignore:changed); creates and removes nothing.
+  idempotent:
+    details:
+      - V(fresh) is not, by design (it empties the directory each time); V(present) and V(checked) are.
 options:
   path:
     description:
@@ -39,8 +46,9 @@ options:
     description:
       - V(present) checks the rule and creates what is missing (0700).
       - V(checked) only checks; a missing directory is then an error.
+      - V(fresh) removes what is at O(path) and creates it empty (0700); always RV(ignore:changed).
     type: str
-    choices: [present, checked]
+    choices: [present, checked, fresh]
     default: present
 notes:
   - Must run as root on the managed node.
@@ -62,7 +70,8 @@ path:
   type: str
   sample: /var/lib/ckpt/checkpoint
 created:
-  description: How many missing path components were (or, in check mode, would be) created.
+  description: How many missing path components were (or, in check mode, would be) created; with V(fresh),
+    the directory itself counts.
   returned: success
   type: int
   sample: 1
@@ -76,11 +85,23 @@ from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import fail
 
 
+def _fresh(module, path):
+    try:
+        missing = _safedir.check(os.path.dirname(path))
+        if not module.check_mode:
+            _safedir.fresh_dir(path).close()
+    except _safedir.UntrustedDirError as exc:
+        fail(module, _safedir.UntrustedDirError("%s; nothing was changed" % exc.msg, **exc.details), path=path)
+    except OSError as exc:
+        module.fail_json(msg="cannot make %s afresh: %s" % (path, exc.strerror or exc), path=path)
+    module.exit_json(changed=True, path=path, created=missing + 1)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            state=dict(type="str", choices=["present", "checked"], default="present"),
+            state=dict(type="str", choices=["present", "checked", "fresh"], default="present"),
         ),
         supports_check_mode=True,
     )
@@ -88,6 +109,8 @@ def main():
     if os.geteuid() != 0:
         module.fail_json(msg="ckpt.criu.images_dir must run as root (become: true); running as uid %d"
                          % os.geteuid(), path=path)
+    if module.params["state"] == "fresh":
+        _fresh(module, path)
     try:
         missing = _safedir.check(path)
     except _safedir.UntrustedDirError as exc:

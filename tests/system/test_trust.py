@@ -557,3 +557,33 @@ def test_an_out_of_range_port_is_refused_with_its_name_before_anything_happens(r
     assert res.failed and "port must be between 1 and 65535" in res["msg"], res["msg"]
     assert not (base / "ps").exists()
     assert_ticks_on(w)
+
+
+def test_images_dir_fresh_refuses_a_parent_another_user_controls_and_removes_nothing(run_module, base,
+                                                                                     attacker_home):
+    """state=fresh empties a directory: under a parent the attacker owns it must touch nothing, not even
+    what the attacker planted there (a symlink to root's data)."""
+    target = victim(base, "precious")
+    as_attacker("ln", "-s", str(target), str(attacker_home / "pid-1"))
+    res = run_module("images_dir", {"path": str(attacker_home / "pid-1"), "state": "fresh"})
+    assert res.failed and "nothing was changed" in res["msg"], res
+    assert os.path.islink(attacker_home / "pid-1") and target.read_text() == VICTIM_TEXT
+
+
+def test_images_dir_fresh_makes_an_empty_root_only_directory_and_never_follows_a_link(run_module, base):
+    root = base / "root"
+    elsewhere = base / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.img").write_text("x")
+    root.mkdir(mode=0o700)
+    os.symlink(str(elsewhere), str(root / "pid-1"))
+    check = run_module("images_dir", {"path": str(root / "pid-1"), "state": "fresh"}, check=True)
+    assert check.status == "ok" and check["changed"] and os.path.islink(root / "pid-1"), check
+    res = run_module("images_dir", {"path": str(root / "pid-1"), "state": "fresh"})
+    assert res.status == "ok" and res["changed"], res
+    assert os.listdir(elsewhere) == ["keep.img"]
+    st = os.lstat(root / "pid-1")
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700 and os.listdir(root / "pid-1") == []
+    (root / "pid-1" / "old.img").write_text("leftover")
+    again = run_module("images_dir", {"path": str(root / "pid-1"), "state": "fresh"})
+    assert again.status == "ok" and os.listdir(root / "pid-1") == []

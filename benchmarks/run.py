@@ -58,11 +58,11 @@ COLL_PORT = 27111
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 
 PROFILES = {
-    "full": {"sizes": [16, 256, 1024], "repeats": {16: 5, 256: 5, 1024: 3},
-             "scale_hosts": [1, 3, 6], "scale_procs": [1, 10], "scale_repeats": 2,
+    "full": {"sizes": [64, 256, 1024], "repeats": {64: 5, 256: 5, 1024: 5},
+             "scale_hosts": [1, 3, 6], "scale_procs": [1, 10], "scale_repeats": 2, "mscale_repeats": 5,
              "checksum_mib": 256, "checksum_repeats": 5, "checksum_procs": 10},
     "quick": {"sizes": [16, 256], "repeats": {16: 2, 256: 2},
-              "scale_hosts": [1, 3], "scale_procs": [1, 10], "scale_repeats": 1,
+              "scale_hosts": [1, 3], "scale_procs": [1, 10], "scale_repeats": 1, "mscale_repeats": 1,
               "checksum_mib": 64, "checksum_repeats": 3, "checksum_procs": 5},
 }
 # Downtime modes: (transfer, TLS). page_server: criu's page server in cleartext
@@ -70,9 +70,16 @@ PROFILES = {
 # ckpt_migrate_page_server_tls: false); page_server_tls: criu's TLS in both
 # (raw_pageserver.sh tls, the role's default). Each ratio is against the raw
 # pipeline of the same mode.
-MODES = ("rsync", "page_server", "page_server_tls")
-MODE_TRANSFER = {"rsync": "rsync", "page_server": "page_server", "page_server_tls": "page_server"}
-MODE_TLS = {"rsync": None, "page_server": False, "page_server_tls": True}
+MODES = ("rsync", "page_server", "page_server_tls", "rsync_prefault", "page_server_tls_prefault")
+MODE_TRANSFER = {"rsync": "rsync", "page_server": "page_server", "page_server_tls": "page_server",
+                 "rsync_prefault": "rsync", "page_server_tls_prefault": "page_server"}
+MODE_TLS = {"rsync": None, "page_server": False, "page_server_tls": True,
+            "rsync_prefault": None, "page_server_tls_prefault": True}
+# The destination's prefault (opt-in, ckpt_migrate_prefault) measured on in every run, against the
+# same raw pipelines; it is meant for large processes, so only from PREFAULT_MIN_MIB up.
+MODE_EXTRA = {"rsync_prefault": {"ckpt_migrate_prefault": "true"},
+              "page_server_tls_prefault": {"ckpt_migrate_prefault": "true"}}
+PREFAULT_MIN_MIB = 256
 
 
 def log(msg):
@@ -401,6 +408,7 @@ def coll_migration(fleet, work, inventory, mode, size, rep, extra_vars=None):
                  "ckpt_migrate_images_root": "/var/lib/ckpt/bench/coll",
                  "ckpt_migrate_page_server_port": str(COLL_PORT)}
         extra.update(extra_vars or {})
+        extra.update(MODE_EXTRA.get(mode, {}))
         if MODE_TLS[mode] is not None:
             # The mode decides (set last, over --extra-vars): the raw run of this mode used the same.
             extra["ckpt_migrate_page_server_tls"] = MODE_TLS[mode]
@@ -586,6 +594,8 @@ def bench_downtime(fleet, prof, work):
     for size in prof["sizes"]:
         for rep in range(1, prof["repeats"][size] + 1):
             for mode in prof["modes"]:
+                if mode in MODE_EXTRA and size < PREFAULT_MIN_MIB:
+                    continue
                 for kind in ("raw", "collection"):
                     try:
                         if kind == "raw":
@@ -682,6 +692,31 @@ def _row(res, mib, mode):
 
 def _m(x):
     return x["median"] if x else None
+
+
+# The performance targets, on medians against the raw pipeline of the same mode in the same run:
+# (mode, MiB) -> (kind, bound): "ratio" collection <= bound x raw, "extra" collection <= raw + bound s.
+TARGETS = {("page_server_tls", 64): ("extra", 0.1), ("page_server_tls", 256): ("ratio", 1.10),
+           ("page_server_tls", 1024): ("ratio", 1.10), ("rsync", 256): ("ratio", 1.25),
+           ("rsync", 1024): ("ratio", 1.25)}
+
+
+def targets_lines(results):
+    """Each target, its bound from this run's raw median, the collection's median, met or not."""
+    rows = []
+    for (mode, mib), (kind, bound) in sorted(TARGETS.items()):
+        r = _row(results, mib, mode)
+        raw, coll = (_m(r["raw"]), _m(r["collection"])) if r else (None, None)
+        if raw is None or coll is None:
+            continue
+        limit = raw * bound if kind == "ratio" else raw + bound
+        rows.append("| %d | %s | %s | %.2f | %.2f | %.2f | %s |" % (
+            mib, mode, ("<= %.2fx raw" % bound) if kind == "ratio" else ("<= raw + %.1f s" % bound), raw, limit,
+            coll, "**met**" if coll <= limit else "not met (%+.2f s over)" % (coll - limit)))
+    if not rows:
+        return []
+    return ["### Targets", "", "Medians, against the raw pipeline of the same mode in this run.", "",
+            "| R (MiB) | mode | target | raw | bound | collection | |", "|---:|---|---|---:|---:|---:|---|"] + rows + [""]
 
 
 def before_after_lines(results, others):
@@ -816,6 +851,97 @@ def coll_scaling(fleet, inventory, hosts, sdir, root, work, tag):
     if not ok:
         rec["error"] = pb["output_tail"] or "report: %s" % summary
     return rec
+
+
+# ---------------------------------------------------------- migration wall time
+
+# (pairs, processes per source, ckpt_serial): one pair is node1 -> node2, two add node3 -> node4.
+MSCALE_CASES = ((1, 1, 1), (1, 3, 1), (2, 1, 1), (2, 1, 2))
+
+
+def write_pairs_inventory(fleet, path, pairs, pids):
+    """Sources and their destinations: node1 -> node2, node3 -> node4 ... (``pairs`` of them);
+    ``pids``: source -> the PIDs it migrates."""
+    lines = ["[fleet]"]
+    for i in range(pairs):
+        src, dst = "node%d" % (2 * i + 1), "node%d" % (2 * i + 2)
+        lines.append("%s ansible_host=%s ckpt_migrate_destination=%s ckpt_migrate_pids=%s" % (
+            src, fleet.address(src), dst, ",".join(str(p) for p in pids[src])))
+        lines.append("%s ansible_host=%s" % (dst, fleet.address(dst)))
+    lines += ["", "[fleet:vars]", "ansible_user=root", "ansible_ssh_private_key_file=%s" % fleet.key_path,
+              "ansible_ssh_common_args='-F %s'" % fleet.ssh_config_path,
+              "ansible_python_interpreter=%s" % HOST_PYTHON, ""]
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write("\n".join(lines))
+    return path
+
+
+def bench_migrate_scaling(fleet, prof, work):
+    """Wall time of migrate.yml, end to end, for one 64 MiB process, for more
+    processes on one host, and for a second host at ckpt_serial 1 and 2; with
+    the frozen time of every process, which must not grow with the count."""
+    runs = []
+    mib = prof.get("mscale_mib", 64)
+    for rep in range(1, prof["mscale_repeats"] + 1):
+        for pairs, procs, serial in MSCALE_CASES:
+            tag = "mscale-%dx%d-s%d-%d" % (pairs, procs, serial, rep)
+            sources = ["node%d" % (2 * i + 1) for i in range(pairs)]
+            wls = []
+            try:
+                for h in sources:
+                    for i in range(procs):
+                        wls.append(Workload(fleet, h, os.path.join(work, "%s-%s-%d.ticks" % (tag, h, i)), mib))
+                for wl in wls:
+                    if not wl.wait_ticks(20, timeout=120):
+                        raise RuntimeError("workload did not start ticking")
+                inv = write_pairs_inventory(fleet, os.path.join(work, "inv-%s.ini" % tag), pairs,
+                                            {h: [wl.pid for wl in wls if wl.host == h] for h in sources})
+                extra = {"ckpt_hosts": ":".join(sources), "ckpt_serial": str(serial),
+                         "ckpt_migrate_images_root": "/var/lib/ckpt/bench/mscale",
+                         "ckpt_migrate_page_server_port": str(COLL_PORT)}
+                extra.update(prof.get("extra_vars") or {})
+                pb = playbook("migrate.yml", inv, extra, work, tag, forks=max(5, 2 * pairs))
+                rows = [r for r in ((pb["report"] or {}).get("processes") or []) if r.get("result") == "migrated"]
+                ok = pb["rc"] == 0 and len(rows) == len(wls)
+                rec = {"pairs": pairs, "procs": procs, "serial": serial, "rep": rep, "ok": ok,
+                       "wall": round(pb["wall"], 3), "frozen": [r.get("frozen_s") for r in rows],
+                       "raw_limit": [r.get("raw_limit_s") for r in rows]}
+                if not ok:
+                    rec["error"] = pb["output_tail"] or "%d of %d migrated" % (len(rows), len(wls))
+            finally:
+                for wl in wls:
+                    wl.kill([wl.host, "node%d" % (int(wl.host[4:]) + 1)])
+                for h in fleet.hosts[:2 * pairs]:
+                    fleet.exec(h, ["rm", "-rf", "/var/lib/ckpt/bench/mscale"])
+            runs.append(rec)
+            log("migration wall time %d pair(s) x %d proc(s), serial %d, rep %d: %s" % (
+                pairs, procs, serial, rep, ("wall %.2f s, frozen %s" % (rec["wall"], rec["frozen"]))
+                if ok else "FAILED: %s" % rec.get("error", "")[-300:].replace("\n", " | ")))
+    return {"runs": runs, "summary": summarize_mscale(runs)}
+
+
+def summarize_mscale(runs):
+    def case(pairs, procs, serial):
+        return [r for r in runs if (r["pairs"], r["procs"], r["serial"]) == (pairs, procs, serial) and r["ok"]]
+    rows = []
+    for pairs, procs, serial in MSCALE_CASES:
+        sel = case(pairs, procs, serial)
+        rows.append({"pairs": pairs, "procs": procs, "serial": serial, "wall": med([r["wall"] for r in sel]),
+                     "frozen": med([f for r in sel for f in r["frozen"] if f is not None]),
+                     "raw_limit": med([f for r in sel for f in r["raw_limit"] if f is not None]),
+                     "failed": len([r for r in runs if (r["pairs"], r["procs"], r["serial"]) == (pairs, procs, serial)
+                                    and not r["ok"]])})
+    one = rows[0]["wall"]
+    derived = {}
+    if one:
+        by = {(r["pairs"], r["procs"], r["serial"]): r for r in rows}
+        if (by.get((1, 3, 1)) or {}).get("wall"):
+            derived["per_process_s"] = round((by[(1, 3, 1)]["wall"]["median"] - one["median"]) / 2, 2)
+        for serial in (1, 2):
+            if (by.get((2, 1, serial)) or {}).get("wall"):
+                derived["per_host_serial%d_s" % serial] = round(by[(2, 1, serial)]["wall"]["median"] - one["median"], 2)
+        derived["one_migration_s"] = one["median"]
+    return {"rows": rows, "derived": derived}
 
 
 def summarize_scaling(runs):
@@ -984,8 +1110,12 @@ def markdown(results, others):
                   "Modes: *rsync* (`ckpt_migrate_transfer: rsync`); *page_server*: the page server in cleartext in "
                   "both (raw without `--tls`, the role with `ckpt_migrate_page_server_tls: false`); "
                   "*page_server_tls*: criu's TLS in both (raw with a throw-away CA and certificates made before "
-                  "the freeze, the role's default per-migration credentials). Each ratio is against the raw "
-                  "pipeline of the same mode. *role frozen_s*: what the role itself reports." % (TICK * 1000),
+                  "the freeze, the role's default per-migration credentials). *rsync_prefault*, "
+                  "*page_server_tls_prefault*: the same with the destination's prefault on "
+                  "(`ckpt_migrate_prefault: true`; it is off by default), from %d MiB, against the same raw "
+                  "pipelines run again. Each ratio is against the raw "
+                  "pipeline of the same mode. *role frozen_s*: what the role itself reports." % (
+                      TICK * 1000, PREFAULT_MIN_MIB),
                   "", "| R (MiB) | mode | raw | collection | ratio | extra s | role frozen_s | failed runs |",
                   "|---:|---|---|---|---:|---:|---|---:|"]
         for r in dt["summary"]:
@@ -1004,6 +1134,7 @@ def markdown(results, others):
             for (mib, mode, kind, cause), n in sorted(causes.items()):
                 lines.append("- %d MiB %s %s, %d run(s): %s" % (mib, mode, kind, n, cause))
         lines += ["", "![downtime](downtime-%s.png)" % results["label"], ""]
+        lines += targets_lines(results)
         lines += before_after_lines(results, others)
         notes = os.path.join(OUT_DIR, "notes-%s.md" % results["label"])
         if os.path.exists(notes):
@@ -1039,6 +1170,26 @@ def markdown(results, others):
                                  hr.get("image_mib"), hr.get("dump_after_criu") or "-", hr.get("restore_checks") or "-"))
                 lines.append("")
         lines += ["![where the time goes](breakdown-%s.png)" % results["label"], ""]
+    ms = results.get("mscale")
+    if ms:
+        d = ms["summary"]["derived"]
+        lines += ["## Migration wall time, end to end (seconds)", "",
+                  "`playbooks/migrate.yml` with the role's defaults (transfer %s), %d MiB counters, from "
+                  "`ansible-playbook`'s start to its end: one process node1 -> node2; three processes on node1; "
+                  "a second pair node3 -> node4 at `ckpt_serial` 1 and 2. *frozen* and *raw limit*: the report's "
+                  "`frozen_s` and `raw_limit_s` of every process (criu and rsync alone for that checkpoint)." % (
+                      (results["settings"].get("extra_vars") or {}).get("ckpt_migrate_transfer", "rsync"),
+                      results["settings"].get("mscale_mib", 64)), "",
+                  "| pairs | processes per source | ckpt_serial | wall | frozen per process | raw limit | failed runs |",
+                  "|---:|---:|---:|---|---|---|---:|"]
+        for r in ms["summary"]["rows"]:
+            lines.append("| %d | %d | %d | %s | %s | %s | %d |" % (
+                r["pairs"], r["procs"], r["serial"], fmt(r["wall"]), fmt(r["frozen"]), fmt(r["raw_limit"]),
+                r["failed"]))
+        lines += ["", "One migration: %s s; each further process on the same host: %s s; a second host: %s s at "
+                  "`ckpt_serial` 1, %s s at 2." % (
+                      d.get("one_migration_s", "-"), d.get("per_process_s", "-"),
+                      d.get("per_host_serial1_s", "-"), d.get("per_host_serial2_s", "-")), ""]
     sc = results.get("scaling")
     if sc:
         lines += ["## Fleet scaling: checkpoint wall time (seconds)", "",
@@ -1210,6 +1361,13 @@ def print_summary(results):
             print("%8d %-16s %-24s %-24s %7s %7s" % (
                 r["mib"], r["mode"], fmt(r["raw"]), fmt(r["collection"]), "%.2fx" % r["ratio"] if r["ratio"] else "-",
                 "%+.2f" % r["extra_s"] if r["extra_s"] is not None else "-"))
+    ms = results.get("mscale")
+    if ms:
+        print("\nMigration wall time (s): median [min-max]")
+        for r in ms["summary"]["rows"]:
+            print("  %d pair(s) x %d proc(s), serial %d: wall %-22s frozen %-22s raw limit %s" % (
+                r["pairs"], r["procs"], r["serial"], fmt(r["wall"]), fmt(r["frozen"]), fmt(r["raw_limit"])))
+        print("  derived: %s" % json.dumps(ms["summary"]["derived"]))
     sc = results.get("scaling")
     if sc:
         print("\nScaling: checkpoint wall time (s)")
@@ -1245,7 +1403,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="ckpt.criu benchmarks (see benchmarks/README.md)")
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats: a smoke run")
     ap.add_argument("--label", default=None, help="name of this run: docs/benchmarks/results-LABEL.json")
-    ap.add_argument("--only", choices=["downtime", "scaling", "checksum"], action="append",
+    ap.add_argument("--only", choices=["downtime", "mscale", "scaling", "checksum"], action="append",
                     help="run only this part (repeatable)")
     ap.add_argument("--rev", default="HEAD",
                     help="git revision of the collection to benchmark (exported snapshot; default HEAD); "
@@ -1288,6 +1446,8 @@ def recompute(results):
         dt["summary"] = summarize_downtime(dt["runs"])
     if results.get("scaling"):
         results["scaling"]["summary"] = summarize_scaling(results["scaling"]["runs"])
+    if results.get("mscale"):
+        results["mscale"]["summary"] = summarize_mscale(results["mscale"]["runs"])
 
 
 def write_outputs(results, have_plots):
@@ -1321,7 +1481,7 @@ def main(argv=None):
         return 0
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmarks start a test fleet (namespaces) and run criu")
-    parts = args.only or ["downtime", "scaling", "checksum"]
+    parts = args.only or ["downtime", "mscale", "scaling", "checksum"]
     prof = dict(PROFILES["quick" if args.quick else "full"])
     if args.sizes:
         prof["sizes"] = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -1341,14 +1501,16 @@ def main(argv=None):
     fleet = None
     old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        if "downtime" in parts or "scaling" in parts:
+        if "downtime" in parts or "scaling" in parts or "mscale" in parts:
             fleetmod = load_fleet_module()
-            nhosts = max(prof["scale_hosts"]) if "scaling" in parts else 2
+            nhosts = max(prof["scale_hosts"]) if "scaling" in parts else 4 if "mscale" in parts else 2
             fleet = fleetmod.Fleet(state_dir=FLEET_STATE, name=FLEET_NAME, subnet=FLEET_SUBNET)
             log("starting the benchmark fleet: %d hosts in %s" % (nhosts, FLEET_STATE))
             fleet.up(hosts=max(2, nhosts), timeout=60)
         if "downtime" in parts:
             results["downtime"] = bench_downtime(fleet, prof, work)
+        if "mscale" in parts:
+            results["mscale"] = bench_migrate_scaling(fleet, prof, work)
         if "scaling" in parts:
             results["scaling"] = bench_scaling(fleet, prof, work)
         if "checksum" in parts:

@@ -50,7 +50,7 @@ def workload(fleet, tmp_path):
         argv = [python, str(WORKLOADS / "spawn.py"), "--stdio", stdio, "--pidfile", pidfile,
                 "--", python, str(WORKLOADS / "counter.py"), "--out", ticks, "--interval", str(interval)]
         reset_pid_counters(fleet)
-        for _ in range(5):      # its PID must be free on the hosts it may move to
+        for _attempt in range(5):      # its PID must be free on the hosts it may move to
             p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
             assert p.returncode == 0, p.stderr
             w = FleetWorkload(fleet, host, int(p.stdout.split()[-1]), pidfile, ticks)

@@ -47,6 +47,22 @@ attributes:
     support: full
 """
 
+    # For modules that make credentials for one use: new ones on every run.
+    ONE_USE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Checks the trust rule on the parent of O(path) and predicts RV(ignore:changed); makes nothing.
+  diff_mode:
+    support: none
+  idempotent:
+    support: none
+    details:
+      - What it makes is for one use (one transfer, one migration); every run makes it anew.
+"""
+
     # For modules that change state, with check mode and no diff; the module adds check_mode's details.
     ACTION = r"""
 options: {}

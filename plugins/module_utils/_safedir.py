@@ -154,6 +154,19 @@ def hold(path, create=False, mode=0o700):
     return HeldDir("/" + "/".join(_components(path)), fd)
 
 
+def root_module_path(module, name):
+    """The module's ``path`` parameter, normalised, for a module ``name``
+    that writes root's secrets: the module fails unless it is absolute and
+    the module runs as root."""
+    path = os.path.normpath(module.params["path"])
+    if not os.path.isabs(path):
+        module.fail_json(msg="path must be absolute, got %r" % module.params["path"], path=path)
+    if os.geteuid() != 0:
+        module.fail_json(msg="ckpt.criu.%s must run as root (become: true); running as uid %d"
+                         % (name, os.geteuid()), path=path)
+    return path
+
+
 def fresh_dir(path):
     """PATH removed if it exists (a directory, a file or a symlink: never
     followed) and made again, empty and 0700, in its parent, which must pass the

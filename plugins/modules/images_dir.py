@@ -105,10 +105,7 @@ def main():
         ),
         supports_check_mode=True,
     )
-    path = os.path.normpath(module.params["path"])
-    if os.geteuid() != 0:
-        module.fail_json(msg="ckpt.criu.images_dir must run as root (become: true); running as uid %d"
-                         % os.geteuid(), path=path)
+    path = _safedir.root_module_path(module, "images_dir")
     if module.params["state"] == "fresh":
         _fresh(module, path)
     try:

@@ -20,17 +20,7 @@ description:
   - Runs C(ssh-keygen).
 extends_documentation_fragment:
   - ckpt.criu.attributes
-attributes:
-  check_mode:
-    support: full
-    details:
-      - Checks the trust rule on the parent of O(path) and predicts RV(ignore:changed); makes nothing.
-  diff_mode:
-    support: none
-  idempotent:
-    support: none
-    details:
-      - The key is for one migration; every run makes a new one.
+  - ckpt.criu.attributes.ONE_USE
 options:
   path:
     description:
@@ -99,12 +89,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    path = os.path.normpath(p["path"])
-    if not os.path.isabs(path):
-        module.fail_json(msg="path must be absolute, got %r" % p["path"], path=path)
-    if os.geteuid() != 0:
-        module.fail_json(msg="ckpt.criu.migration_key must run as root (become: true); running as uid %d"
-                         % os.geteuid(), path=path)
+    path = _safedir.root_module_path(module, "migration_key")
     if not p["known_hosts"].strip():
         module.fail_json(msg="known_hosts is empty: the source would accept no host key of the destination",
                          path=path)

@@ -28,17 +28,7 @@ description:
   - Runs the C(openssl) command (EC P-256 keys, certificates valid for one day).
 extends_documentation_fragment:
   - ckpt.criu.attributes
-attributes:
-  check_mode:
-    support: full
-    details:
-      - Checks the trust rule on the parent of O(path) and predicts RV(ignore:changed); makes nothing.
-  diff_mode:
-    support: none
-  idempotent:
-    support: none
-    details:
-      - Credentials are for one transfer; every run makes new ones.
+  - ckpt.criu.attributes.ONE_USE
 options:
   path:
     description:
@@ -135,7 +125,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _tls
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir, _tls
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import fail
 
 
@@ -155,12 +145,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    path = os.path.normpath(p["path"])
-    if not os.path.isabs(path):
-        module.fail_json(msg="path must be absolute, got %r" % p["path"], path=path)
-    if os.geteuid() != 0:
-        module.fail_json(msg="ckpt.criu.tls_credentials must run as root (become: true); running as uid %d"
-                         % os.geteuid(), path=path)
+    path = _safedir.root_module_path(module, "tls_credentials")
     openssl = module.get_bin_path("openssl") or "openssl"
     result = {"changed": True, "path": path}
     try:

@@ -281,16 +281,21 @@ def test_push_failure_and_abort(tmp_path):
     assert time.monotonic() - t0 < 5 and push.proc.returncode is not None
 
 
-def test_dump_sends_its_checkpoint_while_hashing(tmp_path, run_module, workload):
-    """dump.transfer: the images arrive with the manifest last, and they verify on arrival."""
-    from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
-    w = workload("devnull")
+def _dump_with_transfer(tmp_path, run_module, w):
+    """Dump w (left running) into tmp_path/src with a transfer to tmp_path/dst; (result, dst)."""
     w.wait_ticks(3)
     src, dst = tmp_path / "src", tmp_path / "dst"
     dst.mkdir(mode=0o700)
     r = run_module("dump", {"pid": w.pid, "images_dir": str(src), "leave_running": True,
                             "transfer": {"destination": "here", "path": str(dst), "rsh": _local_rsh(tmp_path)}})
     assert r.status == "ok", r
+    return r, dst
+
+
+def test_dump_sends_its_checkpoint_while_hashing(tmp_path, run_module, workload):
+    """dump.transfer: the images arrive with the manifest last, and they verify on arrival."""
+    from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
+    r, dst = _dump_with_transfer(tmp_path, run_module, workload("devnull"))
     t = r["timings"]["transfer"]
     assert t["total"] >= t["images"] > 0 and t["destination"] == "here:%s/" % dst
     assert t["passes"] == 1, t      # a few MiB of images: hashed first, sent with the manifest
@@ -302,13 +307,7 @@ def test_dump_sends_its_checkpoint_while_hashing(tmp_path, run_module, workload)
 def test_dump_sends_large_images_while_hashing_and_the_manifest_after(tmp_path, run_module, workload):
     """Images above 64 MiB leave before they are hashed; the manifest follows alone."""
     from ansible_collections.ckpt.criu.plugins.module_utils import _manifest
-    w = workload("devnull", mem=80)
-    w.wait_ticks(3)
-    src, dst = tmp_path / "src", tmp_path / "dst"
-    dst.mkdir(mode=0o700)
-    r = run_module("dump", {"pid": w.pid, "images_dir": str(src), "leave_running": True,
-                            "transfer": {"destination": "here", "path": str(dst), "rsh": _local_rsh(tmp_path)}})
-    assert r.status == "ok", r
+    r, dst = _dump_with_transfer(tmp_path, run_module, workload("devnull", mem=80))
     assert r["manifest"]["images_total_bytes"] > 64 << 20
     assert r["timings"]["transfer"]["passes"] == 2, r["timings"]["transfer"]
     assert _manifest.verify_images(_manifest.read_manifest(str(dst)), str(dst)) == []

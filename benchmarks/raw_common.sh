@@ -39,6 +39,13 @@ on() {
   ssh -F "$SSH_CONFIG" -n -o ControlPath="$CTL_DIR/%C" "$h" "$@"
 }
 
+# CKB_RAW_KEEP_SOURCE=1: the source stays, stopped, holding its memory until the
+# restore is done (criu dump --leave-stopped, then SIGKILL), as the migrate role
+# keeps it until the copy is verified; default: criu kills it as the dump ends.
+# KEEP_OPT is read by the scripts that source this file.
+# shellcheck disable=SC2034
+if [ "${CKB_RAW_KEEP_SOURCE:-0}" = 1 ]; then KEEP_OPT=" --leave-stopped"; else KEEP_OPT=; fi
+
 stage() {
   # stage NAME HOST COMMAND...: run and print "stage NAME START END RC".
   local name=$1 t0 t1 rc

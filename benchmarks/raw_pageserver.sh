@@ -106,9 +106,12 @@ fi
 on "$DST" "$CRIU page-server -D $DST_DIR --address $DST_ADDR --port $PORT -d -o page-server.log -v4$PS_TLS </dev/null >/dev/null 2>&1"
 
 # ---- frozen
-stage dump "$SRC" "$CRIU dump -t $PID -D $SRC_DIR -o dump.log -v4 --page-server --address $DST_ADDR --port $PORT$DUMP_TLS"
+stage dump "$SRC" "$CRIU dump -t $PID -D $SRC_DIR -o dump.log -v4 --page-server --address $DST_ADDR --port $PORT$DUMP_TLS$KEEP_OPT"
 stage transfer "$SRC" "rsync --archive --rsh='ssh $HOPT' $SRC_DIR/ $DST_ADDR:$DST_DIR/"
 stage restore "$DST" "$CRIU restore -d -D $DST_DIR -o restore.log -v4"
+if [ -n "$KEEP_OPT" ]; then
+  on "$SRC" "kill -KILL $PID" || true
+fi
 
 # ---- after the resume
 if [ "$TLS" = 1 ]; then

@@ -22,9 +22,12 @@ on "$DST" "rm -rf $DST_DIR && mkdir -p -m 0700 $DST_DIR"
 on "$SRC" "ssh -n -o ControlMaster=auto -o ControlPersist=120 $HOPT $DST_ADDR true"
 
 # ---- frozen
-stage dump "$SRC" "$CRIU dump -t $PID -D $SRC_DIR -o dump.log -v4"
+stage dump "$SRC" "$CRIU dump -t $PID -D $SRC_DIR -o dump.log -v4$KEEP_OPT"
 stage transfer "$SRC" "rsync --archive --rsh='ssh $HOPT' $SRC_DIR/ $DST_ADDR:$DST_DIR/"
 stage restore "$DST" "$CRIU restore -d -D $DST_DIR -o restore.log -v4"
+if [ -n "$KEEP_OPT" ]; then
+  on "$SRC" "kill -KILL $PID" || true
+fi
 
 # ---- after the resume
 on "$SRC" "ssh $HOPT -O exit $DST_ADDR >/dev/null 2>&1; rm -rf $SRC_DIR" || true

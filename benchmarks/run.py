@@ -1114,8 +1114,11 @@ def markdown(results, others):
                   "*page_server_tls_prefault*: the same with the destination's prefault on "
                   "(`ckpt_migrate_prefault: true`; it is off by default), from %d MiB, against the same raw "
                   "pipelines run again. Each ratio is against the raw "
-                  "pipeline of the same mode. *role frozen_s*: what the role itself reports." % (
-                      TICK * 1000, PREFAULT_MIN_MIB),
+                  "pipeline of the same mode. *role frozen_s*: what the role itself reports.%s" % (
+                      TICK * 1000, PREFAULT_MIN_MIB,
+                      " In this run the raw pipelines keep the source stopped, holding its memory, until their "
+                      "restore is done (`--raw-keep-source`), as the role does."
+                      if results["settings"].get("raw_keep_source") else ""),
                   "", "| R (MiB) | mode | raw | collection | ratio | extra s | role frozen_s | failed runs |",
                   "|---:|---|---|---|---:|---:|---|---:|"]
         for r in dt["summary"]:
@@ -1418,6 +1421,10 @@ def parse_args(argv=None):
     ap.add_argument("--extra-vars", default=None, metavar="JSON",
                     help="downtime: extra variables for the migrate playbook, e.g. "
                          "'{\"ckpt_migrate_prefault\": \"false\"}' (recorded in the results' settings)")
+    ap.add_argument("--raw-keep-source", action="store_true",
+                    help="downtime: the raw pipelines keep the source stopped until their restore is done "
+                         "(criu dump --leave-stopped, then SIGKILL), as the migrate role does, instead of letting "
+                         "criu kill it as the dump ends")
     ap.add_argument("--keep-fleet", action="store_true", help="do not tear the benchmark fleet down (debugging)")
     ap.add_argument("--report-only", action="store_true",
                     help="regenerate docs/benchmarks/README.md and plots from the saved results, run nothing")
@@ -1490,6 +1497,9 @@ def main(argv=None):
     prof["modes"] = list(args.modes or MODES)
     if args.extra_vars:
         prof["extra_vars"] = json.loads(args.extra_vars)
+    if args.raw_keep_source:
+        prof["raw_keep_source"] = True
+        os.environ["CKB_RAW_KEEP_SOURCE"] = "1"     # read by benchmarks/raw_common.sh
     have_plots = ensure_matplotlib()
     collection = use_revision(args.rev)
     results = {"schema": 1, "label": args.label, "profile": "quick" if args.quick else "full",

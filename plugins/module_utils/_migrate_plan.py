@@ -200,7 +200,10 @@ def raw_limit_seconds(dump, restored):
     page server included), the rsync of the images, criu restore. None when
     a module did not report its part. ``frozen_s`` less this is what the
     collection added (waiting, hashing, the manifest, the checks, the
-    restore's verification before criu)."""
+    restore's verification before criu). The parts are timed apart and may
+    overlap by a few milliseconds (the restore can start while rsync ends its
+    session after the last file landed), so this can pass ``frozen_s`` by as
+    much."""
     parts = (_get(dump, "timings", "frozen_time"), _get(dump, "timings", "transfer", "images"),
              _get(restored, "timings", "criu_duration"))
     if any(part is None for part in parts):

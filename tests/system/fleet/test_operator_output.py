@@ -64,8 +64,10 @@ def test_stop_by_max_fail_percentage_says_why(fleet, clean_hosts, workload, play
     row = run.rows(pid=good.pid)[0]
     assert row["result"] == "migrated"
     assert {"frozen_s", "raw_limit_s", "criu_frozen_s"} <= set(_assert_milliseconds(row))
-    # The raw limit (criu and rsync alone) is a part of the frozen time, and the line shows both.
-    assert 0 < row["criu_frozen_s"] < row["raw_limit_s"] <= row["frozen_s"], row
+    # The raw limit (criu and rsync alone) is about the frozen time or less, and the line shows both.
+    # Its parts are timed apart: the destination's restore may start while rsync is still ending its
+    # session after the last file landed, so the sum may pass frozen_s by a few milliseconds.
+    assert 0 < row["criu_frozen_s"] < row["raw_limit_s"] <= row["frozen_s"] + 0.05, row
     assert "frozen %s s (raw limit %s s)" % (row["frozen_s"], row["raw_limit_s"]) in out
     assert bad.running_on("node1") and good.running_on("node2")
 

@@ -231,6 +231,16 @@ class HeldDir(object):
                                         "have planted it to redirect root's writes)" % (name, self.path))
             raise
 
+    def read_text(self, name):
+        """The text of NAME in the directory (never through a symlink)."""
+        with os.fdopen(self.open(name, os.O_RDONLY), "r") as fh:
+            return fh.read()
+
+    def write_new(self, name, text, mode=0o600):
+        """A new file NAME holding text (O_EXCL, never through a symlink); FileExistsError if NAME exists."""
+        with os.fdopen(self.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as fh:
+            fh.write(text)
+
     def fresh(self, name, mode=0o600):
         """Replace NAME by a new empty regular file (O_EXCL, O_NOFOLLOW) and return its path.
 

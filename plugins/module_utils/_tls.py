@@ -88,18 +88,6 @@ def check(path):
         raise TlsError(exc.msg)
 
 
-def _read(held, name):
-    fd = held.open(name, os.O_RDONLY)
-    with os.fdopen(fd, "r") as fh:
-        return fh.read()
-
-
-def _write(held, name, text):
-    fd = held.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-
-
 def _private(held):
     """Every file in the held directory 0600 (opened without following a symlink)."""
     for name in os.listdir(held.fd):
@@ -125,7 +113,7 @@ def request(path, san, openssl="openssl"):
         _genkey(CLIENT_KEY, held.path, openssl)
         _openssl(["req", "-new", "-key", CLIENT_KEY, "-subj", "/CN=%s" % san.split(":", 1)[-1],
                   "-out", CLIENT_CSR], held.path, openssl)
-        csr = _read(held, CLIENT_CSR)
+        csr = held.read_text(CLIENT_CSR)
         os.unlink(CLIENT_CSR, dir_fd=held.fd)
         _private(held)
     return csr
@@ -147,10 +135,10 @@ def issue(path, san, csr, ca_cn, openssl="openssl"):
         _openssl(["req", "-x509", "-new", "-key", SERVER_KEY, "-CA", CA_CERT, "-CAkey", CA_KEY, "-days", DAYS,
                   "-subj", "/CN=%s" % san.split(":", 1)[-1]] + _extensions(san, "serverAuth")
                  + ["-out", SERVER_CERT], cwd, openssl)
-        _write(held, CLIENT_CSR, csr)
+        held.write_new(CLIENT_CSR, csr)
         # The request's own extensions are dropped (x509 -req copies none): the CA decides them.
-        _write(held, "client.ext", "subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
-                                   "extendedKeyUsage=clientAuth\n" % san)
+        held.write_new("client.ext", "subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
+                       "extendedKeyUsage=clientAuth\n" % san)
         _openssl(["x509", "-req", "-in", CLIENT_CSR, "-CA", CA_CERT, "-CAkey", CA_KEY, "-CAcreateserial",
                   "-days", DAYS, "-extfile", "client.ext", "-out", CLIENT_CERT], cwd, openssl)
         for name in (CA_KEY, CLIENT_CSR, "client.ext", "ca.srl"):
@@ -158,10 +146,10 @@ def issue(path, san, csr, ca_cn, openssl="openssl"):
                 os.unlink(name, dir_fd=held.fd)
             except FileNotFoundError:
                 pass
-        client = _read(held, CLIENT_CERT)
+        client = held.read_text(CLIENT_CERT)
         os.unlink(CLIENT_CERT, dir_fd=held.fd)
         _private(held)
-        return _read(held, CA_CERT), client
+        return held.read_text(CA_CERT), client
 
 
 def install(path, ca, cert):
@@ -181,7 +169,7 @@ def install(path, ca, cert):
                     os.unlink(name, dir_fd=held.fd)
                 except FileNotFoundError:
                     pass
-                _write(held, name, pem)
+                held.write_new(name, pem)
     except _safedir.UntrustedDirError as exc:
         raise TlsError(exc.msg)
     except FileNotFoundError:

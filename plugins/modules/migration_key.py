@@ -73,12 +73,6 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
 
 
-def _write(held, name, text, mode=0o600):
-    fd = held.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-
-
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -101,8 +95,8 @@ def main():
         old = os.umask(0o077)
         try:
             with _safedir.fresh_dir(path) as held:
-                _write(held, "known_hosts", p["known_hosts"] if p["known_hosts"].endswith("\n")
-                       else p["known_hosts"] + "\n")
+                text = p["known_hosts"]
+                held.write_new("known_hosts", text if text.endswith("\n") else text + "\n")
                 argv = [keygen, "-q", "-t", "ed25519", "-N", "", "-C", p["comment"], "-f", os.path.join(path, "id")]
                 res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      universal_newlines=True, check=False, timeout=60)
@@ -110,9 +104,7 @@ def main():
                     module.fail_json(msg="ssh-keygen failed (rc=%d): %s" % (
                         res.returncode, (res.stderr or res.stdout or "no output").strip().splitlines()[-1]),
                         rc=res.returncode, stderr=res.stderr, cmd=argv, path=path)
-                fd = held.open("id.pub", os.O_RDONLY)
-                with os.fdopen(fd) as fh:
-                    public = fh.read().strip()
+                public = held.read_text("id.pub").strip()
         finally:
             os.umask(old)
     except _safedir.UntrustedDirError as exc:

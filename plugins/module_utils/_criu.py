@@ -439,14 +439,17 @@ def build_argv(criu, action, args, log_path, verbosity=4):
 
 
 def run_criu(criu, action, args, log_path, timeout=None, env=None, umask=0o077,
-             on_start=None, pass_fds=()):
+             on_start=None, pass_fds=(), before_start=None):
     """Run ``criu ACTION ARGS -o LOG -v4`` safely and return a CriuResult.
 
     criu's stdin is /dev/null and stdout/stderr are pipes regardless of the
     caller's own fds 0-2; every other fd is closed in the child; criu runs
     under ``umask`` (077: images are process memory) in its own session so a
-    timeout can kill it and whatever it forked.  ``on_start(popen)`` is called
-    right after criu starts (e.g. to record its PID).  ``pass_fds`` are fds
+    timeout can kill it and whatever it forked.  ``before_start(read_fds,
+    write_fds)`` is called once criu's pipes exist and before criu starts (a
+    watcher forked there holds the read ends from criu's first instant);
+    ``on_start(popen)`` is called right after criu starts (e.g. to record its
+    PID).  ``pass_fds`` are fds
     above 2 that criu must inherit (``--inherit-fd fd[N]:KEY``); fds 0-2 are
     never passed, so a restored process can never hold the caller's pipes.
     """
@@ -461,17 +464,29 @@ def run_criu(criu, action, args, log_path, timeout=None, env=None, umask=0o077,
     def _child_setup():
         os.umask(umask)
 
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
     start = time.monotonic()
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, close_fds=True, env=env,
+        if before_start is not None:
+            before_start((out_r, err_r), (out_w, err_w))
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out_w,
+                                stderr=err_w, close_fds=True, env=env,
                                 pass_fds=tuple(pass_fds),
                                 preexec_fn=_child_setup, start_new_session=True)
-    except OSError as exc:
-        raise CriuError("cannot start %s: %s" % (criu, exc), argv=argv)
+    except BaseException as exc:
+        for fd in (out_r, err_r):
+            os.close(fd)
+        if isinstance(exc, OSError):
+            raise CriuError("cannot start %s: %s" % (criu, exc), argv=argv)
+        raise
+    finally:
+        # criu holds the write ends now; only its end (and its helpers') closes them.
+        os.close(out_w)
+        os.close(err_w)
     if on_start is not None:
         on_start(proc)
-    out, err, timed_out, helpers_killed = _collect(proc, timeout)
+    out, err, timed_out, helpers_killed = _collect(proc, (out_r, err_r), timeout)
     duration = time.monotonic() - start
     return CriuResult(argv, proc.returncode, out, err, log_path, duration, action, timed_out,
                       helpers_killed)
@@ -518,20 +533,21 @@ def kill_tree(pid, rounds=20):
     return killed
 
 
-def _collect(proc, timeout, grace=0.5):
+def _collect(proc, fds, timeout, grace=0.5):
     """Read criu's stdout/stderr until EOF, criu's exit or the timeout.
 
     Unlike ``communicate()``, this does not wait for EOF forever once criu
     itself has exited: a criu killed mid-dump leaves a stopped helper child
     (in criu's own process group) holding the pipes. Such helpers are killed
     ``grace`` seconds after criu's exit. On timeout criu's whole process group
-    is killed.  Returns (stdout, stderr, timed_out, helpers_killed).
+    is killed.  ``fds`` are the read ends of criu's stdout and stderr; they are
+    closed here.  Returns (stdout, stderr, timed_out, helpers_killed).
     """
     sel = selectors.DefaultSelector()
-    out_fd, err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+    out_fd, err_fd = fds
     bufs = {out_fd: [], err_fd: []}
-    for f in (proc.stdout, proc.stderr):
-        sel.register(f, selectors.EVENT_READ)
+    for fd in fds:
+        sel.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout if timeout else None
     exited_at = None
     timed_out = helpers_killed = False
@@ -555,8 +571,8 @@ def _collect(proc, timeout, grace=0.5):
                     sel.unregister(key.fileobj)
     finally:
         sel.close()
-        proc.stdout.close()
-        proc.stderr.close()
+        for fd in fds:
+            os.close(fd)
     proc.wait()
 
     def text(fd):

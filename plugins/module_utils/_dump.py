@@ -634,7 +634,8 @@ def _locked_dump(plan, held, guard, result):
         held.check_path()
         try:
             res = _criu.run_criu(plan.criu, "dump", args, log_path,
-                                 timeout=plan.params.get("timeout") or None, on_start=guard.start)
+                                 timeout=plan.params.get("timeout") or None, before_start=guard.fork,
+                                 on_start=guard.start)
         except BaseException:
             if unit_held:
                 _unit.release(plan.unit["name"])

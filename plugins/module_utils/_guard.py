@@ -12,18 +12,22 @@ dump's promise: the process ends *because* a complete checkpoint exists).
 
 If the module process dies anywhere in between (SIGKILL by a timeout, an
 OOM kill, a lost controller), a guard finishes the job.  The guard is a fork
-of the module made the moment criu starts; it is in its own session, holds
-nothing of Ansible's (fds 0-2 on /dev/null), keeps the read ends of criu's
-stdout and stderr open (so criu never dies of SIGPIPE halfway through), and
-waits on a pipe from the module:
+of the module made once criu's pipes exist and *before* criu starts, so no
+instant exists in which criu runs unwatched.  It is in its own session, holds
+nothing of Ansible's (fds 0-2 on /dev/null), holds the read ends of criu's
+stdout and stderr (so criu never dies of SIGPIPE halfway through), and waits
+on a pipe from the module:
 
+* ``P<pid> <start_time>;`` criu started as that process;
 * ``C`` (committed): the manifest is written;
 * ``D`` (done): the module finished; the guard exits;
-* end of file without ``D``: the module died.  The guard waits for criu to
-  end, then, when the manifest was not committed, resumes every task of the
-  tree that is still the process it was (SIGCONT through a pidfd) and marks
-  the directory with ``ckpt-failed.json``; when it was committed and the
-  dump was to end the process, kills the tree.
+* end of file without ``D``: the module died.  The guard drains criu's
+  pipes until every writer is gone (criu ended, or never started), or until
+  criu, when its PID is known, has been gone for half a second (a stopped
+  helper may hold the pipes).  Then, when the manifest was not committed, it
+  resumes every task of the tree that is still the process it was (SIGCONT
+  through a pidfd) and marks the directory with ``ckpt-failed.json``; when it
+  was committed and the dump was to end the process, kills the tree.
 
 So after any death of the module the workload is running, or a complete,
 restorable checkpoint with its manifest exists.
@@ -32,6 +36,7 @@ restorable checkpoint with its manifest exists.
 from __future__ import annotations
 
 import os
+import selectors
 import signal
 import time
 
@@ -70,20 +75,26 @@ class Guard(object):
         self.pid = None
         self._w = None
 
-    def start(self, criu_proc):
-        """Fork the guard (call right after criu started; ``criu_proc`` is its Popen)."""
+    def fork(self, read_fds, write_fds):
+        """Fork the guard before criu starts: ``read_fds`` are the read ends of criu's stdout and
+        stderr (the guard holds them), ``write_fds`` their write ends (the guard closes them, so that
+        their end of file means criu's end)."""
         r, w = os.pipe()
-        keep = [r, criu_proc.stdout.fileno(), criu_proc.stderr.fileno()]
-        criu = (criu_proc.pid, _start_time(criu_proc.pid))
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the forked guard
             try:
                 os.close(w)
-                self._watch(r, keep, criu)
+                for fd in write_fds:
+                    os.close(fd)
+                self._watch(r, list(read_fds))
             finally:
                 os._exit(0)
         os.close(r)
         self.pid, self._w = pid, w
+
+    def start(self, criu_proc):
+        """criu started as ``criu_proc`` (its Popen): tell the guard which process to wait for."""
+        self._send(b"P%d %d;" % (criu_proc.pid, _start_time(criu_proc.pid) or 0))
 
     def _send(self, code):
         if self._w is not None:
@@ -118,7 +129,7 @@ class Guard(object):
 
     # ---------------------------------------------------------- in the guard
 
-    def _watch(self, r, keep, criu):  # pragma: no cover - runs in the forked guard
+    def _watch(self, r, pipes):  # pragma: no cover - runs in the forked guard
         os.setsid()
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -126,6 +137,7 @@ class Guard(object):
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
+        keep = [r] + pipes
         for name in os.listdir("/proc/self/fd"):
             fd = int(name)
             if fd > 2 and fd not in keep:
@@ -142,8 +154,7 @@ class Guard(object):
             if b"D" in seen:
                 return
         # The module died. Let criu finish (it leaves the tree stopped, never killed).
-        while _start_time(criu[0]) == criu[1] and criu[1] is not None:
-            time.sleep(0.05)
+        _wait_criu_end(pipes, _criu_started(seen))
         if b"C" in seen:
             if self.kill_when_committed:
                 kill_tree(self.tree)
@@ -157,6 +168,38 @@ class Guard(object):
                     {"module_died": True})
             except (IOError, OSError):
                 pass
+
+
+def _criu_started(seen):
+    """(pid, start_time) from the module's ``P`` message, or None when it never came."""
+    head, sep, dummy = seen.partition(b";")
+    if not sep or b"P" not in head:
+        return None
+    try:
+        pid, start = head[head.index(b"P") + 1:].split()
+        return int(pid), int(start)
+    except ValueError:
+        return None
+
+
+def _wait_criu_end(pipes, criu, grace=0.5):  # pragma: no cover - runs in the forked guard
+    """Drain criu's pipes until every writer is gone, or until ``criu`` (pid, start_time), when known,
+    has been gone for ``grace`` seconds (a stopped helper of a killed criu may hold the pipes)."""
+    sel = selectors.DefaultSelector()
+    for fd in pipes:
+        sel.register(fd, selectors.EVENT_READ)
+    gone_at = None
+    try:
+        while sel.get_map():
+            if criu is not None and gone_at is None and _start_time(criu[0]) != criu[1]:
+                gone_at = time.monotonic()
+            if gone_at is not None and time.monotonic() - gone_at > grace:
+                return
+            for key, dummy in sel.select(0.05):
+                if not os.read(key.fd, 65536):
+                    sel.unregister(key.fd)
+    finally:
+        sel.close()
 
 
 def _start_time(pid):

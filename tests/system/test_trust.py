@@ -315,14 +315,30 @@ def _module_pid_from_lock(images):
     return int(text) if text.isdigit() else None
 
 
-def _wait_for(what, fn, timeout=60.0):
+def _wait_for(what, fn, timeout=60.0, pause=0.005):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = fn()
         if value:
             return value
-        time.sleep(0.005)
+        time.sleep(pause)
     raise AssertionError("timed out waiting for %s" % what)
+
+
+def _criu_child(pid):
+    """A child of PID that is already criu (its exec done), or None."""
+    try:
+        kids = Path("/proc/%d/task/%d/children" % (pid, pid)).read_text().split()
+    except OSError:
+        return None
+    for kid in kids:
+        try:
+            argv = Path("/proc/%s/cmdline" % kid).read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"/criu") for a in argv) and b"dump" in argv:
+            return int(kid)
+    return None
 
 
 def _ppid(pid):
@@ -333,6 +349,11 @@ def _point(point, images, w):
     """The PID of the module process at ``point`` of its dump."""
     if point == "before_freeze":
         return _wait_for("the dump's lock", lambda: _module_pid_from_lock(images))
+    if point == "as_criu_starts":
+        # The instant criu's exec shows, before the module can fork anything of its own.
+        module = _wait_for("the dump's lock", lambda: _module_pid_from_lock(images))
+        _wait_for("criu's exec", lambda: _criu_child(module), timeout=120, pause=0)
+        return module
     if point == "during_dump":
         criu = _wait_for("criu dump", lambda: find_criu("dump", w.pid))[0]
         return _ppid(criu)
@@ -355,7 +376,7 @@ def _state(pid):
         return None
 
 
-@pytest.mark.parametrize("point", ["before_freeze", "during_dump", "after_criu"])
+@pytest.mark.parametrize("point", ["before_freeze", "as_criu_starts", "during_dump", "after_criu"])
 def test_killing_the_dump_module_loses_nothing(ansible_env, run_module, workload, base, tmp_path, point):
     """Finding 8: criu, in its own session, finished on its own after the module was killed and ended
     the process, and no manifest was written: the workload was gone."""

@@ -328,13 +328,14 @@ def parse_stages(text):
     return stages
 
 
-def raw_migration(fleet, work, mode, size, rep):
+def raw_migration(fleet, work, mode, size, rep, rest=0.0):
     tag = "raw-%s-%d-%d" % (mode, size, rep)
     ticks = os.path.join(work, tag + ".ticks")
     w = Workload(fleet, "node1", ticks, size)
     try:
         if not w.wait_ticks(20, timeout=120):
             raise RuntimeError("workload did not start ticking")
+        time.sleep(rest)
         src_dir = "/var/lib/ckpt/bench/raw-%d" % w.pid
         dst_dir = src_dir
         script = "raw_rsync.sh" if MODE_TRANSFER[mode] == "rsync" else "raw_pageserver.sh"
@@ -396,13 +397,14 @@ def _overlap(s, e, a, b):
     return max(0.0, min(e, b) - max(s, a))
 
 
-def coll_migration(fleet, work, inventory, mode, size, rep, extra_vars=None):
+def coll_migration(fleet, work, inventory, mode, size, rep, extra_vars=None, rest=0.0):
     tag = "coll-%s-%d-%d" % (mode, size, rep)
     ticks = os.path.join(work, tag + ".ticks")
     w = Workload(fleet, "node1", ticks, size)
     try:
         if not w.wait_ticks(20, timeout=120):
             raise RuntimeError("workload did not start ticking")
+        time.sleep(rest)
         extra = {"ckpt_hosts": "node1", "ckpt_migrate_destination": "node2",
                  "ckpt_migrate_pids": str(w.pid), "ckpt_migrate_transfer": MODE_TRANSFER[mode],
                  "ckpt_migrate_images_root": "/var/lib/ckpt/bench/coll",
@@ -596,12 +598,14 @@ def bench_downtime(fleet, prof, work):
             for mode in prof["modes"]:
                 if mode in MODE_EXTRA and size < PREFAULT_MIN_MIB:
                     continue
+                rest = rest_seconds(prof, size)
                 for kind in ("raw", "collection"):
                     try:
                         if kind == "raw":
-                            rec = raw_migration(fleet, work, mode, size, rep)
+                            rec = raw_migration(fleet, work, mode, size, rep, rest)
                         else:
-                            rec = coll_migration(fleet, work, inventory, mode, size, rep, prof.get("extra_vars"))
+                            rec = coll_migration(fleet, work, inventory, mode, size, rep, prof.get("extra_vars"),
+                                                 rest)
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         rec = {"kind": kind, "mode": mode, "mib": size, "rep": rep, "ok": False,
                                "downtime": None, "error": str(exc)}
@@ -614,6 +618,26 @@ def bench_downtime(fleet, prof, work):
                         ("%.3f s, wall %.1f s" % (rec["downtime"], rec.get("wall", 0))) if rec["ok"]
                         else "FAILED: %s" % (rec.get("error") or "")[-300:].replace("\n", " | "), extra if rec["ok"] else ""))
     return {"runs": runs, "summary": summarize_downtime(runs)}
+
+
+# Memory at rest. On this VM, memory a process just freed is backed and fast
+# to fault in; a few seconds later the free-page reporting has handed it back
+# to the hypervisor, and faulting it in again costs 2-3x (a 1 GiB restore's
+# preadv: 2.6 s right after the previous run freed its memory, 3.5-4.0 s 20 s
+# later). The raw pipeline freezes 2 s after its workload started, the role
+# about 15 s after (preflight, directories, keys): without a pause the raw
+# restore would reuse the memory the previous run just freed and the role's
+# would not. Both wait this long with their workload running before they start.
+REST_MIN_MIB = 256
+REST_S = 15.0
+
+
+def rest_seconds(prof, size):
+    """Seconds both pipelines wait before they start, for a workload of ``size`` MiB."""
+    rest = prof.get("rest_s")
+    if rest is None:
+        rest = REST_S if size >= REST_MIN_MIB else 0.0
+    return float(rest)
 
 
 def summarize_downtime(runs):
@@ -1116,9 +1140,9 @@ def markdown(results, others):
                   "pipelines run again. Each ratio is against the raw "
                   "pipeline of the same mode. *role frozen_s*: what the role itself reports.%s" % (
                       TICK * 1000, PREFAULT_MIN_MIB,
-                      " In this run the raw pipelines keep the source stopped, holding its memory, until their "
-                      "restore is done (`--raw-keep-source`), as the role does."
-                      if results["settings"].get("raw_keep_source") else ""),
+                      (" In this run the raw pipelines keep the source stopped, holding its memory, until their "
+                       "restore is done (`--raw-keep-source`), as the role does."
+                       if results["settings"].get("raw_keep_source") else "") + rest_note(results["settings"])),
                   "", "| R (MiB) | mode | raw | collection | ratio | extra s | role frozen_s | failed runs |",
                   "|---:|---|---|---|---:|---:|---|---:|"]
         for r in dt["summary"]:
@@ -1260,6 +1284,16 @@ def markdown(results, others):
                 res["label"], res["finished"], " | ".join(cells), ", ".join(pngs) or "-"))
         lines.append("")
     return "\n".join(lines)
+
+
+def rest_note(settings):
+    """The sentence on memory at rest for the downtime section (older results had no pause)."""
+    if "rest_s" not in settings and not settings.get("rest_default"):
+        return " Both pipelines started as soon as their workload ticked (no pause for memory at rest)."
+    rest = settings.get("rest_s")
+    when = ("%.0f s" % rest) if rest is not None else "%.0f s from %d MiB" % (REST_S, REST_MIN_MIB)
+    return (" Both pipelines waited %s with their workload running before they started, so that neither "
+            "restored into memory the previous run had just freed (see REST_S in `benchmarks/run.py`)." % when)
 
 
 def _keys(results_list):
@@ -1425,6 +1459,10 @@ def parse_args(argv=None):
                     help="downtime: the raw pipelines keep the source stopped until their restore is done "
                          "(criu dump --leave-stopped, then SIGKILL), as the migrate role does, instead of letting "
                          "criu kill it as the dump ends")
+    ap.add_argument("--rest", type=float, default=None, metavar="SECONDS",
+                    help="downtime: seconds both pipelines wait with their workload running before they start, so "
+                         "that neither restores into memory the previous run just freed (default %.0f from %d MiB, "
+                         "0 below)" % (REST_S, REST_MIN_MIB))
     ap.add_argument("--keep-fleet", action="store_true", help="do not tear the benchmark fleet down (debugging)")
     ap.add_argument("--report-only", action="store_true",
                     help="regenerate docs/benchmarks/README.md and plots from the saved results, run nothing")
@@ -1495,8 +1533,11 @@ def main(argv=None):
     if args.sizes or args.repeats:
         prof["repeats"] = {size: max(1, args.repeats or prof["repeats"].get(size, 3)) for size in prof["sizes"]}
     prof["modes"] = list(args.modes or MODES)
+    prof["rest_default"] = args.rest is None
     if args.extra_vars:
         prof["extra_vars"] = json.loads(args.extra_vars)
+    if args.rest is not None:
+        prof["rest_s"] = max(0.0, args.rest)
     if args.raw_keep_source:
         prof["raw_keep_source"] = True
         os.environ["CKB_RAW_KEEP_SOURCE"] = "1"     # read by benchmarks/raw_common.sh

@@ -199,3 +199,24 @@ def test_an_orphaned_destination_restore_is_stopped_even_when_its_images_stay(fl
         subprocess.run(["chattr", "-i", stuck], check=False, stderr=subprocess.DEVNULL)
         for pid in _restores_on(fleet, "node2"):
             os.kill(pid, 9)
+
+
+def test_a_source_images_root_others_can_write_is_refused(fleet, clean_hosts, workload, playbook, tmp_path):
+    """The images root and the records directory are made once for the host, before the processes: an images
+    root that another user can write fails each process with the reason, which the report shows, and nothing
+    is frozen, made or written under it."""
+    root = "/srv/shared-root"
+    os.makedirs(fleet.host_path("node1", root))
+    os.chmod(fleet.host_path("node1", root), 0o777)     # what an attacker could plant symlinks in
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1")
+    extra = {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_images_root": root, "ckpt_migrate_settle": "1"}
+    run = playbook("migrate.yml", inv, extra)
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "rolled back", row
+    assert root in row["cause"] and "stage prepare" in row["cause"], row
+    assert row["frozen_s"] is None, "the process was frozen: %s" % row
+    assert w.running_on("node1") and w.wait_ticks(5) and w.continuity()[0]
+    assert not w.running_on("node2")
+    assert os.listdir(fleet.host_path("node1", root)) == [], "something was made in a root others can write"

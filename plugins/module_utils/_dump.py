@@ -348,10 +348,13 @@ def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
 # --------------------------------------------------------------- repair
 
 def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
-    """After a failed dump: SIGCONT every task of ``tree`` left stopped; return sentences on what was done.
+    """After a failed dump: SIGCONT every task of ``tree``; return sentences on what was done.
 
     ``tree`` is [{pid, start_time}] (or bare PIDs): with a start time, the signal goes
-    through a pidfd pinned to it, so a PID reused meanwhile is never signalled."""
+    through a pidfd pinned to it, so a PID reused meanwhile is never signalled. Every live
+    task gets SIGCONT, whatever state it shows: criu leaves a task stopped by queueing SIGSTOP
+    and detaching, so a task it just let go can still show R with the stop pending and stop a
+    moment later; SIGCONT discards that pending stop."""
     notes = []
     deadline = time.monotonic() + wait
     for entry in tree:
@@ -364,19 +367,39 @@ def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
         if state is None or state in _procfs.DEAD_STATES:
             notes.append("PID %d is gone (state %s) after the failed dump" % (pid, state or "absent"))
             continue
-        if state in ("T", "t") and not want_stopped:
-            try:
-                sent = _identity.send_signal(pid, signal.SIGCONT, start_time=start_time, proc_root=proc_root)
-            except OSError as exc:
-                notes.append("PID %d was left %s and SIGCONT failed: %s" % (pid, state, exc))
-                continue
-            if not sent:
-                notes.append("PID %d exited or was replaced before it could be resumed" % pid)
-                continue
+        if want_stopped:
+            continue
+        pending = stop_pending(pid, proc_root)
+        try:
+            sent = _identity.send_signal(pid, signal.SIGCONT, start_time=start_time, proc_root=proc_root)
+        except OSError as exc:
+            notes.append("PID %d (state %s) could not be sent SIGCONT: %s" % (pid, state, exc))
+            continue
+        if not sent:
+            notes.append("PID %d exited or was replaced before it could be resumed" % pid)
+            continue
+        if state in ("T", "t") or pending:
             time.sleep(0.05)
-            notes.append("PID %d was left %s by criu; sent SIGCONT, now %s"
-                         % (pid, "stopped" if state == "T" else "traced", _identity.state_letter(pid, proc_root)))
+            notes.append("PID %d was left %s by criu; sent SIGCONT, now %s" % (
+                pid, {"T": "stopped", "t": "traced"}.get(state, "with a stop pending"),
+                _identity.state_letter(pid, proc_root)))
     return notes
+
+
+def stop_pending(pid, proc_root=PROC):
+    """Whether PID has SIGSTOP queued (its own or its thread group's pending set)."""
+    try:
+        status = _procfs.read_status(pid, proc_root)
+    except _procfs.ProcfsError:
+        return False
+    bit = 1 << (signal.SIGSTOP - 1)
+    for key in ("SigPnd", "ShdPnd"):
+        try:
+            if int(status.get(key, "0"), 16) & bit:
+                return True
+        except ValueError:
+            continue
+    return False
 
 
 def parasite_leftovers(pid, proc_root=PROC):

@@ -52,12 +52,14 @@ def kill_tree(tree, proc_root=_identity.PROC):
 
 
 def resume_tree(tree, proc_root=_identity.PROC):
-    """SIGCONT every task of ``tree`` that is still that process; the PIDs resumed."""
+    """SIGCONT every task of ``tree`` that is still that process; the PIDs signalled.
+
+    Whatever state a task shows: criu leaves a task stopped by queueing SIGSTOP and then detaching,
+    so a task criu just let go can still show R (or D, S) with its stop pending, and stop a moment
+    later. SIGCONT discards a pending stop signal, so it resumes a task in that transit too; a task
+    that runs anyway only sees a SIGCONT."""
     resumed = []
     for entry in tree:
-        st = _identity.read_stat(entry["pid"], proc_root)
-        if st is None or st["state"] not in ("T", "t"):
-            continue
         if _identity.send_signal(entry["pid"], signal.SIGCONT, start_time=entry.get("start_time"),
                                  proc_root=proc_root):
             resumed.append(entry["pid"])

@@ -315,14 +315,14 @@ def _module_pid_from_lock(images):
     return int(text) if text.isdigit() else None
 
 
-def _wait_for(what, fn, timeout=60.0, pause=0.005):
+def _wait_for(what, fn, timeout=60.0, pause=0.005, seen=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = fn()
         if value:
             return value
         time.sleep(pause)
-    raise AssertionError("timed out waiting for %s" % what)
+    raise AssertionError("timed out waiting for %s%s" % (what, "; " + seen() if seen else ""))
 
 
 def _criu_child(pid):
@@ -369,6 +369,18 @@ def _read(path):
         return ""
 
 
+def _what_is_left(w, images):
+    """What a failure of the kill test saw: every task's state, the guard's marker, criu's last lines."""
+    tasks = {}
+    for tid in os.listdir("/proc/%d/task" % w.pid) if os.path.isdir("/proc/%d/task" % w.pid) else []:
+        tasks[tid] = _read(Path("/proc/%d/task/%s/stat" % (w.pid, tid))).rsplit(")", 1)[-1].split()[:1]
+    status = [line for line in _read(Path("/proc/%d/status" % w.pid)).splitlines()
+              if line.startswith(("State", "SigPnd", "ShdPnd", "TracerPid"))]
+    return "tasks %s, %s, ckpt-failed.json: %s, dump.log ends: %s" % (
+        tasks, status, _read(images / "ckpt-failed.json")[:400] or "none",
+        _read(images / "dump.log").splitlines()[-5:])
+
+
 def _state(pid):
     try:
         return Path("/proc/%d/stat" % pid).read_text().rsplit(")", 1)[1].split()[0]
@@ -402,7 +414,8 @@ def test_killing_the_dump_module_loses_nothing(ansible_env, run_module, workload
     manifest = images / "ckpt-manifest.json"
     _wait_for("the workload running or a manifest",
               lambda: manifest.exists() or (_state(w.pid) not in (None, "T", "t", "Z", "X")
-                                            and still_ticking(Path(w.ticks), 0.2)), timeout=30)
+                                            and still_ticking(Path(w.ticks), 0.2)), timeout=30,
+              seen=lambda: _what_is_left(w, images))
     if manifest.exists():
         assert wait_gone(w.pid), "a complete checkpoint exists but the process still runs"
         res = run_module("restore", {"images_dir": str(images)})

@@ -285,6 +285,23 @@ def write_inventory(fleet, path, hosts, dest=None):
     return path
 
 
+def task_seconds(pb):
+    """Where a playbook run's wall time went: seconds per task name, summed over its runs (hosts,
+    loop items, processes), each from its start to its end; and ``between``, the playbook's wall time
+    that no task covered (Ansible's own work: includes, templating, forks)."""
+    out, spans = {}, []
+    for t in pb["tasks"]:
+        out[t["task"]] = round(out.get(t["task"], 0.0) + t["end"] - t["start"], 3)
+        spans.append((t["start"], t["end"]))
+    covered, edge = 0.0, pb["start"]
+    for start, end in sorted(spans):
+        if end > edge:
+            covered += end - max(start, edge)
+            edge = end
+    out["between"] = round(pb["wall"] - covered, 3)
+    return out
+
+
 def playbook(name, inventory, extra, work, tag, forks=None, timeout=900):
     timing = os.path.join(work, "timing-%s.jsonl" % tag)
     evfile = os.path.join(work, "ev-%s.json" % tag)
@@ -930,6 +947,7 @@ def bench_migrate_scaling(fleet, prof, work):
                 rec = {"pairs": pairs, "procs": procs, "serial": serial, "rep": rep, "ok": ok,
                        "wall": round(pb["wall"], 3), "frozen": [r.get("frozen_s") for r in rows],
                        "raw_limit": [r.get("raw_limit_s") for r in rows]}
+                rec["tasks"] = task_seconds(pb)
                 if not ok:
                     rec["error"] = pb["output_tail"] or "%d of %d migrated" % (len(rows), len(wls))
             finally:
@@ -955,6 +973,10 @@ def summarize_mscale(runs):
                      "raw_limit": med([f for r in sel for f in r["raw_limit"] if f is not None]),
                      "failed": len([r for r in runs if (r["pairs"], r["procs"], r["serial"]) == (pairs, procs, serial)
                                     and not r["ok"]])})
+        names = {n for r in sel for n in r.get("tasks", {})}
+        if names:
+            rows[-1]["tasks"] = dict(sorted(((n, med([r["tasks"].get(n, 0.0) for r in sel if "tasks" in r])["median"])
+                                             for n in names), key=lambda kv: -kv[1]))
     one = rows[0]["wall"]
     derived = {}
     if one:

@@ -987,7 +987,26 @@ def summarize_mscale(runs):
             if (by.get((2, 1, serial)) or {}).get("wall"):
                 derived["per_host_serial%d_s" % serial] = round(by[(2, 1, serial)]["wall"]["median"] - one["median"], 2)
         derived["one_migration_s"] = one["median"]
+        if by.get((1, 3, 1), {}).get("tasks") and rows[0].get("tasks"):
+            derived["per_process_tasks"] = per_process_tasks(rows[0]["tasks"], by[(1, 3, 1)]["tasks"], 2)
     return {"rows": rows, "derived": derived}
+
+
+def per_process_tasks(one, more, extra):
+    """Where the wall time of each further process goes: per task (a process's PID in its name made
+    generic), the median seconds of the run with ``extra`` more processes minus those of the one-process
+    run, divided by ``extra``; largest first, tasks under 0.1 s summed as ``other tasks``."""
+    def generic(tasks):
+        out = {}
+        for name, sec in tasks.items():
+            key = re.sub(r"\bPID \d+", "PID N", re.sub(r"^ckpt\.criu\.", "", name))
+            out[key] = out.get(key, 0.0) + sec
+        return out
+    a, b = generic(one), generic(more)
+    diff = {k: (b.get(k, 0.0) - a.get(k, 0.0)) / extra for k in set(a) | set(b)}
+    big = sorted(((k, v) for k, v in diff.items() if v >= 0.1), key=lambda kv: -kv[1])
+    rest = sum(v for v in diff.values() if v < 0.1)
+    return [[k, round(v, 2)] for k, v in big] + [["other tasks", round(rest, 2)]]
 
 
 def summarize_scaling(runs):
@@ -1219,16 +1238,23 @@ def markdown(results, others):
                                  hr.get("image_mib"), hr.get("dump_after_criu") or "-", hr.get("restore_checks") or "-"))
                 lines.append("")
         lines += ["![where the time goes](breakdown-%s.png)" % results["label"], ""]
-    ms = results.get("mscale")
+    ms, ms_from = results.get("mscale"), results
+    if not ms:
+        # The newest run that measured it, so that a run of one part does not hide the others' figures.
+        ms_from = next((r for r in reversed(others) if r.get("mscale")), None)
+        ms = ms_from and ms_from["mscale"]
     if ms:
         d = ms["summary"]["derived"]
-        lines += ["## Migration wall time, end to end (seconds)", "",
-                  "`playbooks/migrate.yml` with the role's defaults (transfer %s), %d MiB counters, from "
+        lines += ["## Migration wall time, end to end (seconds)", ""]
+        if ms_from is not results:
+            lines += ["From run **%s** (%s, collection at `%s`): this run did not measure it." % (
+                ms_from["label"], ms_from.get("finished", "?"), (ms_from.get("collection") or {}).get("commit", "?")[:12]), ""]
+        lines += ["`playbooks/migrate.yml` with the role's defaults (transfer %s), %d MiB counters, from "
                   "`ansible-playbook`'s start to its end: one process node1 -> node2; three processes on node1; "
                   "a second pair node3 -> node4 at `ckpt_serial` 1 and 2. *frozen* and *raw limit*: the report's "
                   "`frozen_s` and `raw_limit_s` of every process (criu and rsync alone for that checkpoint)." % (
-                      (results["settings"].get("extra_vars") or {}).get("ckpt_migrate_transfer", "rsync"),
-                      results["settings"].get("mscale_mib", 64)), "",
+                      (ms_from["settings"].get("extra_vars") or {}).get("ckpt_migrate_transfer", "rsync"),
+                      ms_from["settings"].get("mscale_mib", 64)), "",
                   "| pairs | processes per source | ckpt_serial | wall | frozen per process | raw limit | failed runs |",
                   "|---:|---:|---:|---|---|---|---:|"]
         for r in ms["summary"]["rows"]:
@@ -1239,6 +1265,13 @@ def markdown(results, others):
                   "`ckpt_serial` 1, %s s at 2." % (
                       d.get("one_migration_s", "-"), d.get("per_process_s", "-"),
                       d.get("per_host_serial1_s", "-"), d.get("per_host_serial2_s", "-")), ""]
+        if d.get("per_process_tasks"):
+            lines += ["Where each further process's %s s go: per task, (three processes - one process) / 2, medians "
+                      "of seconds from the task's start to its end on its host; *between* is the time no task "
+                      "covered (Ansible's includes, templating and forks)." % d.get("per_process_s", "-"), "",
+                      "| task | seconds per further process |", "|---|---:|"]
+            lines += ["| %s | %.2f |" % (name.replace("|", "/"), sec) for name, sec in d["per_process_tasks"]]
+            lines.append("")
     sc = results.get("scaling")
     if sc:
         lines += ["## Fleet scaling: checkpoint wall time (seconds)", "",

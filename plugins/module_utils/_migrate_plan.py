@@ -63,6 +63,10 @@ def service(address, interface=""):
     return {"address": address, "interface": "" if interface is None else str(interface).strip()}
 
 
+# How long an idle SSH master of a transfer stays (ssh's ControlPersist), in seconds.
+CONTROL_PERSIST_S = 300
+
+
 def _options(options):
     out = []
     for option in options or []:
@@ -74,7 +78,7 @@ def ssh_argv(port, control_dir, options=None, key=""):
     """The remote shell of a transfer with the standing SSH access: one
     multiplexed connection per destination (socket in ``control_dir``), the
     operator's ``ckpt_migrate_ssh_options``, and ``-i key`` when given."""
-    argv = ["ssh", "-p", str(port), "-o", "ControlMaster=auto", "-o", "ControlPersist=300",
+    argv = ["ssh", "-p", str(port), "-o", "ControlMaster=auto", "-o", "ControlPersist=%d" % CONTROL_PERSIST_S,
             "-o", "ControlPath=%s/%%C" % control_dir]
     argv.extend(_options(options))
     if key:
@@ -87,7 +91,7 @@ def key_ssh_argv(port, key_dir, options=None):
     ``key_dir``): no ssh_config, no agent, only the destination's host keys
     read over the controller's connection, then ``ckpt_migrate_ssh_options``."""
     argv = ["ssh", "-F", "none", "-p", str(port),
-            "-o", "ControlMaster=auto", "-o", "ControlPersist=300",
+            "-o", "ControlMaster=auto", "-o", "ControlPersist=%d" % CONTROL_PERSIST_S,
             "-o", "ControlPath=%s/cm" % key_dir,
             "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
             "-o", "UserKnownHostsFile=%s/known_hosts" % key_dir,
@@ -155,10 +159,17 @@ def key_refusal(check, address):
     return msg
 
 
-def key_left(unauthorized, removed, destination, marker, user, key_dir):
+def key_left(unauthorized, removed, destination, marker, user, key_dir, closed=None):
     """What of the migration's key could not be taken away, one sentence per
-    place, from the registered results of the two removals."""
+    place, from the registered results of the two removals (and of closing the
+    key's SSH master on the source: ssh exits 255 when no master runs)."""
     out = []
+    closed = closed or {}
+    if not closed.get("skipped") and closed.get("rc") not in (None, 0, 255):
+        out.append("the SSH master of the migration key on the source could not be closed (ssh -O exit: rc %s, %s); "
+                   "it ends on its own within %d s (ControlPersist)"
+                   % (closed.get("rc"), (closed.get("stderr") or closed.get("msg") or "no message").strip(),
+                      CONTROL_PERSIST_S))
     if _failed(unauthorized):
         out.append('the migration key is still authorized on %s (block "%s" in ~%s/.ssh/authorized_keys): %s; '
                    "remove it by hand" % (destination, marker, user, (unauthorized or {}).get("msg", "unreachable")))

@@ -41,14 +41,16 @@ def fleet():
 
 @pytest.fixture
 def workload(fleet, tmp_path):
-    """workload(host, name="w", stdio="devnull", python="python3") -> FleetWorkload."""
+    """workload(host, name="w", stdio="devnull", python="python3", mem=0) -> FleetWorkload (mem: MiB of
+    touched memory)."""
     started = []
 
-    def _start(host, name="w", stdio="devnull", python="python3", interval=0.02):
+    def _start(host, name="w", stdio="devnull", python="python3", interval=0.02, mem=0):
         pidfile = "/srv/%s.pid" % name
         ticks = str(tmp_path / ("%s.ticks" % name))     # /tmp is shared by the hosts
         argv = [python, str(WORKLOADS / "spawn.py"), "--stdio", stdio, "--pidfile", pidfile,
-                "--", python, str(WORKLOADS / "counter.py"), "--out", ticks, "--interval", str(interval)]
+                "--", python, str(WORKLOADS / "counter.py"), "--out", ticks, "--interval", str(interval),
+                "--mem", str(mem)]
         reset_pid_counters(fleet)
         for _attempt in range(5):      # its PID must be free on the hosts it may move to
             p = fleet.ssh(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)

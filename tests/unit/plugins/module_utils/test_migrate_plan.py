@@ -72,6 +72,16 @@ def test_key_left_names_each_place_and_what_to_do():
                     "the migration key could not be removed from /run/c/pid-7 here: busy"]
 
 
+def test_key_left_names_an_ssh_master_that_would_not_close_but_not_one_that_was_not_running():
+    ok = ({"changed": True}, {"changed": True}, "node2", "m", "root", "/run/c/pid-7")
+    for closed in (None, {}, {"rc": 0}, {"rc": 255, "stderr": "Control socket connect: No such file"},
+                   {"skipped": True}):
+        assert plan.key_left(*ok, closed=closed) == []
+    left = plan.key_left(*ok, closed={"rc": 1, "stderr": "mux_client_request_stop: refused\n"})
+    assert left == ["the SSH master of the migration key on the source could not be closed (ssh -O exit: rc 1, "
+                    "mux_client_request_stop: refused); it ends on its own within 300 s (ControlPersist)"]
+
+
 def test_failure_says_a_dead_async_restore_died():
     note = plan.failure({"msg": "  No start of json char found\n..."}, "Collect", "frozen", "node2")
     assert note == {"task": "Collect", "stage": "frozen",

@@ -973,10 +973,11 @@ def summarize_mscale(runs):
                      "raw_limit": med([f for r in sel for f in r["raw_limit"] if f is not None]),
                      "failed": len([r for r in runs if (r["pairs"], r["procs"], r["serial"]) == (pairs, procs, serial)
                                     and not r["ok"]])})
-        names = {n for r in sel for n in r.get("tasks", {})}
+        per_run = [generic_tasks(r["tasks"]) for r in sel if r.get("tasks")]
+        names = {n for t in per_run for n in t}
         if names:
-            rows[-1]["tasks"] = dict(sorted(((n, med([r["tasks"].get(n, 0.0) for r in sel if "tasks" in r])["median"])
-                                             for n in names), key=lambda kv: -kv[1]))
+            rows[-1]["tasks"] = dict(sorted(((n, med([t.get(n, 0.0) for t in per_run])["median"]) for n in names),
+                                            key=lambda kv: -kv[1]))
     one = rows[0]["wall"]
     derived = {}
     if one:
@@ -992,17 +993,21 @@ def summarize_mscale(runs):
     return {"rows": rows, "derived": derived}
 
 
+def generic_tasks(tasks):
+    """Seconds per task name with a process's PID in the name made generic (``PID N``), so that runs
+    of different processes compare; the collection's prefix dropped."""
+    out = {}
+    for name, sec in tasks.items():
+        key = re.sub(r"\bPID \d+", "PID N", re.sub(r"^ckpt\.criu\.", "", name))
+        out[key] = round(out.get(key, 0.0) + sec, 3)
+    return out
+
+
 def per_process_tasks(one, more, extra):
-    """Where the wall time of each further process goes: per task (a process's PID in its name made
-    generic), the median seconds of the run with ``extra`` more processes minus those of the one-process
-    run, divided by ``extra``; largest first, tasks under 0.1 s summed as ``other tasks``."""
-    def generic(tasks):
-        out = {}
-        for name, sec in tasks.items():
-            key = re.sub(r"\bPID \d+", "PID N", re.sub(r"^ckpt\.criu\.", "", name))
-            out[key] = out.get(key, 0.0) + sec
-        return out
-    a, b = generic(one), generic(more)
+    """Where the wall time of each further process goes: per task, the median seconds of the run with
+    ``extra`` more processes minus those of the one-process run, divided by ``extra``; largest first,
+    tasks under 0.1 s summed as ``other tasks``."""
+    a, b = one, more
     diff = {k: (b.get(k, 0.0) - a.get(k, 0.0)) / extra for k in set(a) | set(b)}
     big = sorted(((k, v) for k, v in diff.items() if v >= 0.1), key=lambda kv: -kv[1])
     rest = sum(v for v in diff.values() if v < 0.1)
@@ -1247,8 +1252,9 @@ def markdown(results, others):
         d = ms["summary"]["derived"]
         lines += ["## Migration wall time, end to end (seconds)", ""]
         if ms_from is not results:
-            lines += ["From run **%s** (%s, collection at `%s`): this run did not measure it." % (
-                ms_from["label"], ms_from.get("finished", "?"), (ms_from.get("collection") or {}).get("commit", "?")[:12]), ""]
+            lines += ["Run **%s** did not measure it; these figures are from run **%s** (%s, collection at `%s`)." % (
+                results["label"], ms_from["label"], ms_from.get("finished", "?"),
+                (ms_from.get("collection") or {}).get("commit", "?")[:12]), ""]
         lines += ["`playbooks/migrate.yml` with the role's defaults (transfer %s), %d MiB counters, from "
                   "`ansible-playbook`'s start to its end: one process node1 -> node2; three processes on node1; "
                   "a second pair node3 -> node4 at `ckpt_serial` 1 and 2. *frozen* and *raw limit*: the report's "
@@ -1268,7 +1274,10 @@ def markdown(results, others):
         if d.get("per_process_tasks"):
             lines += ["Where each further process's %s s go: per task, (three processes - one process) / 2, medians "
                       "of seconds from the task's start to its end on its host; *between* is the time no task "
-                      "covered (Ansible's includes, templating and forks)." % d.get("per_process_s", "-"), "",
+                      "covered (Ansible's includes, templating and forks). The tasks run one after another on the "
+                      "controller, so the rows add up to about the figure (medians do not add up exactly); the destination's settle check runs meanwhile "
+                      "inside its restore and shows only in what is left of *Collect*." % d.get("per_process_s", "-"),
+                      "",
                       "| task | seconds per further process |", "|---|---:|"]
             lines += ["| %s | %.2f |" % (name.replace("|", "/"), sec) for name, sec in d["per_process_tasks"]]
             lines.append("")

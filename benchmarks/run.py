@@ -1007,8 +1007,7 @@ def per_process_tasks(one, more, extra):
     """Where the wall time of each further process goes: per task, the median seconds of the run with
     ``extra`` more processes minus those of the one-process run, divided by ``extra``; largest first,
     tasks under 0.1 s summed as ``other tasks``."""
-    a, b = one, more
-    diff = {k: (b.get(k, 0.0) - a.get(k, 0.0)) / extra for k in set(a) | set(b)}
+    diff = {k: (more.get(k, 0.0) - one.get(k, 0.0)) / extra for k in set(one) | set(more)}
     big = sorted(((k, v) for k, v in diff.items() if v >= 0.1), key=lambda kv: -kv[1])
     rest = sum(v for v in diff.values() if v < 0.1)
     return [[k, round(v, 2)] for k, v in big] + [["other tasks", round(rest, 2)]]

@@ -22,6 +22,7 @@ class FilterModule:
             "migrate_tls_san": _migrate_plan.tls_san,
             "migrate_key_source": _migrate_plan.key_source,
             "migrate_key_left": _migrate_plan.key_left,
+            "migrate_tls_left": _migrate_plan.tls_left,
             "migrate_known_hosts": _migrate_plan.known_hosts,
             "migrate_authorized_key": _migrate_plan.authorized_key,
             "migrate_key_refusal": _migrate_plan.key_refusal,

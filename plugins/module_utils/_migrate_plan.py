@@ -179,6 +179,17 @@ def key_left(unauthorized, removed, destination, marker, user, key_dir, closed=N
     return out
 
 
+def tls_left(removed_src, removed_dest, host, destination, src_dir, dest_dir):
+    """What of the migration's TLS credentials could not be removed, one sentence per host
+    (destination first), from the registered results of the two removals."""
+    out = []
+    for result, where, path in ((removed_dest, destination, dest_dir), (removed_src, host, src_dir)):
+        if _failed(result):
+            out.append("this migration's TLS credentials on %s could not be removed (%s): remove %s by hand"
+                       % (where, result.get("msg", "unreachable"), path))
+    return out
+
+
 def failure(result, task, stage, destination):
     """What failed in a migration: ``{task, msg, stage}`` from the failed
     task's name and result. An async restore that died (killed, OOM) leaves
@@ -311,10 +322,8 @@ def rollback_notes(destination, host, steps, service_address=None, logdir="", pa
     if rolled and job and not job.get("skipped") and not boolean(job.get("finished", 0), strict=False):
         notes.append("the restore on %s (async job %s) did not end after its images were removed: %s"
                      % (destination, _get(step("restore_job"), "ansible_job_id"), job.get("msg", "still running")))
-    for key, where, path in (("tls_dest", destination, step("tls_dest_dir")), ("tls_src", host, step("tls_src_dir"))):
-        if _failed(step(key)):
-            notes.append("this migration's TLS credentials on %s could not be removed (%s): remove %s by hand"
-                         % (where, step(key).get("msg", "unreachable"), path))
+    notes.extend(tls_left(step("tls_src"), step("tls_dest"), host, destination, step("tls_src_dir"),
+                          step("tls_dest_dir")))
     if rolled:
         taken = _page_server_taken(_get(step("pslog"), "stdout_lines", default=[]), destination, page_server_port)
         if taken:
@@ -353,7 +362,8 @@ def rollback_row(failure_note, proc, host, destination, steps, dump=None, t_free
     if (rolled and t_freeze is not None and failure_note.get("stage") == "frozen"
             and "before freezing anything" not in str(failure_note.get("msg", ""))):
         frozen = float(now) - float(t_freeze)
-    causes = [cause] + notes
+    # A sentence the failure's own message already says (the commit failed on it) is not named twice.
+    causes = [cause] + [note for note in notes if note not in str(failure_note.get("msg", ""))]
     return result_row(proc, "migrate", host, "rolled back" if rolled else "migrated, cleanup failed", False,
                       changed=True, destination=destination, frozen_s=frozen,
                       image_bytes=(dump or {}).get("image_bytes"), causes=causes, cause="; ".join(causes),

@@ -82,6 +82,22 @@ def test_key_left_names_an_ssh_master_that_would_not_close_but_not_one_that_was_
                     "mux_client_request_stop: refused); it ends on its own within 300 s (ControlPersist)"]
 
 
+def test_tls_left_names_each_host_whose_credentials_are_left():
+    assert plan.tls_left({"changed": True}, {"skipped": True}, "node1", "node2", "/s/t", "/d/t") == []
+    assert plan.tls_left({"failed": True, "msg": "busy"}, {"unreachable": True}, "node1", "node2", "/s/t", "/d/t") == [
+        "this migration's TLS credentials on node2 could not be removed (unreachable): remove /d/t by hand",
+        "this migration's TLS credentials on node1 could not be removed (busy): remove /s/t by hand"]
+
+
+def test_rollback_row_after_a_commit_that_failed_on_the_tls_credentials_names_them_once():
+    left = "this migration's TLS credentials on node2 could not be removed (ro fs): remove /d/.tls-pid-4242 by hand"
+    note = {"task": "Fail the cleanup when this migration's TLS credentials are left somewhere", "msg": left,
+            "stage": "committed"}
+    row = plan.rollback_row(note, PROC, "node1", "node2", _steps(tls_dest={"failed": True, "msg": "ro fs"}))
+    assert row["result"] == "migrated, cleanup failed"
+    assert row["causes"] == ['%s (stage committed, task "%s")' % (left, note["task"])]
+
+
 def test_failure_says_a_dead_async_restore_died():
     note = plan.failure({"msg": "  No start of json char found\n..."}, "Collect", "frozen", "node2")
     assert note == {"task": "Collect", "stage": "frozen",

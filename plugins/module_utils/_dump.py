@@ -732,9 +732,11 @@ def _locked_dump(plan, held, guard, result):
         if pusher is not None:
             pusher.abort()
         raise
+    # Committed before the manifest can leave: a guard that resumed the source
+    # after that could leave it running here while the destination restores it.
+    guard.committed()
     if one_pass:
         pusher = _push(plan, images_dir, transfer, with_manifest=True)
-    guard.committed()
     if guard.kill_when_committed:
         # The checkpoint is complete: now, and only now, the process ends (a dump's default).
         _guard.kill_tree(tree, plan.proc_root)

@@ -166,7 +166,8 @@ def _check_not_rolled_back(images_dir, abort):
     if not os.path.isdir(images_dir) or os.path.lexists(abort):
         raise RestoreError("no checkpoint arrived: %s was %s while this restore waited for it "
                            "(the migration was rolled back)" % (
-                               images_dir, "removed" if not os.path.isdir(images_dir) else "marked aborted"))
+                               images_dir, "removed" if not os.path.isdir(images_dir) else "marked aborted"),
+                           details={"aborted": True})
 
 
 def _pages_written_in_place(images_dir):
@@ -774,6 +775,12 @@ def _restore_held(params, check_mode, proc_root, prefault, held, t0, waited, kno
                             "total": round(time.monotonic() - t0, 4)},
                 "msg": "process %d would be restored from %s" % (pid, images_dir)}
 
+    if waited is not None and os.path.lexists(os.path.join(images_dir, ABORT_NAME)):
+        # The migration's rollback marked it while the images were verified: its source
+        # resumes, so nothing is restored. Once criu restore has begun, the marker is not
+        # looked at: the rollback waits for this restore's verdict.
+        raise RestoreError("the migration of %s was rolled back before this restore began (%s is there): "
+                           "nothing was restored" % (images_dir, ABORT_NAME), details={"pid": pid, "aborted": True})
     prefaulted = prefault.release() if prefault is not None else None
     timeout = params.get("timeout") or default_timeout(manifest)
     moved = None

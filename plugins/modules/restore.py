@@ -77,8 +77,10 @@ options:
       - A manifest sent in the same rsync as the images may land before them; the restore then waits,
         within the same time, for every image the manifest lists to arrive whole. Images that arrive are
         hashed while it waits.
-      - The wait ends with a clear error when O(images_dir) is removed (the migration was rolled back)
-        or nothing arrives in time. Check mode does not wait.
+      - The wait ends with a clear error when O(images_dir) is removed or the file C(.ckpt-abort) appears
+        in it (the migration was rolled back), or nothing arrives in time. C(.ckpt-abort) is looked at
+        once more just before C(criu restore) starts, and not after; a restore that has begun is carried
+        to its verdict, which the rollback waits for. Check mode does not wait.
       - While it waits, the file C(.ckpt-restore-ready) in O(images_dir) says that the restore is ready.
         It appears at once, or with O(prefault) when the touching is done, and is removed when the
         module ends. The C(migrate) role freezes the source only once it appears, so that the touching
@@ -332,6 +334,13 @@ options:
   type: dict
   sample: {"shell_job": false, "tcp_established": false, "ext_unix_sk": false,
            "file_locks": false, "external": [], "leave_stopped": false}
+aborted:
+  description:
+    - True when the restore ended on the rollback of its migration (O(images_dir) removed, or C(.ckpt-abort) in it) before
+      criu ran, so nothing was restored.
+  returned: failure, with O(wait_for_manifest)
+  type: bool
+  sample: true
 problems:
   description: Every verification that failed before criu ran.
   returned: failure

@@ -187,9 +187,29 @@ def test_waiting_restore_ends_when_the_migration_is_rolled_back(tmp_path, run_mo
     shutil.rmtree(dst)
     t.join(60)
     r = out["r"]
-    assert r.failed and "rolled back" in r["msg"], r
+    assert r.failed and "rolled back" in r["msg"] and r["aborted"] is True, r
     assert out["t"] < 30
     assert "Traceback" not in r.output
+
+
+def test_restore_marked_aborted_before_criu_restores_nothing(tmp_path, run_module, workload):
+    """The rollback's marker is looked at once more just before criu restore: here the whole
+    checkpoint is already there, so only that last look can see it."""
+    w = workload("devnull")
+    w.wait_ticks(3)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dst.mkdir(mode=0o700)
+    d = run_module("dump", {"pid": w.pid, "images_dir": str(src)})
+    assert d.status == "ok" and d["changed"], d
+    _send(str(src), str(dst))
+    (dst / ".ckpt-abort").touch(mode=0o600)
+    r = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 30})
+    assert r.failed and r["aborted"] is True, r
+    assert "rolled back before this restore began" in r["msg"] and "nothing was restored" in r["msg"], r["msg"]
+    assert not w.alive() and not (dst / "restore.log").exists()
+    os.unlink(dst / ".ckpt-abort")      # without the marker the same checkpoint restores
+    r = run_module("restore", {"images_dir": str(dst), "wait_for_manifest": 30, "settle": 0.3})
+    assert r.status == "ok" and r["changed"] and w.alive(), r
 
 
 def test_waiting_restore_times_out_clearly(tmp_path, run_module):

@@ -29,5 +29,6 @@ class FilterModule:
             "migrate_failure": _migrate_plan.failure,
             "migrate_skipped_rows": _migrate_plan.skipped_rows,
             "migrated_row": _migrate_plan.migrated_row,
+            "migrate_taken_over": _migrate_plan.taken_over,
             "migrate_rollback_row": _migrate_plan.rollback_row,
         }

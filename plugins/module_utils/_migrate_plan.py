@@ -193,13 +193,23 @@ def tls_left(removed_src, removed_dest, host, destination, src_dir, dest_dir):
 def failure(result, task, stage, destination):
     """What failed in a migration: ``{task, msg, stage}`` from the failed
     task's name and result. An async restore that died (killed, OOM) leaves
-    async_wrapper's parse traceback as its message: say what happened instead."""
+    async_wrapper's parse traceback as its message, and any other module that
+    died leaves Ansible's "MODULE FAILURE" or "Module result deserialization
+    failed": say what happened instead."""
     result = result or {}
     msg = result["msg"] if "msg" in result else result.get("stderr", "unknown error")
     msg = str(msg).strip()
-    if "No start of json char found" in msg or msg.startswith("Traceback"):
+    if "ansible_job_id" in result and ("No start of json char found" in msg or msg.startswith("Traceback")):
         msg = ("the restore on %s died before it reported a result (killed or crashed; "
                "its log is kept, see destination_logs)" % destination)
+    elif msg.startswith(("MODULE FAILURE", "Module result deserialization failed")):
+        rc = result.get("rc")
+        how = "killed or crashed"
+        if isinstance(rc, int) and rc > 128:
+            how = "exit status %d: killed by signal %d" % (rc, rc - 128)
+        elif isinstance(rc, int) and rc < 0:
+            how = "killed by signal %d" % -rc
+        msg = "the module died before it reported a result (%s)" % how
     return {"task": task if task not in (None, "") else "?", "msg": msg, "stage": stage or "prepare"}
 
 
@@ -212,6 +222,9 @@ def frozen_seconds(dump, restored, t_freeze=None, t_restored=None):
     frozen_at = _get(dump, "timings", "frozen_at")
     if resumed_at is not None and frozen_at is not None:
         return seconds(float(resumed_at) - float(frozen_at))
+    if resumed_at is not None and t_freeze is not None:
+        # The dump task failed after the checkpoint left (a take-over): it timed nothing.
+        return seconds(float(resumed_at) - float(t_freeze))
     verify = _get(restored, "timings", "verify", default=0)
     return seconds(float(t_restored) - float(verify) - float(t_freeze))
 
@@ -260,15 +273,37 @@ def skipped_rows(processes, records, host, destination):
     return rows
 
 
+def taken_over(late):
+    """Whether the destination's restore, awaited after the dump task failed
+    (``late``, its async_status result), restored the process and verified it:
+    then the copy there is the process, and the migration is completed rather
+    than rolled back."""
+    if not isinstance(late, dict) or _failed(late) or not boolean(late.get("finished", 0), strict=False):
+        return False
+    return _get(late, "process", "start_time") is not None and late.get("verified") is not None
+
+
+def take_over_note(failure_note, destination):
+    """The sentence of a migrated row whose dump task failed after its checkpoint had left."""
+    failure_note = failure_note or {}
+    return ('the dump task failed after its checkpoint had reached %s (%s; task "%s"), and the restore there '
+            'had already restored and verified the process: the migration was completed instead of rolled '
+            'back, since resuming the source would have run the process twice' % (
+                destination, failure_note.get("msg", "?"), failure_note.get("task", "?")))
+
+
 def migrated_row(proc, host, destination, dump, restored, t_freeze=None, t_restored=None, service_address=None,
-                 transfer=None, images_kept=False):
+                 transfer=None, images_kept=False, taken_over_from=None):
     """The row of a process that runs on the destination and was verified.
-    ``service_address``: the address that moved with it ({} or None: none)."""
+    ``service_address``: the address that moved with it ({} or None: none);
+    ``taken_over_from``: the failure of the dump task, when the destination's
+    restore had taken the checkpoint over all the same (see ``taken_over``)."""
     dump = dump or {}
     restored = restored or {}
     moved = service_address or {}
+    causes = [take_over_note(taken_over_from, destination)] if taken_over_from else None
     return result_row(
-        proc, "migrate", host, "migrated", True, changed=True, destination=destination,
+        proc, "migrate", host, "migrated", True, changed=True, destination=destination, causes=causes,
         frozen_s=frozen_seconds(dump, restored, t_freeze, t_restored),
         image_bytes=dump.get("image_bytes"),
         raw_limit_s=raw_limit_seconds(dump, restored),
@@ -313,11 +348,25 @@ def rollback_notes(destination, host, steps, service_address=None, logdir="", pa
     if rolled and _failed(step("kill")):
         notes.append("the copy on %s could not be killed: %s; check it by hand"
                      % (destination, step("kill").get("msg", "unreachable")))
+    elif rolled and (step("kill") or {}).get("changed"):
+        notes.append("the copy the restore had left running on %s was killed before the source resumed"
+                     % destination)
     if rolled and _failed(step("clean")):
         notes.append("the images on %s could not be removed: %s" % (destination, step("clean").get("msg", "unreachable")))
     if rolled and _failed(step("page_server")):
         notes.append("the page server on %s could not be stopped: %s"
                      % (destination, step("page_server").get("msg", "unreachable")))
+    late = step("late")
+    if rolled and late and not late.get("skipped"):
+        if late.get("unreachable"):
+            notes.append("the restore on %s could not be awaited before the source resumed (unreachable): "
+                         "check there that the process does not run too" % destination)
+        elif not boolean(late.get("finished", 0), strict=False):
+            notes.append("the restore on %s did not end while the rollback waited for it (%s): check there "
+                         "that the process does not run too" % (destination, late.get("msg", "still running")))
+        elif late.get("failed") and not late.get("aborted"):   # one that ended on the abort did nothing
+            notes.append("the restore on %s, awaited before the source resumed, failed: %s"
+                         % (destination, late.get("msg", "?")))
     job = step("job")
     if rolled and job and not job.get("skipped") and not boolean(job.get("finished", 0), strict=False):
         notes.append("the restore on %s (async job %s) did not end after its images were removed: %s"

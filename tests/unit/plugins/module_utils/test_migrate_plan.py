@@ -99,12 +99,26 @@ def test_rollback_row_after_a_commit_that_failed_on_the_tls_credentials_names_th
 
 
 def test_failure_says_a_dead_async_restore_died():
-    note = plan.failure({"msg": "  No start of json char found\n..."}, "Collect", "frozen", "node2")
+    note = plan.failure({"msg": "  No start of json char found\n...", "ansible_job_id": "j1.2", "finished": 1},
+                        "Collect", "frozen", "node2")
     assert note == {"task": "Collect", "stage": "frozen",
                     "msg": "the restore on node2 died before it reported a result (killed or crashed; "
                            "its log is kept, see destination_logs)"}
-    assert plan.failure({"msg": "Traceback (most recent call last)"}, "t", "frozen", "n")["msg"].startswith(
-        "the restore on n died")
+    assert plan.failure({"msg": "Traceback (most recent call last)", "ansible_job_id": "j"}, "t", "frozen",
+                        "n")["msg"].startswith("the restore on n died")
+
+
+def test_failure_says_a_module_died():
+    died = {"msg": "Module result deserialization failed: No start of json char found", "rc": 137,
+            "module_stdout": "", "failed": True}
+    assert plan.failure(died, "FROZEN: dump", "frozen", "node2")["msg"] == (
+        "the module died before it reported a result (exit status 137: killed by signal 9)")
+    assert plan.failure({"msg": "MODULE FAILURE\nSee stdout/stderr", "rc": -9}, "t", "frozen", "n")["msg"] == (
+        "the module died before it reported a result (killed by signal 9)")
+    assert plan.failure({"msg": "MODULE FAILURE"}, "t", "frozen", "n")["msg"] == (
+        "the module died before it reported a result (killed or crashed)")
+    # Not a restore: a synchronous task's result has no async job.
+    assert "restore" not in plan.failure({"msg": "No start of json char found"}, "t", "frozen", "n")["msg"]
     assert plan.failure({"stderr": " boom \n"}, "", None, "n") == {"task": "?", "msg": "boom", "stage": "prepare"}
     assert plan.failure({}, "t", "prepare", "n")["msg"] == "unknown error"
 
@@ -272,3 +286,46 @@ def test_key_refusal_quotes_ssh_and_names_a_wrong_host_key():
     assert plan.key_refusal({"rc": 255, "stderr": ""}, "n2").endswith("(nothing was frozen): ssh exited 255")
     assert plan.key_refusal({"rc": 1, "stderr": "Permission denied (publickey).\n"}, "n2").endswith(
         "frozen): Permission denied (publickey).")
+
+
+def test_taken_over_only_with_a_verified_restore():
+    ok = {"finished": 1, "changed": True, "process": {"pid": 7, "start_time": 99}, "verified": {"alive": True}}
+    assert plan.taken_over(ok) is True
+    assert plan.taken_over(dict(ok, failed=True, msg="died within 2 s")) is False
+    assert plan.taken_over(dict(ok, finished=0)) is False
+    assert plan.taken_over(dict(ok, unreachable=True)) is False
+    assert plan.taken_over({k: v for k, v in ok.items() if k != "verified"}) is False
+    assert plan.taken_over(dict(ok, process={"pid": 7})) is False
+    assert plan.taken_over({}) is False and plan.taken_over(None) is False and plan.taken_over("x") is False
+
+
+def test_migrated_row_of_a_take_over_says_why_and_times_from_the_controller_freeze():
+    failure = {"task": "FROZEN: dump", "msg": "MODULE FAILURE", "stage": "frozen"}
+    restored = {"pid": 7, "timings": {"resumed_at": 103.25, "verify": 2.0}}
+    row = plan.migrated_row(PROC, "node1", "node2", {"msg": "MODULE FAILURE"}, restored, 100.0, 106.0,
+                            taken_over_from=failure)
+    assert row["result"] == "migrated" and row["ok"] is True
+    assert row["frozen_s"] == 3.25
+    assert row["causes"] == [
+        'the dump task failed after its checkpoint had reached node2 (MODULE FAILURE; task "FROZEN: dump"), and the '
+        'restore there had already restored and verified the process: the migration was completed instead of rolled '
+        'back, since resuming the source would have run the process twice']
+    assert plan.migrated_row(PROC, "node1", "node2", {}, restored, 100.0, 106.0, taken_over_from={})["causes"] == []
+
+
+def test_rollback_row_names_the_restore_awaited_before_the_source_resumed():
+    note = {"task": "FROZEN: dump", "msg": "MODULE FAILURE", "stage": "frozen"}
+    late_failed = {"finished": 1, "failed": True, "msg": "process 7 died within 0.3 s"}
+    row = plan.rollback_row(note, PROC, "node1", "node2", _steps(late=late_failed, kill={"changed": True}))
+    assert row["causes"][1:] == [
+        "the copy the restore had left running on node2 was killed before the source resumed",
+        "the restore on node2, awaited before the source resumed, failed: process 7 died within 0.3 s"]
+    row = plan.rollback_row(note, PROC, "node1", "node2", _steps(late={"finished": 0, "msg": "timed out"}))
+    assert row["causes"][1:] == ["the restore on node2 did not end while the rollback waited for it (timed out): "
+                                 "check there that the process does not run too"]
+    row = plan.rollback_row(note, PROC, "node1", "node2", _steps(late={"unreachable": True}))
+    assert "could not be awaited before the source resumed (unreachable)" in row["causes"][1]
+    # Skipped (the restore had been collected) or a restore that ended on the abort: nothing to add.
+    assert plan.rollback_row(note, PROC, "node1", "node2", _steps(late={"skipped": True}))["causes"][1:] == []
+    aborted = {"finished": 1, "failed": True, "aborted": True, "msg": "no checkpoint arrived"}
+    assert plan.rollback_row(note, PROC, "node1", "node2", _steps(late=aborted))["causes"][1:] == []

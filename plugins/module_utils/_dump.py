@@ -347,7 +347,7 @@ def stdio_preflight(pid, tree_pids, opts, proc_root=PROC, criu_version=None):
 
 # --------------------------------------------------------------- repair
 
-def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
+def ensure_running(tree, wait=1.0, proc_root=PROC):
     """After a failed dump: SIGCONT every task of ``tree``; return sentences on what was done.
 
     ``tree`` is [{pid, start_time}] (or bare PIDs): with a start time, the signal goes
@@ -366,8 +366,6 @@ def ensure_running(tree, want_stopped=False, wait=1.0, proc_root=PROC):
             state = _identity.state_letter(pid, proc_root)
         if state is None or state in _procfs.DEAD_STATES:
             notes.append("PID %d is gone (state %s) after the failed dump" % (pid, state or "absent"))
-            continue
-        if want_stopped:
             continue
         pending = stop_pending(pid, proc_root)
         try:
@@ -833,7 +831,7 @@ def _failed(res, pid, tree, images_dir, before, opts, result, started):
         cause = "criu was killed by signal %d in the middle of the dump (%s)" % (-res.rc, cause)
     if res.helpers_killed:
         cause += "; its leftover helper processes were killed"
-    repaired = ensure_running(tree, want_stopped=False)
+    repaired = ensure_running(tree)
     leftovers = []
     for p in tree_pids:
         maps = parasite_leftovers(p)

@@ -18,7 +18,7 @@ import re
 
 from ansible.module_utils.parsing.convert_bool import boolean
 
-from ansible_collections.ckpt.criu.plugins.module_utils._report import result_row, seconds
+from ansible_collections.ckpt.criu.plugins.module_utils._report import as_list, result_row, seconds
 
 
 def _failed(result):
@@ -74,22 +74,34 @@ def _options(options):
     return out
 
 
-def ssh_argv(port, control_dir, options=None, key=""):
+def _ciphers(ciphers):
+    """``-o Ciphers=...`` for ``ckpt_migrate_ssh_ciphers`` (a list, or a
+    comma-separated string as ssh itself writes it); nothing when empty.
+    It comes after the operator's options: ssh keeps the first value it reads
+    for an option, so a ``Ciphers=`` among those wins."""
+    ciphers = as_list(ciphers)
+    return ["-o", "Ciphers=" + ",".join(ciphers)] if ciphers else []
+
+
+def ssh_argv(port, control_dir, options=None, key="", ciphers=None):
     """The remote shell of a transfer with the standing SSH access: one
     multiplexed connection per destination (socket in ``control_dir``), the
-    operator's ``ckpt_migrate_ssh_options``, and ``-i key`` when given."""
+    operator's ``ckpt_migrate_ssh_options``, the cipher preference
+    (``ckpt_migrate_ssh_ciphers``), and ``-i key`` when given."""
     argv = ["ssh", "-p", str(port), "-o", "ControlMaster=auto", "-o", "ControlPersist=%d" % CONTROL_PERSIST_S,
             "-o", "ControlPath=%s/%%C" % control_dir]
     argv.extend(_options(options))
+    argv.extend(_ciphers(ciphers))
     if key:
         argv.extend(["-i", str(key)])
     return argv
 
 
-def key_ssh_argv(port, key_dir, options=None):
+def key_ssh_argv(port, key_dir, options=None, ciphers=None):
     """The remote shell of a transfer with the migration's own key (in
     ``key_dir``): no ssh_config, no agent, only the destination's host keys
-    read over the controller's connection, then ``ckpt_migrate_ssh_options``."""
+    read over the controller's connection, then ``ckpt_migrate_ssh_options``
+    and the cipher preference (``ckpt_migrate_ssh_ciphers``)."""
     argv = ["ssh", "-F", "none", "-p", str(port),
             "-o", "ControlMaster=auto", "-o", "ControlPersist=%d" % CONTROL_PERSIST_S,
             "-o", "ControlPath=%s/cm" % key_dir,
@@ -98,6 +110,7 @@ def key_ssh_argv(port, key_dir, options=None):
             "-o", "GlobalKnownHostsFile=/dev/null", "-o", "IdentitiesOnly=yes",
             "-i", "%s/id" % key_dir]
     argv.extend(_options(options))
+    argv.extend(_ciphers(ciphers))
     return argv
 
 
@@ -145,15 +158,17 @@ def authorized_key(public_key, source, command, marker):
         source, command, " ".join(text.split()[:2]), str(marker).replace(" ", "-"))
 
 
-def key_refusal(check, address):
-    """Why the source cannot log in with the migration's key, in ssh's own
-    last words (``check``: the result of the test connection)."""
+def key_refusal(check, address, standing=False):
+    """Why the source cannot log in with the migration's key (or, ``standing``,
+    with its standing SSH login), in ssh's own last words (``check``: the
+    result of the test connection)."""
     check = check or {}
     stderr = str(check.get("stderr") or "")
     lines = [line for line in stderr.strip().splitlines() if line]
-    msg = "the source cannot log in to %s with the migration's key (nothing was frozen): %s" % (
-        address, lines[-1] if lines else "ssh exited %s" % check.get("rc"))
-    if "Host key verification failed" in stderr:
+    login = "its standing SSH login (ckpt_migrate_transfer_auth: standing)" if standing else "the migration's key"
+    msg = "the source cannot log in to %s with %s (nothing was frozen): %s" % (
+        address, login, lines[-1] if lines else "ssh exited %s" % check.get("rc"))
+    if "Host key verification failed" in stderr and not standing:
         msg += (" The destination presented a host key other than its /etc/ssh/ssh_host_*_key.pub read over the "
                 "controller connection.")
     return msg

@@ -267,3 +267,30 @@ def test_a_key_that_cannot_be_removed_is_reported(fleet, clean_hosts, workload, 
         assert "from=" in _authorized(fleet, "node2")
     finally:
         Path(fleet.host_path("node2", "/root/.ssh/authorized_keys")).write_text(before)
+
+
+@pytest.mark.parametrize("auth", ["ephemeral", "standing"])
+def test_cipher_preference_reaches_the_transfer(fleet, clean_hosts, workload, playbook, tmp_path, auth):
+    """ckpt_migrate_ssh_ciphers is what the transfer's ssh offers: a cipher the destination's sshd
+    does not allow (3des-cbc) fails the migration before the freeze in ssh's own words, the
+    workload never stopped; one it allows, other than ssh's default first choice, migrates."""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1")
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
+                                        "ckpt_migrate_transfer_auth": auth, "ckpt_migrate_ssh_ciphers": "3des-cbc"})
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "rolled back", row
+    assert "no matching cipher found" in row["cause"], run.output[-8000:]
+    assert row["frozen_s"] is None
+    assert w.running_on("node1") and not w.running_on("node2")
+    assert w.wait_ticks(10)
+    assert w.continuity()[0]
+    assert _key_dirs(fleet, "node1") == []
+
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
+                                        "ckpt_migrate_transfer_auth": auth, "ckpt_migrate_ssh_ciphers": "aes256-ctr,aes192-ctr"})
+    assert run.rc == 0, run.output
+    assert run.rows(pid=w.pid)[0]["result"] == "migrated"
+    assert w.running_on("node2") and not w.running_on("node1")
+    assert w.continuity()[0]

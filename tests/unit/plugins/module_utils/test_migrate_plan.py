@@ -50,6 +50,22 @@ def test_key_ssh_argv_trusts_only_the_migration_key_and_known_hosts():
     assert argv[-2:] == ["-o", "Ciphers=aes128-gcm@openssh.com"]
 
 
+def test_cipher_preference_follows_the_operator_options_and_is_left_out_when_empty():
+    ciphers = ["aes128-gcm@openssh.com", " chacha20-poly1305@openssh.com ", ""]
+    key = plan.key_ssh_argv("22", "/run/c/pid-7", ["ConnectTimeout=5"], ciphers)
+    assert key[-4:] == ["-o", "ConnectTimeout=5", "-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com"]
+    standing = plan.ssh_argv("22", "/run/c", ["Ciphers=aes256-ctr"], "/root/k", ciphers)
+    # ssh keeps the first value of an option: the operator's Ciphers= comes first and wins.
+    assert standing[-6:] == ["-o", "Ciphers=aes256-ctr", "-o", "Ciphers=aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
+                             "-i", "/root/k"]
+    # As an AWX survey or -e passes it: ssh's own comma-separated form.
+    assert plan.key_ssh_argv("22", "/run/c", None, "aes128-gcm@openssh.com, aes128-ctr")[-1] == \
+        "Ciphers=aes128-gcm@openssh.com,aes128-ctr"
+    for empty in (None, [], [" "], ""):
+        assert not any(a.startswith("Ciphers=") for a in plan.ssh_argv("22", "/run/c", None, "", empty))
+        assert not any(a.startswith("Ciphers=") for a in plan.key_ssh_argv("22", "/run/c", None, empty))
+
+
 @pytest.mark.parametrize("address,san", [("10.0.0.2", "IP:10.0.0.2"), ("fd00::2", "IP:fd00::2"),
                                          ("node2.example", "DNS:node2.example")])
 def test_tls_san_names_addresses_as_ip_and_names_as_dns(address, san):
@@ -329,3 +345,11 @@ def test_rollback_row_names_the_restore_awaited_before_the_source_resumed():
     assert plan.rollback_row(note, PROC, "node1", "node2", _steps(late={"skipped": True}))["causes"][1:] == []
     aborted = {"finished": 1, "failed": True, "aborted": True, "msg": "no checkpoint arrived"}
     assert plan.rollback_row(note, PROC, "node1", "node2", _steps(late=aborted))["causes"][1:] == []
+
+
+def test_key_refusal_names_the_standing_login():
+    check = {"rc": 255, "stderr": "Unable to negotiate with 10.0.0.2 port 22: no matching cipher found.\n"}
+    msg = plan.key_refusal(check, "10.0.0.2", True)
+    assert msg == ("the source cannot log in to 10.0.0.2 with its standing SSH login (ckpt_migrate_transfer_auth: "
+                   "standing) (nothing was frozen): Unable to negotiate with 10.0.0.2 port 22: no matching cipher found.")
+    assert "the migration's key" in plan.key_refusal(check, "10.0.0.2")

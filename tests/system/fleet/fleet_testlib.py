@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -221,3 +222,63 @@ def install_redis(fleet, host, keys=10000, start=True):
         script = "".join("SET key:%d value-%d\n" % (i, i * 7) for i in range(keys))
         out = ssh(fleet, host, ["redis-cli", "--pipe"], input=script)
         assert "errors: 0, replies: %d" % keys in out, out
+
+
+# Run inside the source: once the dump module's rsync that carries the manifest starts, stop the
+# module (SIGSTOP; rsync, its child, goes on) and print its PID; SIGKILL it on a line on stdin.
+STOP_THE_DUMP_MODULE = r"""
+import os, signal, sys, time
+mark, module, t_end = "/pid-%s/" % sys.argv[1], None, time.time() + 300
+while module is None and time.time() < t_end:
+    for d in (d for d in os.listdir("/proc") if d.isdigit()):
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as fh:
+                argv = fh.read().decode("utf-8", "replace").split("\0")
+            if (os.path.basename(argv[0]) != "rsync" or not any(mark in a for a in argv)
+                    or any(a.startswith("--exclude=/ckpt-manifest.json") for a in argv)):
+                continue
+            with open("/proc/%s/stat" % d) as fh:
+                module = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        os.kill(module, signal.SIGSTOP)
+        break
+    else:
+        time.sleep(0.002)
+print(module, flush=True)
+if module is None:
+    sys.exit(1)
+sys.stdin.readline()
+os.kill(module, signal.SIGKILL)
+"""
+
+
+@contextmanager
+def dump_module_killed_once_restore_began(fleet, pid, source="node1", destination="node2",
+                                          images_root="/var/lib/ckpt/migrate"):
+    """While the body runs (a migration of ``pid``): the dump module on ``source`` is stopped as its
+    rsync carrying the manifest starts, and SIGKILLed once criu restore has begun on ``destination``
+    (its restore.log exists). Yields a dict: ``module`` (the module's PID as text, "None" if never
+    seen) and ``began`` (the restore had begun when it was killed)."""
+    stopper = fleet.popen(source, ["python3", "-c", STOP_THE_DUMP_MODULE, str(pid)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+    began = fleet.host_path(destination, "%s/pid-%d/restore.log" % (images_root, pid))
+    seen = {}
+
+    def kill_once_the_restore_began():
+        seen["module"] = stopper.stdout.readline().strip()
+        t_end = time.monotonic() + 120
+        while not os.path.exists(began) and time.monotonic() < t_end:
+            time.sleep(0.005)
+        seen["began"] = os.path.exists(began)
+        stopper.stdin.write("kill\n")
+        stopper.stdin.flush()
+
+    killer = threading.Thread(target=kill_once_the_restore_began, daemon=True)
+    killer.start()
+    try:
+        yield seen
+    finally:
+        killer.join(timeout=130)
+        stopper.kill()
+        stopper.wait()

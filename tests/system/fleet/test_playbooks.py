@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 
 import pytest
 
-from fleet_testlib import WORKLOADS, copy_python, listdir, write_inventory
+from fleet_testlib import WORKLOADS, copy_python, dump_module_killed_once_restore_began, listdir, write_inventory
 
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
@@ -121,35 +120,6 @@ def test_destination_restore_fails(fleet, clean_hosts, workload, playbook, tmp_p
     assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])  # only the kept logs
 
 
-# Run inside the source: once the dump module's rsync that carries the manifest starts, stop the
-# module (SIGSTOP; rsync, its child, goes on) and print its PID; SIGKILL it on a line on stdin.
-_STOP_THE_DUMP_MODULE = r"""
-import os, signal, sys, time
-mark, module, t_end = "/pid-%s/" % sys.argv[1], None, time.time() + 300
-while module is None and time.time() < t_end:
-    for d in (d for d in os.listdir("/proc") if d.isdigit()):
-        try:
-            with open("/proc/%s/cmdline" % d, "rb") as fh:
-                argv = fh.read().decode("utf-8", "replace").split("\0")
-            if (os.path.basename(argv[0]) != "rsync" or not any(mark in a for a in argv)
-                    or any(a.startswith("--exclude=/ckpt-manifest.json") for a in argv)):
-                continue
-            with open("/proc/%s/stat" % d) as fh:
-                module = int(fh.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        os.kill(module, signal.SIGSTOP)
-        break
-    else:
-        time.sleep(0.002)
-print(module, flush=True)
-if module is None:
-    sys.exit(1)
-sys.stdin.readline()
-os.kill(module, signal.SIGKILL)
-"""
-
-
 @pytest.mark.parametrize("restore", ["verified", "fails"])
 def test_dump_module_dies_after_its_checkpoint_left(fleet, clean_hosts, workload, playbook, tmp_path, restore):
     """The dump module dies once the destination's restore has begun (its manifest had left): the
@@ -167,28 +137,8 @@ def test_dump_module_dies_after_its_checkpoint_left(fleet, clean_hosts, workload
         hostvars = {"node1": {"ckpt_migrate_destination_criu_path": "/srv/criu-fails-restore"}}
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"}, hostvars=hostvars)
     w = workload("node1")
-    stopper = fleet.popen("node1", ["python3", "-c", _STOP_THE_DUMP_MODULE, str(w.pid)], stdin=subprocess.PIPE,
-                          stdout=subprocess.PIPE, text=True)
-    began = fleet.host_path("node2", "/var/lib/ckpt/migrate/pid-%d/restore.log" % w.pid)
-    seen = {}
-
-    def kill_once_the_restore_began():
-        seen["module"] = stopper.stdout.readline().strip()
-        t_end = time.monotonic() + 120
-        while not os.path.exists(began) and time.monotonic() < t_end:
-            time.sleep(0.005)
-        seen["began"] = os.path.exists(began)
-        stopper.stdin.write("kill\n")
-        stopper.stdin.flush()
-
-    killer = threading.Thread(target=kill_once_the_restore_began, daemon=True)
-    killer.start()
-    try:
+    with dump_module_killed_once_restore_began(fleet, w.pid) as seen:
         run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1"})
-    finally:
-        killer.join(timeout=130)
-        stopper.kill()
-        stopper.wait()
     assert seen.get("module", "None") != "None" and seen.get("began"), (seen, run.output[-3000:])
     assert "Wait for the verdict of the destination's restore" in run.output, run.output[-4000:]
     row = run.rows(pid=w.pid)[0]
@@ -213,6 +163,24 @@ def test_dump_module_dies_after_its_checkpoint_left(fleet, clean_hosts, workload
     assert w.wait_ticks(10)
     ok, gap = w.continuity()
     assert ok, "the tick sequence repeated or skipped: the process ran twice"
+
+
+def test_record_fails_after_the_source_was_killed(fleet, clean_hosts, workload, playbook, tmp_path):
+    """The commit killed the source, then cannot write the migration's record (here its name is taken
+    by a directory; a full disk does the same): the copy on node2 is the process now, so nothing is
+    rolled back. The row says migrated, cleanup failed, naming the record; the process runs on node2."""
+    w = workload("node1")
+    record = fleet.host_path("node1", "/var/lib/ckpt/migrate/.migrated/pid-%d.json" % w.pid)
+    os.makedirs(os.path.join(record, "taken"), mode=0o700)
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1"})
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "migrated, cleanup failed" and row["source_resumed"] is False, row
+    assert 'stage committed, task "Record the migration on the source"' in row["cause"], row["cause"]
+    assert w.running_on("node2") and w.state("node1") is None
+    assert w.wait_ticks(10)
+    assert w.continuity()[0]
 
 
 def test_destination_restore_ended_before_the_freeze(fleet, clean_hosts, workload, playbook, tmp_path):

@@ -26,6 +26,7 @@ class FilterModule:
             "migrate_known_hosts": _migrate_plan.known_hosts,
             "migrate_authorized_key": _migrate_plan.authorized_key,
             "migrate_key_refusal": _migrate_plan.key_refusal,
+            "migrate_lock_tables": _migrate_plan.lock_tables,
             "migrate_failure": _migrate_plan.failure,
             "migrate_skipped_rows": _migrate_plan.skipped_rows,
             "migrated_row": _migrate_plan.migrated_row,

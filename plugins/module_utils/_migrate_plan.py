@@ -174,6 +174,31 @@ def key_refusal(check, address, standing=False):
     return msg
 
 
+def lock_tables(lines):
+    """criu's nftables lock tables of a dump whose task did not report them
+    (its module died after criu ran). ``lines``: the dump log's
+    ``CRIU run id = <uuid>`` line, then ``nft list tables``. criu names its
+    table ``CRIU-<run id>``, cut to the length its buffer holds, so a table is
+    this dump's when its name begins that name (and holds at least 8
+    characters of the run id). No run id (a criu before 3.18 named the table
+    after the PID, or no log): none."""
+    run_id, tables = None, []
+    for line in lines or []:
+        line = str(line)
+        found = re.search(r"CRIU run id = ([0-9a-f-]+)", line)
+        if found and run_id is None:
+            run_id = found.group(1)
+            continue
+        found = re.match(r"^table (\S+) (CRIU-\S+)$", line.strip())
+        if found:
+            tables.append(found.groups())
+    if not run_id:
+        return []
+    name = "CRIU-" + run_id
+    return ["%s %s" % (family, table) for family, table in tables
+            if len(table) >= len("CRIU-") + 8 and name.startswith(table)]
+
+
 def key_left(unauthorized, removed, destination, marker, user, key_dir, closed=None):
     """What of the migration's key could not be taken away, one sentence per
     place, from the registered results of the two removals (and of closing the

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ckpt_testlib import REDIS_PORT, Resp, continuity, read_ticks, thread_ticks
-from fleet_testlib import WORKLOADS, fresh, listdir, write_inventory
+from fleet_testlib import WORKLOADS, dump_module_killed_once_restore_began, fresh, listdir, write_inventory
 from services_testlib import (Pinger, addresses, check_keys, children, http_get,
                               kill_everywhere, load_keys, service_cidr, service_ip, set_address, spawn,
                               start_nginx, start_redis)
@@ -268,6 +268,50 @@ def test_service_address_rollback(fleet, clean_hosts, started, service_address, 
     c = Resp(service_ip())
     assert check_keys(c, 1000) == []
     c.close()
+
+
+def test_dump_module_dies_with_held_connections_lifts_criu_lock(fleet, clean_hosts, started, service_address,
+                                                                 playbook, tmp_path):
+    """The dump module dies after its checkpoint of redis left, with a client's connection held
+    (tcp_established), and the restore on node2 fails: the dump reported no network lock table,
+    yet the one criu made on node1 goes (found by the run id in criu's log), so the resumed redis
+    answers on the client's held connection and nothing of criu's lock is left on either host."""
+    wrapper = fleet.host_path("node2", "/srv/criu-fails-restore")
+    with open(wrapper, "w") as fh:
+        fh.write("#!/bin/sh\n"
+                 "for a in \"$@\"; do [ \"$a\" = restore ] && { sleep 1; echo 'injected restore failure' >&2; "
+                 "exit 1; }; done\n"
+                 "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    w = start_redis(fleet, "node1", others=["node2"])
+    started.append(w.pid)
+    c = Resp(service_ip())
+    load_keys(c, 1000)
+    pinger = Pinger(c)
+    pinger.start()
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
+                          hostvars={"node1": {"ckpt_migrate_destination_criu_path": "/srv/criu-fails-restore"}})
+    with dump_module_killed_once_restore_began(fleet, w.pid) as seen:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
+                                            "ckpt_migrate_tcp_established": "true",
+                                            "ckpt_migrate_service_address": service_address,
+                                            "ckpt_migrate_service_interface": "eth0"})
+    time.sleep(1)
+    pinger.finish()
+    assert seen.get("module", "None") != "None" and seen.get("began"), (seen, run.output[-3000:])
+    for h in ("node1", "node2"):
+        assert "CRIU" not in fleet.exec(h, ["nft", "list", "tables"], stdout=subprocess.PIPE, text=True).stdout, h
+    assert pinger.error is None, "the held connection broke: %r" % pinger.error
+    assert "Find criu's network lock of the dump by the run id in its log" in run.output, run.output[-4000:]
+    assert c.cmd("DBSIZE") == 1000
+    c.close()
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "rolled back" and row["source_resumed"] is True, row
+    assert "the module died before it reported a result" in row["cause"], row["cause"]
+    assert "injected restore failure" in row["cause"], row["cause"]
+    assert service_ip() in addresses(fleet, "node1") and service_ip() not in addresses(fleet, "node2")
+    assert w.running_on("node1") and w.state("node2") is None
 
 
 def assert_refused(playbook, fleet, tmp_path, w, *texts):

@@ -353,3 +353,16 @@ def test_key_refusal_names_the_standing_login():
     assert msg == ("the source cannot log in to 10.0.0.2 with its standing SSH login (ckpt_migrate_transfer_auth: "
                    "standing) (nothing was frozen): Unable to negotiate with 10.0.0.2 port 22: no matching cipher found.")
     assert "the migration's key" in plan.key_refusal(check, "10.0.0.2")
+
+
+def test_lock_tables_are_found_by_the_dump_logs_run_id():
+    lines = ["(00.000012) CRIU run id = ecdc463f-eaa0-4abe-8c1d-2b3c4d5e6f70",
+             "table inet filter", "table inet CRIU-ecdc463f-eaa0-4abe-8c", "table inet CRIU-0badc0de-eaa0-4abe-8c",
+             "table ip CRIU-ecdc463f-eaa0-4abe-8c1d-2b3c4d5e6f70", "table inet CRIU-"]
+    assert plan.lock_tables(lines) == ["inet CRIU-ecdc463f-eaa0-4abe-8c",
+                                       "ip CRIU-ecdc463f-eaa0-4abe-8c1d-2b3c4d5e6f70"]
+    # No run id in the log (criu before 3.18, or no log): nothing is guessed.
+    assert plan.lock_tables(lines[1:]) == []
+    assert plan.lock_tables(None) == []
+    # A short name that any run id would begin is not taken.
+    assert plan.lock_tables([lines[0], "table inet CRIU-ecdc"]) == []

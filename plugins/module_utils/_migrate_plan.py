@@ -168,6 +168,9 @@ def key_refusal(check, address, standing=False):
     login = "its standing SSH login (ckpt_migrate_transfer_auth: standing)" if standing else "the migration's key"
     msg = "the source cannot log in to %s with %s (nothing was frozen): %s" % (
         address, login, lines[-1] if lines else "ssh exited %s" % check.get("rc"))
+    if "Bad SSH2 cipher spec" in stderr or "no matching cipher found" in stderr:
+        msg += (" ckpt_migrate_ssh_ciphers names no cipher both this ssh and the destination's sshd allow (a FIPS "
+                "build allows fewer): list ones they do, or set it to [] to leave the choice to ssh.")
     if "Host key verification failed" in stderr and not standing:
         msg += (" The destination presented a host key other than its /etc/ssh/ssh_host_*_key.pub read over the "
                 "controller connection.")

@@ -350,8 +350,12 @@ def test_rollback_row_names_the_restore_awaited_before_the_source_resumed():
 def test_key_refusal_names_the_standing_login():
     check = {"rc": 255, "stderr": "Unable to negotiate with 10.0.0.2 port 22: no matching cipher found.\n"}
     msg = plan.key_refusal(check, "10.0.0.2", True)
-    assert msg == ("the source cannot log in to 10.0.0.2 with its standing SSH login (ckpt_migrate_transfer_auth: "
-                   "standing) (nothing was frozen): Unable to negotiate with 10.0.0.2 port 22: no matching cipher found.")
+    assert msg.startswith("the source cannot log in to 10.0.0.2 with its standing SSH login (ckpt_migrate_transfer_auth: "
+                          "standing) (nothing was frozen): Unable to negotiate with 10.0.0.2 port 22: no matching cipher "
+                          "found. ckpt_migrate_ssh_ciphers names no cipher")
+    assert "set it to [] to leave the choice to ssh" in plan.key_refusal(
+        {"rc": 255, "stderr": "command-line line 0: Bad SSH2 cipher spec 'x'."}, "10.0.0.2")
+    assert "ckpt_migrate_ssh_ciphers" not in plan.key_refusal({"rc": 255, "stderr": "Permission denied"}, "10.0.0.2")
     assert "the migration's key" in plan.key_refusal(check, "10.0.0.2")
 
 

@@ -282,3 +282,18 @@ def dump_module_killed_once_restore_began(fleet, pid, source="node1", destinatio
         killer.join(timeout=130)
         stopper.kill()
         stopper.wait()
+
+
+def failing_restore(fleet, host="node2", before=""):
+    """Write /srv/criu-fails-restore on ``host``: a criu that fails every restore ('injected restore
+    failure') after running the shell lines ``before``, and runs the fleet's criu otherwise. Returns
+    its path on the host (for ckpt_migrate_destination_criu_path)."""
+    path = "/srv/criu-fails-restore"
+    with open(fleet.host_path(host, path), "w") as fh:
+        fh.write("#!/bin/sh\n"
+                 "for a in \"$@\"; do [ \"$a\" = restore ] && {\n"
+                 + "".join("  %s\n" % line for line in before.splitlines())
+                 + "  echo 'injected restore failure' >&2; exit 1; }; done\n"
+                 "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
+    os.chmod(fleet.host_path(host, path), 0o755)
+    return path

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from ckpt_testlib import REDIS_PORT, Resp, continuity, read_ticks, thread_ticks
-from fleet_testlib import WORKLOADS, dump_module_killed_once_restore_began, fresh, listdir, write_inventory
+from fleet_testlib import (WORKLOADS, dump_module_killed_once_restore_began, failing_restore, fresh, listdir,
+                           write_inventory)
 from services_testlib import (Pinger, addresses, check_keys, children, http_get,
                               kill_everywhere, load_keys, service_cidr, service_ip, set_address, spawn,
                               start_nginx, start_redis)
@@ -228,14 +229,7 @@ def test_service_address_rollback(fleet, clean_hosts, started, service_address, 
     """The destination's criu restore fails after the address moved there: it goes back
     to node1, off node2, and redis answers at it on node1 with its keys, on the client's
     held connection too (tcp_established)."""
-    wrapper = fleet.host_path("node2", "/srv/criu-fails-restore")
-    with open(wrapper, "w") as fh:
-        fh.write("#!/bin/sh\n"
-                 "for a in \"$@\"; do [ \"$a\" = restore ] && {\n"
-                 "  ip -4 -o addr show dev eth0 > /srv/addresses-at-restore\n"
-                 "  echo 'injected restore failure' >&2; exit 1; }; done\n"
-                 "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
-    os.chmod(wrapper, 0o755)
+    failing_restore(fleet, before="ip -4 -o addr show dev eth0 > /srv/addresses-at-restore")
     w = start_redis(fleet, "node1", others=["node2"])
     started.append(w.pid)
     c = Resp(service_ip())
@@ -276,13 +270,7 @@ def test_dump_module_dies_with_held_connections_lifts_criu_lock(fleet, clean_hos
     (tcp_established), and the restore on node2 fails: the dump reported no network lock table,
     yet the one criu made on node1 goes (found by the run id in criu's log), so the resumed redis
     answers on the client's held connection and nothing of criu's lock is left on either host."""
-    wrapper = fleet.host_path("node2", "/srv/criu-fails-restore")
-    with open(wrapper, "w") as fh:
-        fh.write("#!/bin/sh\n"
-                 "for a in \"$@\"; do [ \"$a\" = restore ] && { sleep 1; echo 'injected restore failure' >&2; "
-                 "exit 1; }; done\n"
-                 "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
-    os.chmod(wrapper, 0o755)
+    failing_restore(fleet, before="sleep 1")
     w = start_redis(fleet, "node1", others=["node2"])
     started.append(w.pid)
     c = Resp(service_ip())

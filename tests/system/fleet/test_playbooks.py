@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from fleet_testlib import WORKLOADS, copy_python, dump_module_killed_once_restore_began, listdir, write_inventory
+from fleet_testlib import (WORKLOADS, copy_python, dump_module_killed_once_restore_began, failing_restore, listdir,
+                           write_inventory)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
@@ -96,12 +97,7 @@ def test_destination_binary_differs(fleet, clean_hosts, workload, playbook, tmp_
 def test_destination_restore_fails(fleet, clean_hosts, workload, playbook, tmp_path):
     """A failure injected into the destination's restore: the source resumes and
     counts on, the destination is clean, the play fails with the cause."""
-    wrapper = fleet.host_path("node2", "/srv/criu-fails-restore")
-    with open(wrapper, "w") as fh:
-        fh.write("#!/bin/sh\n"
-                 "for a in \"$@\"; do [ \"$a\" = restore ] && { echo 'injected restore failure' >&2; exit 1; }; done\n"
-                 "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
-    os.chmod(wrapper, 0o755)
+    failing_restore(fleet)
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
                           hostvars={"node1": {"ckpt_migrate_destination_criu_path": "/srv/criu-fails-restore"}})
     w = workload("node1")
@@ -127,13 +123,7 @@ def test_dump_module_dies_after_its_checkpoint_left(fleet, clean_hosts, workload
     frozen at that checkpoint, is killed); a restore that failed is awaited before the source resumes."""
     hostvars = {}
     if restore == "fails":
-        wrapper = fleet.host_path("node2", "/srv/criu-fails-restore")
-        with open(wrapper, "w") as fh:
-            fh.write("#!/bin/sh\n"
-                     "for a in \"$@\"; do [ \"$a\" = restore ] && { sleep 1; echo 'injected restore failure' >&2; "
-                     "exit 1; }; done\n"
-                     "exec /opt/ckpt-criu/bin/criu \"$@\"\n")
-        os.chmod(wrapper, 0o755)
+        failing_restore(fleet, before="sleep 1")
         hostvars = {"node1": {"ckpt_migrate_destination_criu_path": "/srv/criu-fails-restore"}}
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"}, hostvars=hostvars)
     w = workload("node1")

@@ -1178,7 +1178,7 @@ def markdown(results, others):
                   "`criu restore -d`, ssh masters opened before the freeze). *collection*: `playbooks/migrate.yml`. "
                   "Modes: *rsync* (`ckpt_migrate_transfer: rsync`; from run `cipher-1206` on, the role's ssh offers "
                   "AES-GCM first, `ckpt_migrate_ssh_ciphers`, while the raw rsync keeps ssh's default first choice, "
-                  "chacha20-poly1305: see `notes-cipher-1206.md`); *page_server*: the page server in cleartext in "
+                  "chacha20-poly1305: see `notes-cipher-1206b.md`); *page_server*: the page server in cleartext in "
                   "both (raw without `--tls`, the role with `ckpt_migrate_page_server_tls: false`); "
                   "*page_server_tls*: criu's TLS in both (raw with a throw-away CA and certificates made before "
                   "the freeze, the role's default per-migration credentials). *rsync_prefault*, "

@@ -158,7 +158,8 @@ def test_dump_module_dies_after_its_checkpoint_left(fleet, clean_hosts, workload
 def test_record_fails_after_the_source_was_killed(fleet, clean_hosts, workload, playbook, tmp_path):
     """The commit killed the source, then cannot write the migration's record (here its name is taken
     by a directory; a full disk does the same): the copy on node2 is the process now, so nothing is
-    rolled back. The row says migrated, cleanup failed, naming the record; the process runs on node2."""
+    rolled back. The row says migrated, cleanup failed, naming the record; the process runs on node2,
+    and the migration's images are removed on both hosts."""
     w = workload("node1")
     record = fleet.host_path("node1", "/var/lib/ckpt/migrate/.migrated/pid-%d.json" % w.pid)
     os.makedirs(os.path.join(record, "taken"), mode=0o700)
@@ -169,6 +170,9 @@ def test_record_fails_after_the_source_was_killed(fleet, clean_hosts, workload, 
     assert row["result"] == "migrated, cleanup failed" and row["source_resumed"] is False, row
     assert 'stage committed, task "Record the migration on the source"' in row["cause"], row["cause"]
     assert w.running_on("node2") and w.state("node1") is None
+    # The images of the migration, done, do not stay behind.
+    assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
+    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
     assert w.wait_ticks(10)
     assert w.continuity()[0]
 

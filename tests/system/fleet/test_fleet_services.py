@@ -265,7 +265,7 @@ def test_service_address_rollback(fleet, clean_hosts, started, service_address, 
 
 
 def test_dump_module_dies_with_held_connections_lifts_criu_lock(fleet, clean_hosts, started, service_address,
-                                                                 playbook, tmp_path):
+                                                                playbook, tmp_path):
     """The dump module dies after its checkpoint of redis left, with a client's connection held
     (tcp_established), and the restore on node2 fails: the dump reported no network lock table,
     yet the one criu made on node1 goes (found by the run id in criu's log), so the resumed redis

@@ -36,10 +36,30 @@ def _int(value, default=0):
 
 
 def _results(registered):
-    """The ``results`` of a registered loop, [] when the task was skipped or not run."""
+    """The ``results`` of a registered loop, or the ``per_pid`` of a module
+    run for several PIDs (module_utils/_batch.py); [] when the task was
+    skipped or not run."""
     if not isinstance(registered, dict):
         return []
-    return [r for r in registered.get("results") or [] if isinstance(r, dict)]
+    return [r for r in registered.get("results") or registered.get("per_pid") or [] if isinstance(r, dict)]
+
+
+def _item_pid(r):
+    """The PID a destination's result is about: its ``item`` (per_pid), or
+    the ``item`` of the source's result it looped over."""
+    item = r.get("item")
+    return item.get("item") if isinstance(item, dict) else item
+
+
+def _run_failure(registered):
+    """The failure of a module run for several PIDs as a whole (say criu
+    cannot be run), as the entry of each of its PIDs: ``{failed, msg}``;
+    ``{}`` when it ran, was skipped or was a loop."""
+    if not isinstance(registered, dict) or "msg" not in registered or registered.get("skipped"):
+        return {}
+    if "per_pid" in registered or "results" in registered:
+        return {}
+    return {"failed": True, "msg": registered["msg"]}
 
 
 def _by_pid(registered, key=lambda r: r.get("item")):
@@ -193,21 +213,23 @@ def space_need(present, rss, factor):
     return int(sum(rss.get(_int(p), 0) for p in present or []) * float(factor))
 
 
-def net_problems(src, dest=None, destination=""):
+def net_problems(src, dest=None, destination="", pids=None):
     """PID -> the socket and address problems inet_sockets found on this
     host (``src``, one result per PID) and on the destination (``dest``, one
-    result per source result)."""
+    result per source result). A run for several PIDs that failed as a whole
+    is a problem of each of ``pids``."""
     out = {}
-    for r in _results(src):
-        p = out.setdefault(_int(r.get("item")), [])
-        if r.get("failed"):
-            p.append("inet_sockets failed on PID %s: %s" % (r.get("item"), r.get("msg", "no result")))
-        p.extend(r.get("problems") or [])
-    for r in _results(dest):
-        p = out.setdefault(_int((r.get("item") or {}).get("item")), [])
-        if r.get("failed"):
-            p.append("inet_sockets failed on %s: %s" % (destination, r.get("msg", "no result")))
-        p.extend(r.get("problems") or [])
+    for registered, where, pid_of in ((src, None, lambda r: r.get("item")), (dest, destination, _item_pid)):
+        whole = _run_failure(registered)
+        for pid in (pids or []) if whole else []:
+            out.setdefault(_int(pid), []).append("inet_sockets failed on %s: %s" % (
+                where or "PID %s" % pid, whole["msg"]))
+        for r in _results(registered):
+            pid = pid_of(r)
+            p = out.setdefault(_int(pid), [])
+            if r.get("failed"):
+                p.append("inet_sockets failed on %s: %s" % (where or "PID %s" % pid, r.get("msg", "no result")))
+            p.extend(r.get("problems") or [])
     return out
 
 
@@ -288,7 +310,8 @@ def processes(cands, present=None, rss=None, fds=None, sums=None, unit_infos=Non
     rss = _int_keys(rss)
     fd_by_pid = _by_pid(fds)
     sum_by_pid = _by_pid(sums)
-    dsum_by_pid = _by_pid(dest_sums, key=lambda r: (r.get("item") or {}).get("item"))
+    dsum_by_pid = _by_pid(dest_sums, key=_item_pid)
+    fd_whole, sum_whole, dsum_whole = (_run_failure(r) for r in (fds, sums, dest_sums))
     files = _results(dest_files)
     taken = _int_keys(dest_taken)
     problems = _int_keys(net)
@@ -300,8 +323,8 @@ def processes(cands, present=None, rss=None, fds=None, sums=None, unit_infos=Non
         unit = c.get("unit")
         causes = []
         is_present = pid in present
-        fd = fd_by_pid.get(pid, {})
-        sm = sum_by_pid.get(pid, {})
+        fd = fd_by_pid.get(pid, fd_whole)
+        sm = sum_by_pid.get(pid, sum_whole)
         if not is_present:
             causes.append(c.get("why") or "no running process with PID %d (selected by %s)" % (pid, c.get("selector")))
         else:
@@ -317,7 +340,7 @@ def processes(cands, present=None, rss=None, fds=None, sums=None, unit_infos=Non
             if checksums and (sm.get("failed") or "files" not in sm):
                 causes.append("binary_checksum failed on PID %d: %s" % (pid, sm.get("msg", "no result")))
             if destination:
-                causes.extend(_destination_causes(pid, fd, dsum_by_pid.get(pid, {}), files, taken, problems,
+                causes.extend(_destination_causes(pid, fd, dsum_by_pid.get(pid, dsum_whole), files, taken, problems,
                                                   destination))
         out.append({
             "selector": c.get("selector"), "pid": pid, "present": is_present, "unit": unit,

@@ -30,8 +30,9 @@ options:
   pid:
     description:
       - ID of the running process whose executable and mapped files to checksum.
-      - Exactly one of O(pid), O(pidfile) and O(paths) may be given. When none is given, O(expected) is
-        required and the files it lists are checked at their paths on this host (what a restore will map).
+      - Exactly one of O(pid), O(pidfile), O(pids), O(paths) and O(expected_per_pid) may be given. When none
+        is given, O(expected) is required and the files it lists are checked at their paths on this host
+        (what a restore will map).
     type: int
   pidfile:
     description:
@@ -44,6 +45,20 @@ options:
       - With O(expected), only the expected records for these paths are compared.
     type: list
     elements: path
+  pids:
+    description:
+      - IDs of several running processes to checksum in one run, each as O(pid) would (one module run instead
+        of one per process; a file several of them map is hashed once). The results are in RV(per_pid); a
+        process that cannot be checksummed fails its own entry there, not the task.
+    type: list
+    elements: int
+  expected_per_pid:
+    description:
+      - The RV(per_pid) of a run with O(pids) on another host. The files of each entry are checked here, as
+        O(expected) would check them, and the results are in RV(per_pid) under the same C(item).
+      - With O(fail_on_mismatch), an entry that does not match fails itself, not the task.
+    type: list
+    elements: dict
   exe_only:
     description:
       - Only checksum the executable of the process, not its mapped files.
@@ -118,7 +133,7 @@ exe:
 files:
   description:
     - One record per distinct file, the executable first.
-  returned: always
+  returned: unless O(pids) or O(expected_per_pid) is given
   type: list
   elements: dict
   contains:
@@ -219,6 +234,16 @@ mismatches:
       sample: "/usr/local/bin/myapp differs from the expected file: sha256 f1ee188b790e... expected, 0c3d9a11aa2b... found
         (same size and build-id); put back the file the checkpoint was taken with"
   sample: []
+per_pid:
+  description:
+    - With O(pids) or O(expected_per_pid), one entry per process, in the order given. Each holds what the
+      module returns for that process alone (RV(pid), RV(exe), RV(files); with O(expected_per_pid) RV(files),
+      RV(matches), RV(matched), RV(mismatches)) and C(item), its PID. An entry that could not be checked has
+      C(failed=true) and C(msg).
+  returned: when O(pids) or O(expected_per_pid) is given
+  type: list
+  elements: dict
+  sample: [{item: 4242, matches: true, matched: [/usr/bin/python3.11], mismatches: []}]
 cache:
   description: Checksum cache use in this run (files shared by several records are hashed once).
   returned: always
@@ -249,6 +274,7 @@ cache:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.ckpt.criu.plugins.module_utils import _batch
 from ansible_collections.ckpt.criu.plugins.module_utils._checksum import (
     DEFAULT_CACHE,
     ChecksumError,
@@ -262,20 +288,20 @@ from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import read_pidfile
 
 
-def run(module):
-    p = module.params
+def check(p, pid=None, expected=None, warn=None):
+    """What the module returns for one process (``pid``) or for the files of
+    O(paths) or ``expected``, and the failure (a sentence, or None) that
+    O(fail_on_mismatch) makes of a mismatch."""
     result = {"changed": False}
-    expected = load_expected(p["expected"]) if p["expected"] is not None else None
     only_paths = None
-    if p["pid"] is not None or p["pidfile"]:
-        pid = p["pid"] if p["pid"] is not None else read_pidfile(p["pidfile"])
+    if pid is not None:
         recs = process_files(pid, exe_only=p["exe_only"])
         result.update(pid=int(pid), exe=recs["exe"], files=recs["files"])
         if p["exe_only"]:
             only_paths = [recs["exe"]["path"]]
         for rec in recs["files"]:
-            if rec.get("note"):
-                module.warn(rec["note"])
+            if rec.get("note") and warn:
+                warn(rec["note"])
     else:
         if p["paths"] is not None and not p["paths"]:
             raise ChecksumError("paths is empty; list at least one file to check")
@@ -292,14 +318,54 @@ def run(module):
         result["files"] = files
         if p["paths"] is not None:
             only_paths = list(p["paths"])
+    failure = None
     if expected is not None:
         matched, mismatches = compare(expected, result["files"], only_paths=only_paths)
         result.update(matches=not mismatches, matched=matched, mismatches=mismatches)
+        if mismatches and p["fail_on_mismatch"]:
+            failure = summarize_mismatches(mismatches, len(matched) + len(mismatches))
+    return result, failure
+
+
+def run(module):
+    p = module.params
+    per_pid = None
+    if p["pids"] is not None:
+        def one(pid):
+            res, dummy = check(p, pid=pid, warn=lambda note: module.warn("PID %s: %s" % (pid, note)))
+            return res
+        per_pid = _batch.each(p["pids"], one)
+    elif p["expected_per_pid"] is not None:
+        entries = dict((_batch_key(e), e) for e in p["expected_per_pid"])
+
+        def one(key):
+            res, failure = check(p, expected=load_expected(entries[key]))
+            if failure:
+                res.update(failed=True, msg=failure)
+            return res
+        per_pid = _batch.each(list(entries), one)
+    if per_pid is not None:
+        for entry in per_pid:
+            entry.pop("changed", None)
+        return {"changed": False, "per_pid": per_pid, "cache": DEFAULT_CACHE.stats()}
+    expected = load_expected(p["expected"]) if p["expected"] is not None else None
+    pid = None
+    if p["pid"] is not None or p["pidfile"]:
+        pid = p["pid"] if p["pid"] is not None else read_pidfile(p["pidfile"])
+    result, failure = check(p, pid=pid, expected=expected, warn=module.warn)
     result["cache"] = DEFAULT_CACHE.stats()
-    if expected is not None and result["mismatches"] and p["fail_on_mismatch"]:
-        result["msg"] = summarize_mismatches(result["mismatches"], len(matched) + len(mismatches))
+    if failure:
+        result["msg"] = failure
         module.fail_json(**result)
     return result
+
+
+def _batch_key(entry):
+    """The C(item) of an O(expected_per_pid) entry (its PID)."""
+    if not isinstance(entry, dict) or "item" not in entry:
+        raise ChecksumError("each entry of expected_per_pid must be a result of this module with pids (an entry "
+                            "of its per_pid, with item and files); got %r" % (entry,))
+    return entry["item"]
 
 
 def main():
@@ -308,12 +374,15 @@ def main():
             pid=dict(type="int"),
             pidfile=dict(type="path"),
             paths=dict(type="list", elements="path"),
+            pids=dict(type="list", elements="int"),
+            expected_per_pid=dict(type="list", elements="dict"),
             exe_only=dict(type="bool", default=False),
             expected=dict(type="raw"),
             fail_on_mismatch=dict(type="bool", default=True),
         ),
-        mutually_exclusive=[("pid", "pidfile", "paths")],
-        required_one_of=[("pid", "pidfile", "paths", "expected")],
+        mutually_exclusive=[("pid", "pidfile", "paths", "pids", "expected_per_pid"),
+                            ("expected", "pids"), ("expected", "expected_per_pid")],
+        required_one_of=[("pid", "pidfile", "paths", "expected", "pids", "expected_per_pid")],
         supports_check_mode=True,
     )
     try:

@@ -42,13 +42,27 @@ extends_documentation_fragment:
 options:
   pid:
     description:
-      - ID of the process to inspect. Exactly one of O(pid) and O(pidfile) is required.
+      - ID of the process to inspect. Exactly one of O(pid), O(pidfile) and O(pids) is required.
       - PID 1, kernel threads, zombies and the process running this task or its ancestors are refused.
     type: int
   pidfile:
     description:
       - File holding the ID of the process to inspect (its first word).
     type: path
+  pids:
+    description:
+      - IDs of several processes to inspect in one run, each as O(pid) would (one module run instead of one
+        per process). The results are in RV(per_pid); a process that cannot be inspected, or that
+        O(assert_stdio) refuses, fails its own entry there, not the task.
+    type: list
+    elements: int
+  ext_unix_sk_pids:
+    description:
+      - With O(pids), the processes for which O(ext_unix_sk) holds although it is V(false) (for example
+        the main processes of systemd units, whose stdout is their journal's unix socket).
+    type: list
+    elements: int
+    default: []
   tree:
     description:
       - Inspect the process and all its descendants, the tree C(criu dump -t PID) checkpoints.
@@ -130,7 +144,7 @@ EXAMPLES = r"""
 RETURN = r"""
 process:
   description: Identity of the inspected process.
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: dict
   sample: {boot_id: 8e29d41d-d99a-4122-95dd-5fdb87223015, pid: 4242, start_time: 364971, ppid: 1, uid: 0,
            comm: python3, state: S, cmdline: [python3, /srv/app.py], exe: /usr/bin/python3.11, cwd: /srv}
@@ -178,13 +192,13 @@ process:
       sample: /srv
 processes:
   description: Identities of every process inspected (the tree, parents first), same keys as RV(process).
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: dict
   sample: [{pid: 4242, comm: python3, ppid: 1, start_time: 364971}]
 fds:
   description: Classified fds of every inspected process, with a V(closed) entry for each missing fd 0, 1 or 2.
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: dict
   sample: [{pid: 4242, fd: 1, stdio: stdout, target: "pipe:[51728]", classification: pipe_external,
@@ -245,44 +259,44 @@ fds:
       sample: {path: /var/log/app.log, size: 4096, same_size: false}
 stdio:
   description: The items of RV(fds) for fds 0, 1 and 2 of the inspected process.
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: dict
   sample: [{fd: 0, classification: devnull, verdict: ok}, {fd: 1, classification: file_append, verdict: ok},
            {fd: 2, classification: file_append, verdict: ok}]
 criu_options:
   description: CRIU options the dump and restore need, given the options passed (one argv element each).
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: str
   sample: [--tcp-established, --ghost-limit=16777216]
 dump_options:
   description: The part of RV(criu_options) for C(criu dump).
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: str
   sample: [--tcp-established]
 restore_options:
   description: The part of RV(criu_options) for C(criu restore).
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: str
   sample: [--tcp-established]
 files_on_destination:
   description: Files the restore reopens by path (C(path), C(size), C(same_size), C(pid), C(fd)).
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: dict
   sample: [{path: /var/log/app.log, size: 4096, same_size: false, pid: 4242, fd: 1}]
 blockers:
   description: One sentence per fd (or process) that prevents a working checkpoint and restore.
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: list
   elements: str
   sample: ["fd 0 (stdin) is the terminal /dev/pts/0, whose other side is outside the dumped tree: ..."]
 restorable:
   description: V(true) when nothing blocks a checkpoint and restore with the given options.
-  returned: always
+  returned: when O(pid) or O(pidfile) is given
   type: bool
   sample: true
 criu_version:
@@ -290,11 +304,21 @@ criu_version:
   returned: always
   type: str
   sample: 4.1.1
+per_pid:
+  description:
+    - With O(pids), one entry per process, in the order given. Each holds what the module returns for that
+      process alone (RV(process), RV(fds), RV(blockers), RV(criu_options) and the others) and C(item), its
+      PID. An entry whose process could not be inspected, or that O(assert_stdio) refuses, has
+      C(failed=true) and C(msg).
+  returned: when O(pids) is given
+  type: list
+  elements: dict
+  sample: [{item: 4242, restorable: true, blockers: [], criu_options: [--tcp-established]}]
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _procfs, _stdio
+from ansible_collections.ckpt.criu.plugins.module_utils import _batch, _procfs, _stdio
 from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu, parse_size
 from ansible_collections.ckpt.criu.plugins.module_utils._identity import shown_result
 from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
@@ -303,16 +327,10 @@ from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError
 LIFT_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "inherit_fd", "ghost_limit")
 
 
-def run(module):
-    p = module.params
-    pid = p["pid"] if p["pid"] is not None else _procfs.read_pidfile(p["pidfile"])
+def inspect(p, pid, version):
+    """What the module returns for one process, and the refusal (a sentence,
+    or None) that O(assert_stdio) turns into a failure."""
     identity = _procfs.validate_target_pid(pid)
-    version = None
-    try:
-        version = criu_version(find_criu(p["criu_path"]))["version"]
-    except CriuError:
-        if p["criu_path"]:
-            raise
     result = _stdio.classify(identity["pid"], tree=p["tree"], criu_version=version)
     processes = []
     for q in result["ctx"]["pids"]:
@@ -321,17 +339,55 @@ def run(module):
         except ProcfsError:
             continue
     plan = _stdio.plan(result["items"], dict((k, p[k]) for k in LIFT_OPTIONS))
-    for warning in plan["warnings"]:
-        module.warn(warning)
     out = dict(changed=False, process=identity, processes=processes, criu_version=version,
                fds=[_stdio.public_item(i) for i in result["items"]],
                stdio=[_stdio.public_item(i) for i in result["stdio"]])
     for key in ("criu_options", "dump_options", "restore_options", "files_on_destination", "blockers",
-                "restorable"):
+                "restorable", "warnings"):
         out[key] = plan[key]
+    refusal = None
     if p["assert_stdio"] and plan["blockers"]:
-        out["msg"] = "PID %d cannot be checkpointed and restored safely: %s" % (
+        refusal = "PID %d cannot be checkpointed and restored safely: %s" % (
             identity["pid"], " ".join(plan["blockers"]))
+    return out, refusal
+
+
+def criu_version_of(p):
+    """The version of the criu the dump will use, None when there is none (an
+    error only when O(criu_path) names one that does not work)."""
+    try:
+        return criu_version(find_criu(p["criu_path"]))["version"]
+    except CriuError:
+        if p["criu_path"]:
+            raise
+    return None
+
+
+def run(module):
+    p = module.params
+    version = criu_version_of(p)
+    if p["pids"] is not None:
+        ext = set(p["ext_unix_sk_pids"] or [])
+
+        def one(pid):
+            q = dict(p, ext_unix_sk=p["ext_unix_sk"] or pid in ext)
+            out, refusal = inspect(q, pid, version)
+            out = shown_result(p, out)
+            if refusal:
+                out.update(failed=True, msg=refusal)
+            return out
+
+        per_pid = _batch.each(p["pids"], one)
+        for entry in per_pid:
+            for warning in entry.pop("warnings", None) or []:
+                module.warn("PID %s: %s" % (entry["item"], warning))
+        return dict(changed=False, criu_version=version, per_pid=per_pid)
+    pid = p["pid"] if p["pid"] is not None else _procfs.read_pidfile(p["pidfile"])
+    out, refusal = inspect(p, pid, version)
+    for warning in out.pop("warnings"):
+        module.warn(warning)
+    if refusal:
+        out["msg"] = refusal
         module.fail_json(**shown_result(module.params, out))
     return out
 
@@ -341,6 +397,8 @@ def main():
         argument_spec=dict(
             pid=dict(type="int"),
             pidfile=dict(type="path"),
+            pids=dict(type="list", elements="int"),
+            ext_unix_sk_pids=dict(type="list", elements="int", default=[]),
             tree=dict(type="bool", default=True),
             assert_stdio=dict(type="bool", default=False),
             shell_job=dict(type="bool", default=False),
@@ -351,8 +409,8 @@ def main():
             criu_path=dict(type="path"),
             include_cmdline=dict(type="bool", default=False),
         ),
-        mutually_exclusive=[("pid", "pidfile")],
-        required_one_of=[("pid", "pidfile")],
+        mutually_exclusive=[("pid", "pidfile", "pids")],
+        required_one_of=[("pid", "pidfile", "pids")],
         supports_check_mode=True,
     )
     try:

@@ -34,6 +34,18 @@ options:
     description: The sockets to check on this host (the RV(sockets) returned on the source).
     type: list
     elements: dict
+  pids:
+    description:
+      - Roots of several process trees, each listed as O(pid) would list it, in one run. The results are in
+        RV(per_pid); a tree that cannot be read fails its own entry there, not the task.
+    type: list
+    elements: int
+  sockets_per_pid:
+    description:
+      - The RV(per_pid) of a run with O(pids) on the source. The sockets of each entry are checked on this
+        host, as O(sockets) would be, and the results are in RV(per_pid) under the same C(item).
+    type: list
+    elements: dict
   service_address:
     description:
       - The IPv4 address (with its prefix length) that moves with the process, or empty for none.
@@ -82,6 +94,15 @@ addresses:
   type: list
   elements: str
   sample: ["127.0.0.1", "192.0.2.11"]
+per_pid:
+  description:
+    - With O(pids) or O(sockets_per_pid), one entry per process tree, in the order given, with RV(sockets) (with
+      O(pids)) and RV(problems) of that tree, and C(item), its PID. An entry that could not be checked has
+      C(failed=true) and C(msg).
+  returned: when O(pids) or O(sockets_per_pid) is given
+  type: list
+  elements: dict
+  sample: [{item: 4242, sockets: [], problems: []}]
 problems:
   description: Why the sockets cannot be restored here, or the service address is wrong, one sentence each; empty when fine.
   returned: success
@@ -92,7 +113,7 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _netaddr
+from ansible_collections.ckpt.criu.plugins.module_utils import _batch, _netaddr
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
 
 
@@ -101,12 +122,14 @@ def main():
         argument_spec=dict(
             pid=dict(type="int"),
             sockets=dict(type="list", elements="dict"),
+            pids=dict(type="list", elements="int"),
+            sockets_per_pid=dict(type="list", elements="dict"),
             service_address=dict(type="str", default=""),
             service_interface=dict(type="str", default=""),
             destination=dict(type="str", default="this host"),
         ),
-        mutually_exclusive=[("pid", "sockets")],
-        required_one_of=[("pid", "sockets")],
+        mutually_exclusive=[("pid", "sockets", "pids", "sockets_per_pid")],
+        required_one_of=[("pid", "sockets", "pids", "sockets_per_pid")],
         supports_check_mode=True,
     )
     p = module.params
@@ -116,17 +139,27 @@ def main():
             service = _netaddr.parse_service_address(p["service_address"], p["service_interface"])[0]
         link_list = _netaddr.links()
         addresses = _netaddr.host_addresses(link_list)
-        if p["pid"] is not None:
-            sockets = _netaddr.tree_sockets(p["pid"])
-            problems = _netaddr.source_problems(sockets, addresses, service, p["service_interface"], link_list)
-        else:
-            sockets = p["sockets"]
-            problems = _netaddr.destination_problems(sockets, addresses, _netaddr.listening(), service,
-                                                     p["destination"], p["service_interface"], link_list)
+
+        def on_source(pid):
+            sockets = _netaddr.tree_sockets(pid)
+            return dict(sockets=sockets, problems=_netaddr.source_problems(sockets, addresses, service,
+                                                                             p["service_interface"], link_list))
+
+        def on_destination(sockets):
+            return dict(problems=_netaddr.destination_problems(
+                sockets, addresses, _netaddr.listening(), service, p["destination"], p["service_interface"],
+                link_list))
+
+        if p["pids"] is not None:
+            module.exit_json(changed=False, addresses=addresses, per_pid=_batch.each(p["pids"], on_source))
+        if p["sockets_per_pid"] is not None:
+            entries = dict((e.get("item"), e.get("sockets") or []) for e in p["sockets_per_pid"])
+            module.exit_json(changed=False, addresses=addresses,
+                             per_pid=_batch.each(list(entries), lambda pid: on_destination(entries[pid])))
+        result = on_source(p["pid"]) if p["pid"] is not None else dict(on_destination(p["sockets"]), sockets=[])
     except CkptError as exc:
         fail(module, exc)
-    module.exit_json(changed=False, sockets=sockets if p["pid"] is not None else [], addresses=addresses,
-                     problems=problems)
+    module.exit_json(changed=False, addresses=addresses, **result)
 
 
 if __name__ == "__main__":

@@ -130,6 +130,40 @@ def test_check_mode_identical_and_expected_from_previous_result(run_module, work
     assert [f["path"] for f in cmp["files"]] == [first["exe"]["path"]]
 
 
+def test_several_pids_in_one_run_as_one_run_each(run_module, workload):
+    """pids: one run answers for each process what a run per process answers; a PID that is
+    gone fails its own entry only; expected_per_pid compares each entry on this host."""
+    a, b = workload(name="a"), workload(name="b")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    res = run_module("binary_checksum", {"pids": [a.pid, gone.pid, b.pid]})
+    assert res.status == "ok" and res["changed"] is False, res
+    ea, eg, eb = res["per_pid"]
+    assert [ea["item"], eg["item"], eb["item"]] == [a.pid, gone.pid, b.pid]
+    for entry, w in ((ea, a), (eb, b)):
+        alone = run_module("binary_checksum", {"pid": w.pid})
+        assert entry["pid"] == w.pid and entry["exe"] == alone["exe"] and entry["files"] == alone["files"]
+        assert not entry.get("failed")
+    assert eg["failed"] is True and str(gone.pid) in eg["msg"], eg
+    # The same interpreter and libraries: hashed once for both processes.
+    assert res["cache"]["hits"] >= len(ea["files"]), res["cache"]
+
+    cmp = run_module("binary_checksum", {"expected_per_pid": [ea, eb], "fail_on_mismatch": False})
+    assert cmp.status == "ok", cmp
+    assert [(e["item"], e["matches"], e["mismatches"]) for e in cmp["per_pid"]] == [(a.pid, True, []), (b.pid, True, [])]
+    # A record that does not match: that entry lists it; with fail_on_mismatch it fails that entry, not the task.
+    forged = dict(eb, files=[dict(eb["files"][0], sha256="0" * 64)] + eb["files"][1:])
+    for fail_on in (False, True):
+        cmp = run_module("binary_checksum", {"expected_per_pid": [ea, forged], "fail_on_mismatch": fail_on})
+        assert cmp.status == "ok", cmp
+        good, bad = cmp["per_pid"]
+        assert good["matches"] is True and not good.get("failed")
+        assert bad["matches"] is False and bad["mismatches"][0]["differs"] == ["sha256"]
+        assert bool(bad.get("failed")) is fail_on and (not fail_on or "sha256" in bad["msg"])
+    bad = run_module("binary_checksum", {"expected_per_pid": [{"files": []}]})
+    assert bad.status == "failed" and "expected_per_pid" in bad["msg"], bad
+
+
 def test_expected_from_manifest_dir_checks_files_on_disk(run_module, workload, tmp_path):
     w = workload()
     first = run_module("binary_checksum", {"pid": w.pid})

@@ -194,6 +194,29 @@ def test_unix_socket_to_outside_refused_and_ext_unix_sk_lifts(workload, run_modu
     assert lifted["criu_options"] == ["--ext-unix-sk=%s" % ino]
 
 
+def test_several_pids_in_one_run_each_with_its_own_verdict(workload, run_module):
+    """pids: each entry is what a run for that process alone returns; assert_stdio and a PID that
+    is gone fail their own entry only; ext_unix_sk_pids lifts the external socket of those PIDs."""
+    ok, sock = workload(stdio="devnull", name="ok"), workload(stdio="unix", name="sock")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    r = run_module("fd_inspect", {"pids": [ok.pid, sock.pid, gone.pid], "assert_stdio": True})
+    assert r.status == "ok" and r["changed"] is False, r.output
+    e_ok, e_sock, e_gone = r["per_pid"]
+    assert [e["item"] for e in r["per_pid"]] == [ok.pid, sock.pid, gone.pid]
+    alone = run_module("fd_inspect", {"pid": ok.pid})
+    assert not e_ok.get("failed") and e_ok["process"] == alone["process"] and e_ok["stdio"] == alone["stdio"]
+    assert e_sock["failed"] is True and "PID %d cannot be checkpointed" % sock.pid in e_sock["msg"]
+    assert by_fd(e_sock, 1)["classification"] == "unix_external"
+    assert e_gone["failed"] is True and str(gone.pid) in e_gone["msg"] and "process" not in e_gone
+    lifted = run_module("fd_inspect", {"pids": [ok.pid, sock.pid], "assert_stdio": True,
+                                       "ext_unix_sk_pids": [sock.pid]})
+    assert lifted.status == "ok", lifted.output
+    e_ok, e_sock = lifted["per_pid"]
+    assert e_ok["criu_options"] == [] and not e_sock.get("failed")
+    assert e_sock["criu_options"] == ["--ext-unix-sk=%s" % by_fd(e_sock, 1)["target"][len("socket:["):-1]]
+
+
 def test_pty_refused_and_shell_job_lifts(workload, run_module):
     w = workload(stdio="pty")
     r = run_module("fd_inspect", {"pid": w.pid, "assert_stdio": True})

@@ -115,6 +115,18 @@ def test_inet_sockets_lists_a_listener_and_names_its_port_taken(run_module, netn
                                           "service_address": ADDRESS, "service_interface": "d0"}, prefix=ns)
         assert dst.status == "ok"
         assert len(dst["problems"]) == 1 and "port tcp/%d is already in use on node2" % port in dst["problems"][0]
+        # Several trees in one run: each entry as a run of its own; one that is gone fails only itself.
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        many = run_module("inet_sockets", {"pids": [p.pid, gone.pid]}, prefix=ns)
+        assert many.status == "ok", many.output
+        mine, other = many["per_pid"]
+        assert (mine["item"], mine["sockets"], mine["problems"]) == (p.pid, src["sockets"], [])
+        assert other["item"] == gone.pid and other["failed"] is True and other["msg"], other
+        dsts = run_module("inet_sockets", {"sockets_per_pid": [mine], "destination": "node2"}, prefix=ns)
+        assert dsts.status == "ok"
+        assert [e["item"] for e in dsts["per_pid"]] == [p.pid]
+        assert "port tcp/%d is already in use on node2" % port in dsts["per_pid"][0]["problems"][0]
         # The service address must be on the source.
         src2 = run_module("inet_sockets", {"pid": p.pid, "service_address": ADDRESS, "service_interface": "d0"},
                           prefix=ns)

@@ -164,6 +164,22 @@ def test_net_problems_gather_source_and_destination_findings_per_pid():
     assert _preflight.net_problems({"skipped": True}, None, "") == {}
 
 
+def test_net_problems_read_runs_for_several_pids_and_name_a_run_that_failed_as_a_whole():
+    src = {"per_pid": [{"item": 5, "sockets": [], "problems": ["port 80 is taken"]},
+                       {"item": 6, "failed": True, "msg": "no such process"}]}
+    dest = {"per_pid": [{"item": 5, "problems": ["10.0.0.1 is not on node2"]}]}
+    assert _preflight.net_problems(src, dest, "node2", [5, 6]) == {
+        5: ["port 80 is taken", "10.0.0.1 is not on node2"],
+        6: ["inet_sockets failed on PID 6: no such process"]}
+    bad = {"failed": False, "msg": "192.0.2.300/24 is not an IPv4 address"}
+    assert _preflight.net_problems(bad, None, "node2", [5, 6]) == {
+        5: ["inet_sockets failed on PID 5: 192.0.2.300/24 is not an IPv4 address"],
+        6: ["inet_sockets failed on PID 6: 192.0.2.300/24 is not an IPv4 address"]}
+    assert _preflight.net_problems(src, {"msg": "timed out"}, "node2", [5])[5][-1] == \
+        "inet_sockets failed on node2: timed out"
+    assert _preflight.net_problems({"skipped": True, "msg": "skipped"}, None, "", [5]) == {}
+
+
 # --- the verdict on each process --------------------------------------------
 
 FD_OK = {"item": 5, "process": {"pid": 5, "starttime": 1}, "criu_options": {"shell_job": False},
@@ -227,6 +243,32 @@ def test_binary_checksum_failing_refuses_unless_checksums_are_off(sm, cause):
     assert p["causes"] == [cause]
     (p,) = decide(sums=loop(sm) if sm else loop(), checksums=False)
     assert p["causes"] == [] and p["exe"] is None
+
+
+def test_runs_for_several_pids_decide_as_loops_do():
+    fds = {"per_pid": [FD_OK, {"item": 6, "failed": True, "msg": "PID 6 is a zombie"}]}
+    sums = {"per_pid": [SUM_OK, {"item": 6, "failed": True, "msg": "no such process"}]}
+    cands = [CAND, {"selector": "pid 6", "pid": 6}]
+    p5, p6 = decide(cands, present=[5, 6], fds=fds, sums=sums)
+    assert p5["refused"] is False and p5["identity"] == {"pid": 5, "starttime": 1}
+    assert p6["causes"] == ["fd_inspect failed on PID 6: PID 6 is a zombie",
+                            "binary_checksum failed on PID 6: no such process"]
+    ds = {"per_pid": [{"item": 5, "matches": False, "mismatches": [{"msg": "/usr/bin/sleep differs"}]}]}
+    (p,) = decide(dest_sums=ds, destination="node2")
+    assert p["causes"] == ["on node2: /usr/bin/sleep differs"]
+
+
+def test_a_run_for_several_pids_that_failed_as_a_whole_refuses_each_with_its_message():
+    whole = {"failed": False, "failed_when_result": False, "msg": "criu_path /opt/criu does not run"}
+    p5, p6 = decide([CAND, {"selector": "pid 6", "pid": 6}], present=[5, 6], fds=whole, sums=whole)
+    for p in (p5, p6):
+        assert p["refused"] is True
+        assert p["causes"] == ["fd_inspect failed on PID %d: criu_path /opt/criu does not run" % p["pid"],
+                               "binary_checksum failed on PID %d: criu_path /opt/criu does not run" % p["pid"]]
+    (p,) = decide(dest_sums={"msg": "timed out"}, destination="node2")
+    assert p["causes"] == ["binary comparison on node2 failed: timed out"]
+    (p,) = decide(dest_sums={"skipped": True, "msg": "skipped"}, destination="node2")
+    assert p["causes"] == []
 
 
 UNIT = {"selector": "unit app.service", "pid": 5, "unit": "app.service"}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 
 import pytest
@@ -175,6 +176,54 @@ def test_record_fails_after_the_source_was_killed(fleet, clean_hosts, workload, 
     assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
     assert w.wait_ticks(10)
     assert w.continuity()[0]
+
+
+def test_settle_checks_overlap_the_next_migration_and_a_copy_that_dies_rolls_back(fleet, clean_hosts, workload,
+                                                                                   playbook, tmp_path):
+    """Three processes of node1: each restore's settle check runs while the next process is migrated,
+    and is collected after that one's dump. The second process's copy is killed on node2 during its
+    settle check: that process alone is rolled back and runs on node1 again; the first and the third
+    (dumped before the failure was known) are migrated, each in its own continuous tick sequence."""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    ws = [workload("node1", name="w%d" % i) for i in range(3)]
+    victim = ws[1]
+    killed = threading.Event()
+    stop = threading.Event()
+
+    def kill_the_copy():
+        # The restore module writes restore.log before criu restores; the PID exists on node2 only once restored.
+        while not stop.is_set():
+            if fleet.exec("node2", ["kill", "-9", str(victim.pid)], stderr=subprocess.DEVNULL).returncode == 0:
+                killed.set()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_copy, daemon=True)
+    killer.start()
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": ",".join(w.pidfile for w in ws),
+                                            "ckpt_migrate_settle": "2"})
+    finally:
+        stop.set()
+        killer.join(10)
+    assert killed.is_set(), "the second process never ran on node2"
+    assert run.rc != 0
+    out = run.output
+    # The first process's verdict is collected after the second process's dump, not before it.
+    assert out.index("FROZEN: freeze, dump and send the checkpoint to the destination, PID %d" % ws[1].pid) < \
+        out.index("Collect the destination's restore and its settle check, PID %d" % ws[0].pid)
+    rows = {w.pid: run.rows(pid=w.pid)[0] for w in ws}
+    for w in (ws[0], ws[2]):
+        assert rows[w.pid]["result"] == "migrated", rows[w.pid]
+        assert w.running_on("node2") and w.state("node1") is None
+        assert w.wait_ticks(10)
+        assert w.continuity()[0], "the tick sequence of PID %d repeated or skipped" % w.pid
+    row = rows[victim.pid]
+    assert row["result"] == "rolled back" and row["source_resumed"] is True, row
+    assert "Collect the destination's restore" in row["cause"], row["cause"]
+    assert victim.running_on("node1") and not victim.running_on("node2")
+    assert victim.wait_ticks(10)
+    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])
 
 
 def test_destination_restore_ended_before_the_freeze(fleet, clean_hosts, workload, playbook, tmp_path):

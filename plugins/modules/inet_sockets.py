@@ -142,8 +142,8 @@ def main():
 
         def on_source(pid):
             sockets = _netaddr.tree_sockets(pid)
-            return dict(sockets=sockets, problems=_netaddr.source_problems(sockets, addresses, service,
-                                                                             p["service_interface"], link_list))
+            problems = _netaddr.source_problems(sockets, addresses, service, p["service_interface"], link_list)
+            return dict(sockets=sockets, problems=problems)
 
         def on_destination(sockets):
             return dict(problems=_netaddr.destination_problems(

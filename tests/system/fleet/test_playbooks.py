@@ -178,8 +178,8 @@ def test_record_fails_after_the_source_was_killed(fleet, clean_hosts, workload, 
     assert w.continuity()[0]
 
 
-def test_settle_checks_overlap_the_next_migration_and_a_copy_that_dies_rolls_back(fleet, clean_hosts, workload,
-                                                                                   playbook, tmp_path):
+def test_settle_checks_overlap_the_next_migration_and_a_copy_that_dies_rolls_back(
+        fleet, clean_hosts, workload, playbook, tmp_path):
     """Three processes of node1: each restore's settle check runs while the next process is migrated,
     and is collected after that one's dump. The second process's copy is killed on node2 during its
     settle check: that process alone is rolled back and runs on node1 again; the first and the third

@@ -20,6 +20,7 @@ class FilterModule:
             "migrate_ssh_argv": _migrate_plan.ssh_argv,
             "migrate_key_ssh_argv": _migrate_plan.key_ssh_argv,
             "migrate_tls_san": _migrate_plan.tls_san,
+            "migrate_host_dirname": _migrate_plan.host_dirname,
             "migrate_key_source": _migrate_plan.key_source,
             "migrate_key_left": _migrate_plan.key_left,
             "migrate_tls_left": _migrate_plan.tls_left,

@@ -13,6 +13,7 @@ these functions to them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 
@@ -61,6 +62,18 @@ def service(address, interface=""):
     if not address:
         return {}
     return {"address": address, "interface": "" if interface is None else str(interface).strip()}
+
+
+def host_dirname(name, prefix=""):
+    """A directory name for the inventory host ``name``: ``prefix`` and the
+    name itself when it is made only of letters, digits, ``_``, ``.`` and
+    ``-``; otherwise every other character becomes ``_`` and 8 hex digits of
+    the name's SHA-1 follow, so that two names never share a directory."""
+    name = str(name)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    if safe == name and name:
+        return str(prefix) + name
+    return "%s%s-%s" % (prefix, safe, hashlib.sha1(name.encode("utf-8")).hexdigest()[:8])
 
 
 # How long an idle SSH master of a transfer stays (ssh's ControlPersist), in seconds.
@@ -434,21 +447,15 @@ def rollback_notes(destination, host, steps, service_address=None, logdir="", pa
     return notes, kept
 
 
-_KEY_FAILURE = re.compile(r"^the migration key (is still authorized|could not be removed)")
-
-
 def rollback_row(failure_note, proc, host, destination, steps, dump=None, t_freeze=None, now=None,
-                 service_address=None, logdir="", page_server_port=None, key_left_notes=None):
+                 service_address=None, logdir="", page_server_port=None):
     """The row of a migration that failed: ``rolled back`` (the source runs
     again) or, after the commit killed the source, ``migrated, cleanup
     failed``. ``failure_note``: see ``failure``; ``steps``: see
     ``rollback_notes``; ``now``: the controller's time (epoch seconds), for
-    how long a process failed while frozen was stopped; ``key_left_notes``:
-    what of the migration's key is left (None: it was not used)."""
+    how long a process failed while frozen was stopped."""
     rolled = failure_note.get("stage") != "committed"
     notes, kept = rollback_notes(destination, host, steps, service_address, logdir, page_server_port, rolled)
-    if key_left_notes is not None and not _KEY_FAILURE.search(str(failure_note.get("msg", ""))):
-        notes.extend(key_left_notes)
     cause = '%s (stage %s, task "%s")' % (failure_note.get("msg"), failure_note.get("stage"), failure_note.get("task"))
     frozen = None
     if (rolled and t_freeze is not None and failure_note.get("stage") == "frozen"

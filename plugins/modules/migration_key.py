@@ -7,11 +7,11 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: migration_key
-short_description: Make an SSH key and known hosts for one migration's transfer
+short_description: Make an SSH key and known hosts for the transfers of migrations
 version_added: 0.1.0
 description:
-  - Makes, in one step, what the source of a migration uses to send its checkpoint with a key of its
-    own. That is a fresh root-only directory O(path), an ed25519 key pair C(id) and C(id.pub) in it (no
+  - Makes, in one step, what the source of migrations uses to send their checkpoints with a key of its
+    own (the migrate role makes one per source host and run). That is a fresh root-only directory O(path), an ed25519 key pair C(id) and C(id.pub) in it (no
     passphrase, comment O(comment)), and the file C(known_hosts) with O(known_hosts), the only host keys
     the source's C(ssh) accepts. Returns the public key, for the destination's C(authorized_keys).
   - O(path) is made 0700 after the trust rule of M(ckpt.criu.images_dir) (checked on its parent; the
@@ -47,8 +47,8 @@ seealso:
 EXAMPLES = r"""
 - name: Make the migration's key and known hosts on the source
   ckpt.criu.migration_key:
-    path: /run/ckpt-criu-ssh/pid-4242
-    comment: ckpt.criu migrate node1 pid-4242
+    path: /run/ckpt-criu-ssh/key-node2
+    comment: ckpt.criu migrate from node1
     known_hosts: "{{ hostkeys.results | ckpt.criu.migrate_known_hosts('10.0.0.2', 22) }}"
   register: key
 """
@@ -58,7 +58,7 @@ path:
   description: The normalised directory.
   returned: always
   type: str
-  sample: /run/ckpt-criu-ssh/pid-4242
+  sample: /run/ckpt-criu-ssh/key-node2
 public_key:
   description: The public key, one line (C(ssh-ed25519 ... comment)).
   returned: success, not in check mode

@@ -137,6 +137,18 @@ def listdir(fleet, host, path):
     return p.stdout.split() if p.returncode == 0 else None
 
 
+def migrate_root(fleet, host, root="/var/lib/ckpt/migrate"):
+    """What is in the migrate role's images root on ``host`` (None when it does not exist), without
+    the directories of the sources that migrated to it (``from-<source>``): the role keeps those,
+    like the root itself, and they must be empty."""
+    names = listdir(fleet, host, root)
+    if names is None:
+        return None
+    for name in (n for n in names if n.startswith("from-")):
+        assert listdir(fleet, host, "%s/%s" % (root, name)) == [], "%s:%s/%s is not empty" % (host, root, name)
+    return [n for n in names if not n.startswith("from-")]
+
+
 def copy_python(fleet, host, alter=False):
     """Put a copy of the python binary at /srv/bin/python3 on host (altered: one byte more)."""
     real = os.path.realpath("/usr/bin/python3")
@@ -262,7 +274,7 @@ def dump_module_killed_once_restore_began(fleet, pid, source="node1", destinatio
     seen) and ``began`` (the restore had begun when it was killed)."""
     stopper = fleet.popen(source, ["python3", "-c", STOP_THE_DUMP_MODULE, str(pid)], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True)
-    began = fleet.host_path(destination, "%s/pid-%d/restore.log" % (images_root, pid))
+    began = fleet.host_path(destination, "%s/from-%s/pid-%d/restore.log" % (images_root, source, pid))
     seen = {}
 
     def kill_once_the_restore_began():

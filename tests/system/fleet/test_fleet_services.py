@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ckpt_testlib import REDIS_PORT, Resp, continuity, read_ticks, thread_ticks
-from fleet_testlib import (WORKLOADS, dump_module_killed_once_restore_began, failing_restore, fresh, listdir,
+from fleet_testlib import (WORKLOADS, dump_module_killed_once_restore_began, failing_restore, fresh, migrate_root,
                            write_inventory)
 from services_testlib import (Pinger, addresses, check_keys, children, http_get,
                               kill_everywhere, load_keys, service_cidr, service_ip, set_address, spawn,
@@ -87,7 +87,7 @@ def test_redis_moves_with_service_address(fleet, clean_hosts, started, service_a
     assert fresh_client.cmd("GET", "after") == "move"
     fresh_client.close()
     held.close()
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert migrate_root(fleet, "node2") == []
     # criu's network lock of the held connection is gone from both hosts.
     for h in ("node1", "node2"):
         assert "CRIU" not in fleet.exec(h, ["nft", "list", "tables"], stdout=subprocess.PIPE, text=True).stdout, h

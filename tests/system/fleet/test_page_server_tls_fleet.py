@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from fleet_testlib import listdir, write_inventory
+from fleet_testlib import listdir, migrate_root, write_inventory
 
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
@@ -143,7 +143,7 @@ def test_page_server_migration_uses_tls_with_root_only_one_time_credentials(flee
     assert check.rc == 0, check.output[-4000:]
     assert check.rows(pid=w.pid)[0]["result"] == "would migrate"
     assert listdir(fleet, "node2", "/var/lib/ckpt") in ([], None)
-    assert not any(n.startswith(".tls") for n in listdir(fleet, "node1", "/var/lib/ckpt/migrate") or [])
+    assert not any(n.startswith(".tls") for n in migrate_root(fleet, "node1") or [])
     assert _read(fleet, "node2", "page-server.argv") is None
 
     run = playbook("migrate.yml", inv, ev)
@@ -173,11 +173,11 @@ def test_page_server_migration_uses_tls_with_root_only_one_time_credentials(flee
     # signed), no client key (only the source holds it).
     assert sorted(n for n in dst if n.endswith((".pem", ".key"))) == ["ca.pem", "server.key", "server.pem"], dst
     assert sorted(n for n in src if n.endswith((".pem", ".key"))) == ["ca.pem", "client.key", "client.pem"], src
-    for rows in (dst, src):
+    for rows, prefix in ((dst, ".tls-from-node1-pid-"), (src, ".tls-pid-")):
         for name, (mode, uid, gid, kind) in rows.items():
             assert uid == 0 and gid == 0, (name, uid, gid)
             if kind == "directory":
-                assert name.startswith(".tls-pid-") and mode == "700", (name, mode)
+                assert name.startswith(prefix) and mode == "700", (name, mode)
             else:
                 assert mode == "600", (name, mode)
 
@@ -185,8 +185,8 @@ def test_page_server_migration_uses_tls_with_root_only_one_time_credentials(flee
     assert "PRIVATE KEY" not in run.output
 
     # Gone from both hosts afterwards.
-    assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert migrate_root(fleet, "node1") == [".migrated"]
+    assert migrate_root(fleet, "node2") == []
 
     again = playbook("migrate.yml", inv, ev)
     assert again.rc == 0, again.output[-4000:]
@@ -207,8 +207,8 @@ def test_page_server_plaintext_only_on_request(fleet, clean_hosts, workload, pla
     assert "--tls" not in _read(fleet, "node1", "dump.argv").split("\n")
     assert _read(fleet, "node2", "page-server.stat") is None
     assert w.running_on("node2") and w.wait_ticks(5) and w.continuity()[0]
-    assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert migrate_root(fleet, "node1") == [".migrated"]
+    assert migrate_root(fleet, "node2") == []
 
 
 def test_a_local_user_who_connects_first_gets_nothing(fleet, clean_hosts, workload, playbook, tmp_path):
@@ -241,8 +241,8 @@ def test_a_local_user_who_connects_first_gets_nothing(fleet, clean_hosts, worklo
     assert "certificate is required" in row["cause"].lower(), row["cause"]
     assert w.running_on("node1") and not w.running_on("node2")
     assert w.wait_ticks(5) and w.continuity()[0]
-    assert not any(n.startswith(".tls") for n in listdir(fleet, "node1", "/var/lib/ckpt/migrate") or [])
-    assert not any(n.startswith(".tls") for n in listdir(fleet, "node2", "/var/lib/ckpt/migrate") or [])
+    assert not any(n.startswith(".tls") for n in migrate_root(fleet, "node1") or [])
+    assert not any(n.startswith(".tls") for n in migrate_root(fleet, "node2") or [])
 
 
 def test_credentials_that_cannot_be_removed_are_reported(fleet, clean_hosts, workload, playbook, tmp_path):
@@ -258,15 +258,15 @@ def test_credentials_that_cannot_be_removed_are_reported(fleet, clean_hosts, wor
         run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1",
                                             "ckpt_migrate_transfer": "page_server"})
         pinned = open(pin).read().strip()
-        assert pinned.startswith("/var/lib/ckpt/migrate/.tls-pid-"), pinned
+        assert pinned.startswith("/var/lib/ckpt/migrate/.tls-from-node1-pid-"), pinned
         assert run.rc != 0
         row = run.rows(pid=w.pid)[0]
         assert row["result"] == "migrated, cleanup failed", row
         assert "TLS credentials on node2 could not be removed" in row["cause"] and pinned in row["cause"], row
         assert w.running_on("node2") and w.state("node1") is None
         assert w.wait_ticks(5) and w.continuity()[0]
-        assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
-        assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == [os.path.basename(pinned)]
+        assert migrate_root(fleet, "node1") == [".migrated"]
+        assert migrate_root(fleet, "node2") == [os.path.basename(pinned)]
     finally:
         if pinned:
             fleet.exec("node2", ["chattr", "-i", pinned + "/server.pem"])

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fleet_testlib import (WORKLOADS, copy_python, dump_module_killed_once_restore_began, failing_restore, listdir,
-                           write_inventory)
+                           migrate_root, write_inventory)
 
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
@@ -41,8 +41,8 @@ def test_migrate_counter(fleet, clean_hosts, workload, playbook, tmp_path):
     ok, gap = w.continuity()
     assert ok, "the tick sequence repeated or skipped"
     assert gap < row["frozen_s"] + 0.5
-    assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert migrate_root(fleet, "node1") == [".migrated"]
+    assert migrate_root(fleet, "node2") == []
     assert run.report["summary"]["frozen_max_s"] == row["frozen_s"]
     for ext in ("md", "html"):
         assert (tmp_path / "reports" / ("run2." + ext)).read_text().count("node1") >= 1
@@ -73,7 +73,7 @@ def test_migrate_counter_page_server(fleet, clean_hosts, workload, playbook, tmp
     ok, gap = w.continuity()
     assert ok, "the tick sequence repeated or skipped"
     assert gap < row["frozen_s"] + 0.5
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert migrate_root(fleet, "node2") == []
 
 
 def test_destination_binary_differs(fleet, clean_hosts, workload, playbook, tmp_path):
@@ -92,7 +92,7 @@ def test_destination_binary_differs(fleet, clean_hosts, workload, playbook, tmp_
     assert w.wait_ticks(5)
     ok, gap = w.continuity()
     assert ok and gap < 0.5, "the source was disturbed (largest gap %.2f s)" % gap
-    assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") in (None, [])
+    assert migrate_root(fleet, "node1") in (None, [])
 
 
 def test_destination_restore_fails(fleet, clean_hosts, workload, playbook, tmp_path):
@@ -114,7 +114,7 @@ def test_destination_restore_fails(fleet, clean_hosts, workload, playbook, tmp_p
     ok = w.continuity()[0]
     assert ok
     assert not w.running_on("node2") and w.state("node2") is None
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])  # only the kept logs
+    assert migrate_root(fleet, "node2") in ([], [".rolled-back"])  # only the kept logs
 
 
 @pytest.mark.parametrize("restore", ["verified", "fails"])
@@ -141,15 +141,15 @@ def test_dump_module_dies_after_its_checkpoint_left(fleet, clean_hosts, workload
         assert "completed instead of rolled back" in row["cause"], row["cause"]
         assert 0 < row["frozen_s"] < 30, row
         assert w.running_on("node2") and w.state("node1") is None
-        assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
-        assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+        assert migrate_root(fleet, "node1") == [".migrated"]
+        assert migrate_root(fleet, "node2") == []
     else:
         assert run.rc != 0
         assert row["result"] == "rolled back" and row["source_resumed"] is True, row
         assert "the restore on node2, awaited before the source resumed, failed" in row["cause"], row["cause"]
         assert "injected restore failure" in row["cause"], row["cause"]
         assert w.running_on("node1") and w.state("node2") is None
-        assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])
+        assert migrate_root(fleet, "node2") in ([], [".rolled-back"])
     # Never on both hosts: the tick sequence neither repeats nor skips.
     assert w.wait_ticks(10)
     ok, gap = w.continuity()
@@ -172,8 +172,8 @@ def test_record_fails_after_the_source_was_killed(fleet, clean_hosts, workload, 
     assert 'stage committed, task "Record the migration on the source"' in row["cause"], row["cause"]
     assert w.running_on("node2") and w.state("node1") is None
     # The images of the migration, done, do not stay behind.
-    assert listdir(fleet, "node1", "/var/lib/ckpt/migrate") == [".migrated"]
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") == []
+    assert migrate_root(fleet, "node1") == [".migrated"]
+    assert migrate_root(fleet, "node2") == []
     assert w.wait_ticks(10)
     assert w.continuity()[0]
 
@@ -223,7 +223,7 @@ def test_settle_checks_overlap_the_next_migration_and_a_copy_that_dies_rolls_bac
     assert "Collect the destination's restore" in row["cause"], row["cause"]
     assert victim.running_on("node1") and not victim.running_on("node2")
     assert victim.wait_ticks(10)
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])
+    assert migrate_root(fleet, "node2") in ([], [".rolled-back"])
 
 
 def test_destination_restore_ended_before_the_freeze(fleet, clean_hosts, workload, playbook, tmp_path):
@@ -244,7 +244,7 @@ def test_destination_restore_ended_before_the_freeze(fleet, clean_hosts, workloa
     assert w.wait_ticks(5)
     ok, gap = w.continuity()
     assert ok and gap < 0.5, "the source was disturbed (largest gap %.2f s)" % gap
-    assert listdir(fleet, "node2", "/var/lib/ckpt/migrate") in ([], [".rolled-back"])  # only the kept logs
+    assert migrate_root(fleet, "node2") in ([], [".rolled-back"])  # only the kept logs
 
 
 def test_stdio_blocker_refuses_one(fleet, clean_hosts, workload, playbook, tmp_path):

@@ -1,4 +1,4 @@
-"""The per-migration rsync key (ckpt_migrate_transfer_auth: ephemeral), on the SSH test fleet.
+"""The rsync key of a host's migrations (ckpt_migrate_transfer_auth: ephemeral), on the SSH test fleet.
 
 The fleet gives every host root's standing key, authorized everywhere (the
 controller logs in with it). These tests take that trust away from the source
@@ -31,7 +31,15 @@ def _authorized(fleet, host):
 
 def _key_dirs(fleet, host):
     p = fresh(fleet).exec(host, ["ls", "-A", CONTROL_DIR], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    return [n for n in p.stdout.split() if n.startswith("pid-")]
+    return [n for n in p.stdout.split() if n.startswith("key-")]
+
+
+def _inbox(fleet, source, destination="node2"):
+    """What is in the source's directory on the destination now (nothing when it does not exist)."""
+    try:
+        return set(os.listdir(fleet.host_path(destination, "/var/lib/ckpt/migrate/from-%s" % source)))
+    except OSError:
+        return set()
 
 
 def _play_while(watch, done, play, *args):
@@ -68,33 +76,36 @@ def _run_on(fleet, host, argv, timeout=30):
 
 def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, workload, playbook, tmp_path,
                                                           source_without_standing_key):
-    """Issue 10, finding 5: no standing root trust from the source; the migration's own key is authorized
-    with from= and rrsync on that images directory, cannot run anything else, cannot read, cannot write
-    elsewhere, cannot be used from another host, and is gone from both hosts afterwards."""
+    """Issue 10, finding 5: no standing root trust from the source; the key of its migrations is authorized
+    with from= and rrsync on this source's directory on the destination, cannot run anything else, cannot
+    read, cannot write elsewhere, cannot be used from another host, serves both processes of the host,
+    and is gone from both hosts afterwards."""
     dest = fleet.address("node2")
     # The source's own root key is not accepted by the destination.
     p = _run_on(fleet, "node1", ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "node2", "true"])
     assert p.returncode == 255 and "Permission denied" in p.stderr, p.stderr
     before = _authorized(fleet, "node2")
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
-    # 768 MiB: the key is authorized from before the freeze until the dump has sent the images, and
-    # sending them takes seconds, time for the probes below.
+    # 768 MiB: the key is authorized from before the first freeze until the last dump has sent the
+    # images, and sending them takes seconds, time for the probes below.
     w = workload("node1", mem=768)
+    w2 = workload("node1", name="w2")
+    pidfiles = "%s,%s" % (w.pidfile, w2.pidfile)
 
     # Standing trust must be asked for, and here there is none: the migration stops before the freeze.
-    standing = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile,
+    standing = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": pidfiles,
                                              "ckpt_migrate_transfer_auth": "standing"})
     assert standing.rc != 0
     assert "Permission denied" in standing.output
     assert w.running_on("node1") and w.wait_ticks(5) and w.continuity()[0]
 
-    seen = {"lines": [], "key_dirs": [], "probes": None, "error": None}
+    seen = {"lines": [], "key_dirs": [], "probes": None, "error": None, "inbox": set()}
     done = threading.Event()
 
     def probe():
         """As soon as the key is authorized (it is taken away once the dump has sent everything), try it."""
         out = {}
-        d = "%s/pid-%d" % (CONTROL_DIR, w.pid)
+        d = "%s/key-node2" % CONTROL_DIR
         _run_on(fleet, "node1", ["sh", "-c", "mkdir -p /srv/probe && cp %s/id /srv/probe/id && echo x > /srv/probe/x"
                                  % d])
         out["id"] = _run_on(fleet, "node1", PROBE_SSH.split() + ["root@" + dest, "id"])
@@ -118,34 +129,39 @@ def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, wo
         try:
             while not done.is_set():
                 lines = [ln for ln in _authorized(fleet, "node2").splitlines() if "from=" in ln]
-                if lines and not seen["lines"]:
-                    seen["lines"] = lines
+                if lines and lines not in seen["lines"]:
+                    seen["lines"].append(lines)
                     seen["key_dirs"] = _key_dirs(fleet, "node1")
                 if lines and seen["probes"] is None:
                     seen["probes"] = probe()
+                seen["inbox"] |= _inbox(fleet, "node1")
                 if not lines and seen["lines"] and "source_at_removal" not in seen:
-                    seen["source_at_removal"] = w.state("node1")
+                    seen["source_at_removal"] = w2.state("node1")
                 time.sleep(0.1)
         except Exception as exc:  # pylint: disable=broad-except
             seen["error"] = exc
 
     run = _play_while(watch, done, playbook, "migrate.yml", inv,
-                      {"ckpt_migrate_pidfiles": w.pidfile})
+                      {"ckpt_migrate_pidfiles": pidfiles})
     assert seen["error"] is None, seen["error"]
     assert run.rc == 0, run.output[-4000:]
-    row = run.rows(pid=w.pid)[0]
-    assert row["result"] == "migrated"
-    assert w.running_on("node2") and w.state("node1") is None
-    assert w.wait_ticks(10)
-    ok, gap = w.continuity()
-    assert ok and gap < row["frozen_s"] + 0.5
+    for proc in (w, w2):
+        row = run.rows(pid=proc.pid)[0]
+        assert row["result"] == "migrated"
+        assert proc.running_on("node2") and proc.state("node1") is None
+        assert proc.wait_ticks(10)
+        ok, gap = proc.continuity()
+        assert ok and gap < row["frozen_s"] + 0.5
+    # Both images directories were in this source's directory on the destination.
+    assert {"pid-%d" % w.pid, "pid-%d" % w2.pid} <= seen["inbox"], seen["inbox"]
 
-    # During the migration: one line, from the source only, forced to rrsync on that directory.
-    assert len(seen["lines"]) == 1, seen["lines"]
-    line = seen["lines"][0]
-    assert line.startswith('from="%s",restrict,command="/usr/bin/rrsync -wo -no-del /var/lib/ckpt/migrate/pid-%d" '
-                           'ssh-ed25519 ' % (fleet.address("node1"), w.pid)), line
-    assert seen["key_dirs"] == ["pid-%d" % w.pid]
+    # During the migrations: one line, the same for both processes, from the source only, forced to
+    # rrsync on this source's directory.
+    assert len(seen["lines"]) == 1 and len(seen["lines"][0]) == 1, seen["lines"]
+    line = seen["lines"][0][0]
+    assert line.startswith('from="%s",restrict,command="/usr/bin/rrsync -wo -no-del /var/lib/ckpt/migrate/from-node1" '
+                           'ssh-ed25519 ' % fleet.address("node1")), line
+    assert seen["key_dirs"] == ["key-node2"]
 
     pr = seen["probes"]
     assert pr is not None, "the key was never seen authorized"
@@ -154,14 +170,16 @@ def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, wo
     assert "does not run rsync" in pr["id"].stderr, pr["id"].stderr
     assert pr["pull"].returncode != 0 and "reading from write-only server is not allowed" in pr["pull"].stderr
     assert pr["escape"].returncode != 0 and "do not use .." in pr["escape"].stderr
-    # An absolute path lands under the images directory (rrsync roots "/" there), never at that path.
+    # An absolute path lands under this source's directory (rrsync roots "/" there), never at that path.
     assert not Path(fleet.host_path("node2", "/root/.ssh/x")).exists()
     assert pr["forward"].returncode != 0 and "forwarding failed" in pr["forward"].stderr, pr["forward"].stderr
     assert pr["other_host"].returncode == 255 and "Permission denied" in pr["other_host"].stderr
 
-    # Taken away once the images were sent, before the commit: the source was still there, frozen.
+    # Taken away once the last images were sent, before the last commit: the last source was still
+    # there, frozen.
     assert seen.get("source_at_removal") == "T", "the key was taken away with the source in state %s, not T" % (
         seen.get("source_at_removal"),)
+    assert "Take the rsync key of this host's migrations away" in run.output
 
     # Afterwards: nothing authorized, no key on the source, no images.
     assert _authorized(fleet, "node2") == before
@@ -202,20 +220,23 @@ def test_wrong_host_key_fails_before_the_freeze(fleet, clean_hosts, workload, pl
 
 def test_two_sources_to_one_destination_at_once(fleet, clean_hosts, workload, playbook, tmp_path):
     """Two sources in one batch migrate to the same destination: each authorizes and removes its
-    own block in the destination's authorized_keys (throttled), both migrate, nothing is left."""
+    own block in the destination's authorized_keys (throttled), each writes into its own directory
+    there, both migrate, nothing is left."""
     before = _authorized(fleet, "node2")
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2", "node3": "node2"})
     w1 = workload("node1", name="w1")
     w3 = workload("node3", name="w3")
     for w in (w1, w3):
         fleet.exec(w.host, ["cp", w.pidfile, "/srv/w.pid"])
-    markers = set()
+    markers, inboxes = set(), {"node1": set(), "node3": set()}
     done = threading.Event()
 
     def watch():
         while not done.is_set():
             text = _authorized(fleet, "node2")
             markers.update(ln.split()[-1] for ln in text.splitlines() if ln.startswith("# BEGIN ckpt.criu migrate"))
+            for source, names in inboxes.items():
+                names |= _inbox(fleet, source)
             time.sleep(0.05)
 
     run = _play_while(watch, done, playbook, "migrate.yml", inv,
@@ -225,13 +246,15 @@ def test_two_sources_to_one_destination_at_once(fleet, clean_hosts, workload, pl
         assert run.rows(host=w.host)[0]["result"] == "migrated"
         assert w.running_on("node2") and w.wait_ticks(5) and w.continuity()[0]
         assert _key_dirs(fleet, w.host) == []
-    assert markers == {"pid-%d" % w1.pid, "pid-%d" % w3.pid}, markers
+    assert markers == {"node1", "node3"}, markers
+    # Each source wrote only into its own directory there.
+    assert inboxes == {"node1": {"pid-%d" % w1.pid}, "node3": {"pid-%d" % w3.pid}}, inboxes
     assert _authorized(fleet, "node2") == before
 
 
 def test_a_key_that_cannot_be_removed_is_reported(fleet, clean_hosts, workload, playbook, tmp_path):
     """The destination's ~/.ssh turns read-only while the key is authorized: the migration itself
-    succeeded, but the result says the key is still authorized there and must go by hand."""
+    succeeded, but a row of the host says the key is still authorized there and must go by hand."""
     before = _authorized(fleet, "node2")
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
     w = workload("node1")
@@ -257,8 +280,10 @@ def test_a_key_that_cannot_be_removed_is_reported(fleet, clean_hosts, workload, 
     try:
         assert state["ro"], state
         assert run.rc != 0
-        row = run.rows(pid=w.pid)[0]
-        assert row["result"] == "migrated, cleanup failed", row
+        assert run.rows(pid=w.pid)[0]["result"] == "migrated"
+        row = run.rows(host="node1", pid=None)[0]
+        assert row["result"] == "cleanup failed" and not row["ok"], row
+        assert row["selector"] == "rsync key of the migrations", row
         assert "the migration key is still authorized on node2" in row["cause"], row["cause"]
         assert "remove it by hand" in row["cause"]
         assert row["cause"].count("still authorized") == 1, row["cause"]

@@ -155,7 +155,7 @@ def test_an_orphaned_destination_restore_is_stopped_even_when_its_images_stay(fl
     """Finding 14: cleanup failures were hidden, and an orphaned destination restore kept its
     prefault memory for up to 600 s."""
     w = workload("node1")
-    dest = "/var/lib/ckpt/migrate/pid-%d" % w.pid
+    dest = "/var/lib/ckpt/migrate/from-node1/pid-%d" % w.pid
     # The source's dump waits for the test's go, then fails: the destination's restore is left waiting.
     go = fleet.host_path("node1", "/srv/go")
     with open(fleet.host_path("node1", "/srv/criu-fails-dump"), "w") as fh:

@@ -72,6 +72,17 @@ def test_tls_san_names_addresses_as_ip_and_names_as_dns(address, san):
     assert plan.tls_san(address) == san
 
 
+def test_host_dirname_keeps_plain_names_and_never_merges_two_hosts():
+    assert plan.host_dirname("node1", "from-") == "from-node1"
+    assert plan.host_dirname("web-1.example.org", "key-") == "key-web-1.example.org"
+    # Anything else becomes "_", and the name's hash keeps two hosts apart.
+    v6, look_alike = plan.host_dirname("fe80::1", "from-"), plan.host_dirname("fe80__1", "from-")
+    assert v6.startswith("from-fe80__1-") and len(v6) == len("from-fe80__1-") + 8
+    assert look_alike == "from-fe80__1" and v6 != look_alike
+    assert "/" not in plan.host_dirname("a/../b") and plan.host_dirname("a/../b").startswith("a_.._b-")
+    assert plan.host_dirname("", "from-").startswith("from--")
+
+
 def test_key_source_takes_the_route_src_unless_given():
     route = "10.232.1.3 dev veth0 src 10.232.1.2 uid 0 \n    cache"
     assert plan.key_source("", route) == "10.232.1.2"
@@ -219,8 +230,7 @@ def test_rollback_row_names_every_step_that_failed():
                                      {"dest": "/d/.rolled-back/pid-4242-x/page-server.log", "failed": True}]},
                    addr_dest={"failed": True, "msg": "RTNETLINK"})
     row = plan.rollback_row({"task": "t", "msg": "m", "stage": "restored"}, PROC, "node1", "node2", steps,
-                            service_address={"address": "10.9.0.1/24"}, logdir="/d/.rolled-back/pid-4242-x",
-                            key_left_notes=["the migration key could not be removed from /run/c here: busy"])
+                            service_address={"address": "10.9.0.1/24"}, logdir="/d/.rolled-back/pid-4242-x")
     assert row["causes"][1:] == [
         "the copy on node2 could not be killed: EPERM; check it by hand",
         "the images on node2 could not be removed: unreachable",
@@ -229,8 +239,7 @@ def test_rollback_row_names_every_step_that_failed():
         "this migration's TLS credentials on node2 could not be removed (ro fs): remove /d/.tls-pid-4242 by hand",
         "the destination's logs are kept in node2:/d/.rolled-back/pid-4242-x",
         "the service address 10.9.0.1/24 could not be taken off node2 (RTNETLINK), so it was not put back here: "
-        "move it by hand",
-        "the migration key could not be removed from /run/c here: busy"]
+        "move it by hand"]
     assert row["destination_logs"] == ["/d/.rolled-back/pid-4242-x/restore.log"]
     assert row["cause"] == "; ".join(row["causes"])
 
@@ -238,12 +247,11 @@ def test_rollback_row_names_every_step_that_failed():
 def test_rollback_row_after_the_commit_names_only_the_cleanup():
     steps = _steps(kill={"failed": True, "msg": "stale"}, tls_src={"failed": True, "msg": "busy"},
                    logs={"results": [{"dest": "/x", "checksum": "1"}]})
-    note = {"task": "Take the key away", "msg": "the migration key is still authorized on node2", "stage": "committed"}
-    row = plan.rollback_row(note, PROC, "node1", "node2", steps, None, 100.0, 200.0,
-                            key_left_notes=["the migration key is still authorized on node2"])
+    note = {"task": "Record the migration", "msg": "No space left on device", "stage": "committed"}
+    row = plan.rollback_row(note, PROC, "node1", "node2", steps, None, 100.0, 200.0)
     assert (row["result"], row["source_resumed"], row["frozen_s"]) == ("migrated, cleanup failed", False, None)
-    # The key's failure is the cause already: not named twice; a stale kill result is not this rollback's.
-    assert row["causes"] == ['the migration key is still authorized on node2 (stage committed, task "Take the key away")',
+    # A stale kill result is not this rollback's.
+    assert row["causes"] == ['No space left on device (stage committed, task "Record the migration")',
                              "this migration's TLS credentials on node1 could not be removed (busy): "
                              "remove /s/.tls-pid-4242 by hand"]
     assert row["destination_logs"] == []

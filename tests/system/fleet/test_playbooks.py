@@ -169,7 +169,9 @@ def test_record_fails_after_the_source_was_killed(fleet, clean_hosts, workload, 
     assert run.rc != 0
     row = run.rows(pid=w.pid)[0]
     assert row["result"] == "migrated, cleanup failed" and row["source_resumed"] is False, row
-    assert 'stage committed, task "Record the migration on the source"' in row["cause"], row["cause"]
+    assert 'stage committed, task "Fail the cleanup when the record or the images on the source failed"' in row["cause"]
+    assert ("cannot write the migration record /var/lib/ckpt/migrate/.migrated/pid-%d.json: Is a directory" % w.pid
+            in row["cause"]), row["cause"]
     assert w.running_on("node2") and w.state("node1") is None
     # The images of the migration, done, do not stay behind.
     assert migrate_root(fleet, "node1") == [".migrated"]

@@ -29,6 +29,19 @@ def _send(src, dst, before_manifest=None):
     os.rename(os.path.join(dst, ".manifest.tmp"), os.path.join(dst, "ckpt-manifest.json"))
 
 
+def _wait_until_ready(dst, thread, timeout=120.0):
+    """The marker a waiting restore writes once it waits for its checkpoint (its prefault done),
+    read as soon as it is there: how long the module takes to start varies with the machine's load,
+    so no fixed sleep stands in for it."""
+    ready = dst / ".ckpt-restore-ready"
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        assert thread.is_alive(), "the restore ended before it said it was ready"
+        assert time.monotonic() < deadline, "the restore did not say it was ready within %s s" % timeout
+        time.sleep(0.05)
+    return json.loads(ready.read_text())
+
+
 @pytest.mark.parametrize("prefault", [None, "64M"])
 def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, workload, prefault):
     w = workload("devnull")
@@ -43,11 +56,11 @@ def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, wo
 
     t = threading.Thread(target=restore)
     t.start()
-    time.sleep(2.0)  # the restore is now waiting
     # It says it is ready (its prefault done) in a marker that rsync never sends.
     ready = dst / ".ckpt-restore-ready"
-    marker = json.loads(ready.read_text())
+    marker = _wait_until_ready(dst, t)
     assert marker["prefault_bytes"] == (128 << 20 if prefault else 0), marker
+    time.sleep(1.0)  # it waits at least this long (waited_for_manifest below)
     d = run_module("dump", {"pid": w.pid, "images_dir": str(src)})
     assert d.status == "ok" and d["changed"], d
     assert d["timings"]["frozen_at"] <= time.time()
@@ -62,7 +75,7 @@ def test_restore_waits_for_the_checkpoint_then_restores(tmp_path, run_module, wo
         assert r["timings"]["prefault"] is None
     else:
         # Touched in full (twice the request: page cache for the images, then the process) while
-        # the restore waited (2 s); half freed as the images arrived, the rest before criu ran.
+        # the restore waited; half freed as the images arrived, the rest before criu ran.
         pf = r["timings"]["prefault"]
         assert pf["requested_bytes"] == 64 << 20 and pf["touched_bytes"] == pf["limit_bytes"] == 128 << 20, pf
         assert pf["freed_at_arrival_bytes"] == 64 << 20, pf
@@ -183,7 +196,7 @@ def test_waiting_restore_ends_when_the_migration_is_rolled_back(tmp_path, run_mo
 
     t = threading.Thread(target=restore)
     t.start()
-    time.sleep(2.0)
+    _wait_until_ready(dst, t)
     shutil.rmtree(dst)
     t.join(60)
     r = out["r"]

@@ -155,12 +155,15 @@ def _record_name(record):
     return "pid-%d.json" % pid if pid > 0 else None
 
 
-def write_record(records_dir, name, record):
+def write_record(records_dir, name, record, check_mode=False):
     """Write RECORD as NAME in RECORDS_DIR: a new file (O_EXCL, never through a symlink) in the
-    directory held after the trust rule, renamed over NAME. Returns an error sentence, or None."""
+    directory held after the trust rule, renamed over NAME; in check mode only hold the directory.
+    Returns an error sentence, or None."""
     path = os.path.join(records_dir, name)
     try:
         with _safedir.hold(records_dir) as held:
+            if check_mode:
+                return None
             tmp = ".%s.%s.tmp" % (name, uuid.uuid4().hex[:12])
             held.write_new(tmp, json.dumps(record, indent=2, sort_keys=True) + "\n")
             try:
@@ -216,19 +219,8 @@ def main():
         fail(module, exc, shown=lambda kw: shown_result(kill, kw))
     for warning in result.pop("warnings", []):
         module.warn(warning)
-    errors = []
-    if module.check_mode:
-        try:
-            problem = "it does not exist" if _safedir.check(records_dir) else None
-        except _safedir.UntrustedDirError as exc:
-            problem = exc.msg
-        except OSError as exc:
-            problem = exc.strerror or str(exc)
-        if problem:
-            errors.append("cannot write the migration record %s: %s" % (os.path.join(records_dir, name), problem))
-    else:
-        error = write_record(records_dir, name, p["record"])
-        errors.extend([error] if error else [])
+    error = write_record(records_dir, name, p["record"], module.check_mode)
+    errors = [error] if error else []
     removed = False
     if p["remove_images"] and os.path.lexists(images_dir):
         error = None if module.check_mode else remove_images(images_dir)

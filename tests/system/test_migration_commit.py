@@ -39,6 +39,12 @@ def test_kills_records_and_removes_in_one_run_and_check_mode_does_nothing(run_mo
     assert pre.status == "ok" and pre["changed"] and pre["cleanup_errors"] == [], pre
     assert (pre["before"], pre["after"], pre["images_removed"]) == ("stopped", "absent", True)
     assert state(w.pid) == "T" and images.is_dir() and os.listdir(records) == [], "check mode changed something"
+    # Check mode tells of a records directory it could not write to, and makes none.
+    missing = tmp_path / "migrate" / "no-records"
+    pre = _commit(run_module, images, missing, w.pid, check=True)
+    assert pre.status == "ok" and len(pre["cleanup_errors"]) == 1, pre
+    assert pre["cleanup_errors"][0].startswith("cannot write the migration record %s/pid-%d.json: " % (missing, w.pid))
+    assert not missing.exists() and state(w.pid) == "T"
 
     # Kept images first (remove_images false), then removed by a second run.
     r = _commit(run_module, images, records, w.pid, remove_images=False)

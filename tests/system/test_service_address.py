@@ -31,20 +31,24 @@ def netns():
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-# On d1 for 4 s: the ARP opcodes of the gratuitous ARP frames for 192.0.2.50 (sender == target).
+# On d1, from "ready" (printed once the socket is bound) until 1 s after its stdin closes: the
+# ARP opcodes of the gratuitous ARP frames for 192.0.2.50 (sender == target). The test closes
+# stdin once the module has returned, so a slow module start cannot outlast the capture.
 CAPTURE = """
-import json, socket, struct, time
+import json, select, socket, struct, sys, time
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
-s.bind(("d1", 0x0806)); s.settimeout(0.2)
-ops, end = [], time.time() + 4
-while time.time() < end:
-    try:
+s.bind(("d1", 0x0806))
+print("ready", flush=True)
+ops, end, limit = [], None, time.time() + 120
+while time.time() < (end or limit):
+    r = select.select([s] if end else [s, sys.stdin], [], [], 0.2)[0]
+    if sys.stdin in r and not sys.stdin.readline():
+        end = time.time() + 1.0
+    if s in r:
         f = s.recv(100)
-    except socket.timeout:
-        continue
-    op, spa, tpa = struct.unpack("!H", f[20:22])[0], f[28:32], f[38:42]
-    if spa == tpa == socket.inet_aton("192.0.2.50"):
-        ops.append(op)
+        op, spa, tpa = struct.unpack("!H", f[20:22])[0], f[28:32], f[38:42]
+        if spa == tpa == socket.inet_aton("192.0.2.50"):
+            ops.append(op)
 print(json.dumps(ops))
 """
 
@@ -63,12 +67,17 @@ def test_service_address_present_absent_idempotent(run_module, netns):
     assert "192.0.2.50" not in addresses(netns)
 
     # The peer end of the veth hears the announcement: gratuitous ARP for the address.
-    capture = subprocess.Popen(ns + [sys.executable, "-c", CAPTURE], stdout=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    first = run_module("service_address", args, prefix=ns)
+    capture = subprocess.Popen(ns + [sys.executable, "-c", CAPTURE], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert capture.stdout.readline() == "ready\n", "the ARP capture on d1 did not start"
+        first = run_module("service_address", args, prefix=ns)
+    finally:
+        capture.stdin.close()
     assert first.status == "ok" and first["changed"], first.output
     assert first["announced"] == 4          # a request and a reply, twice
-    heard = json.loads(capture.communicate(timeout=30)[0])
+    capture.wait(timeout=30)
+    heard = json.loads(capture.stdout.read())
     assert sorted(heard) == [1, 1, 2, 2], heard
     assert "192.0.2.50" in addresses(netns)
     again = run_module("service_address", args, prefix=ns)

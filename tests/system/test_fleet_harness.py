@@ -237,8 +237,12 @@ def test_exec_runs_inside_the_host(fleet):
 def test_init_reaps_orphans_and_keeps_sshd_alive(fleet):
     h = "node3"
     _ssh(fleet, h, ["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.1 &) ; done"])
-    time.sleep(0.6)
-    states = fleet.exec(h, ["ps", "-eo", "stat="], stdout=subprocess.PIPE, text=True).stdout.split()
+    deadline = time.time() + 10
+    while True:
+        states = fleet.exec(h, ["ps", "-eo", "stat="], stdout=subprocess.PIPE, text=True).stdout.split()
+        if not [x for x in states if x.startswith("Z")] or time.time() > deadline:
+            break
+        time.sleep(0.1)
     assert not [x for x in states if x.startswith("Z")], states
     sshd = int(fleet.exec(h, ["cat", "/run/sshd.pid"], stdout=subprocess.PIPE, text=True).stdout)
     assert fleet.exec(h, ["kill", str(sshd)]).returncode == 0

@@ -15,7 +15,7 @@ import pytest
 
 from ckpt_testlib import REDIS_PORT, Resp, continuity, read_ticks, thread_ticks
 from fleet_testlib import (WORKLOADS, dump_module_killed_once_restore_began, failing_restore, fresh, migrate_root,
-                           write_inventory)
+                           wait, write_inventory)
 from services_testlib import (Pinger, addresses, check_keys, children, http_get,
                               kill_everywhere, load_keys, service_cidr, service_ip, set_address, spawn,
                               start_nginx, start_redis)
@@ -324,7 +324,8 @@ def test_preflight_refuses_port_taken_on_destination(fleet, clean_hosts, started
                       "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
                       "s.bind(('127.0.0.1', %d)); s.listen(1); time.sleep(600)" % REDIS_PORT])
     started.append(squatter)
-    time.sleep(0.5)
+    assert wait(lambda: fleet.exec("node2", ["ss", "-Htln", "sport = :%d" % REDIS_PORT], stdout=subprocess.PIPE,
+                                   text=True).stdout.strip(), timeout=20), "the squatter did not take its port"
     assert_refused(playbook, fleet, tmp_path, w, "port tcp/%d is already in use on node2" % REDIS_PORT)
 
 

@@ -146,17 +146,27 @@ def key_source(address, route_stdout=""):
     return match.group(1) if match else ""
 
 
+# A public key line: its type, then its base64 body.
+HOSTKEY_LINE = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)\s+[A-Za-z0-9+/=]+")
+
+
 def _b64text(content):
     return base64.b64decode(content).decode("utf-8", "replace")
 
 
 def known_hosts(hostkeys, address, port):
     """The known hosts of the migration's key: each of the destination's
-    host keys (``hostkeys``: slurp results of its ssh_host_*_key.pub, read
-    over the controller's connection) under the address the source dials
-    (``[address]:port`` unless the port is 22)."""
+    host keys (``hostkeys``: the text of its ssh_host_*_key.pub, or their slurp
+    results, read over the controller's connection) under the address the
+    source dials (``[address]:port`` unless the port is 22). Lines that are not
+    a public key are left out."""
     name = address if str(port) == "22" else "[%s]:%s" % (address, port)
-    return "".join("%s %s\n" % (name, " ".join(_b64text(r["content"]).split()[:2])) for r in hostkeys or [])
+    if isinstance(hostkeys, str):
+        lines = hostkeys.splitlines()
+    else:
+        lines = [line for r in hostkeys or [] for line in _b64text(r["content"]).splitlines()]
+    keys = [line.split()[:2] for line in lines if HOSTKEY_LINE.match(line)]
+    return "".join("%s %s\n" % (name, " ".join(k)) for k in keys)
 
 
 def authorized_key(public_key, source, command, marker):
@@ -233,6 +243,25 @@ def key_left(unauthorized, removed, destination, marker, user, key_dir, closed=N
         out.append("the migration key could not be removed from %s here: %s"
                    % (key_dir, (removed or {}).get("msg", "?")))
     return out
+
+
+def dir_refusal(results, name):
+    """Why a process cannot use its images directories, or "": from the
+    registered runs of ckpt.criu.images_dir that made a host's directories
+    (``results``, in order), the first that failed as a whole (its root
+    refused, say), or one whose ``fresh_failed`` names ``name`` (the process's
+    own directory, say ``pid-4242``). A run that made the others afresh does
+    not refuse this process."""
+    for r in results or []:
+        if not isinstance(r, dict) or r.get("skipped") or not _failed(r):
+            continue
+        each = r.get("fresh_failed")
+        if isinstance(each, dict):
+            if name in each:
+                return str(each[name])
+            continue
+        return str(r.get("msg") or "unreachable")
+    return ""
 
 
 def tls_left(removed_src, removed_dest, host, destination, src_dir, dest_dir):
@@ -327,6 +356,17 @@ def skipped_rows(processes, records, host, destination):
         rows.append(result_row(proc, "migrate", host, result, rec is not None, destination=destination,
                                cause=cause, causes=causes))
     return rows
+
+
+def unattempted_rows(processes, rows, host, destination):
+    """The rows of the processes this run was to migrate (present, not
+    refused) that have no row in ``rows``: left alone, running where they
+    were, after an earlier process of the host rolled back."""
+    seen = {r.get("pid") for r in rows or [] if isinstance(r, dict)}
+    return [result_row(p, "migrate", host, "not attempted", False, destination=destination,
+                       cause="not attempted: an earlier migration on %s rolled back, and "
+                             "ckpt_migrate_continue_on_failure is false; it runs on here, untouched" % host)
+            for p in processes or [] if p.get("present") and not p.get("refused") and p.get("pid") not in seen]
 
 
 def taken_over(late):

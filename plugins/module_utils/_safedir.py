@@ -176,18 +176,26 @@ def fresh_dir(path):
     if not name or name in (".", ".."):
         raise UntrustedDirError("%s is not a directory path" % path)
     with hold(parent, create=True) as held:
-        try:
-            st = os.lstat(name, dir_fd=held.fd)
-        except FileNotFoundError:
-            st = None
-        if st is not None:
-            if not stat.S_ISDIR(st.st_mode):
-                os.unlink(name, dir_fd=held.fd)
-            else:
-                held.check_path()
-                shutil.rmtree(os.path.join(held.path, name))   # fd-based: never follows a symlink
-        os.mkdir(name, 0o700, dir_fd=held.fd)
+        fresh_entry(held, name)
     return hold(path)
+
+
+def fresh_entry(held, name):
+    """NAME in the HeldDir ``held`` removed if it exists (a directory, a file or
+    a symlink: never followed) and made again, empty and 0700."""
+    if not name or "/" in name or name in (".", ".."):
+        raise UntrustedDirError("%r is not a plain directory name" % name)
+    try:
+        st = os.lstat(name, dir_fd=held.fd)
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(name, dir_fd=held.fd)
+        else:
+            held.check_path()
+            shutil.rmtree(os.path.join(held.path, name))   # fd-based: never follows a symlink
+    os.mkdir(name, 0o700, dir_fd=held.fd)
 
 
 class HeldDir(object):

@@ -24,6 +24,9 @@ description:
     (an earlier attempt's directory, a file or a symlink) is removed first, never followed; the
     rule is checked on the parent (created like with V(present) when missing) before anything is
     removed.
+  - With O(fresh), the directory is checked (and created) as with V(present), then each of the
+    named directories directly under it is made afresh, in the directory held open, as with
+    V(fresh): one run for the images directories of many processes.
   - M(ckpt.criu.dump), M(ckpt.criu.restore) and M(ckpt.criu.page_server) apply the same rule
     themselves; the roles call this module first for their images roots.
 extends_documentation_fragment:
@@ -35,7 +38,8 @@ attributes:
       - Checks the rule and predicts RV(ignore:changed); creates and removes nothing.
   idempotent:
     details:
-      - V(fresh) is not, by design (it empties the directory each time); V(present) and V(checked) are.
+      - V(fresh) and O(fresh) are not, by design (they empty the directories each time); V(present) and
+        V(checked) are.
 options:
   path:
     description:
@@ -50,6 +54,16 @@ options:
     type: str
     choices: [present, checked, fresh]
     default: present
+  fresh:
+    description:
+      - Names of directories directly under O(path) (plain names, no C(/)) to make afresh, after
+        O(path) itself was checked and, when missing, created. Whatever is at each name is removed
+        first, never followed, and an empty 0700 directory made in its place.
+      - A name that cannot be made afresh does not stop the others; the module then fails, naming
+        each in RV(fresh_failed). Needs O(state=present); always RV(ignore:changed).
+    type: list
+    elements: str
+    default: []
 notes:
   - Must run as root on the managed node.
 seealso:
@@ -61,6 +75,11 @@ EXAMPLES = r"""
 - name: Create the images root, refusing one that others can write
   ckpt.criu.images_dir:
     path: /var/lib/ckpt/checkpoint
+
+- name: Empty the images directories of two processes, one run
+  ckpt.criu.images_dir:
+    path: /var/lib/ckpt/migrate
+    fresh: [pid-4242, pid-4343]
 """
 
 RETURN = r"""
@@ -75,6 +94,17 @@ created:
   returned: success
   type: int
   sample: 1
+fresh:
+  description: The names under O(path) made (or, in check mode, to be made) afresh.
+  returned: success, and on failure once O(path) was held
+  type: list
+  elements: str
+  sample: [pid-4242, pid-4343]
+fresh_failed:
+  description: Each name of O(fresh) that could not be made afresh, with the reason.
+  returned: failure, when a name failed
+  type: dict
+  sample: {pid-4343: "cannot make /var/lib/ckpt/migrate/pid-4343 afresh - Device or resource busy"}
 """
 
 import os
@@ -97,15 +127,54 @@ def _fresh(module, path):
     module.exit_json(changed=True, path=path, created=missing + 1)
 
 
+def _fresh_entries(module, path, names):
+    """PATH held (created when missing) and each of NAMES under it made afresh."""
+    try:
+        missing = _safedir.check(path)
+    except _safedir.UntrustedDirError as exc:
+        fail(module, _safedir.UntrustedDirError("%s; nothing was changed" % exc.msg, **exc.details), path=path)
+    if module.check_mode:
+        module.exit_json(changed=True, path=path, created=missing, fresh=names)
+    made, failed = [], {}
+    try:
+        with _safedir.hold(path, create=True) as held:
+            for name in names:
+                try:
+                    _safedir.fresh_entry(held, name)
+                    made.append(name)
+                except _safedir.UntrustedDirError as exc:
+                    failed[name] = "cannot make %s/%s afresh: %s" % (path, name, exc.msg)
+                except OSError as exc:
+                    failed[name] = "cannot make %s/%s afresh: %s" % (path, name, exc.strerror or exc)
+    except _safedir.UntrustedDirError as exc:
+        fail(module, _safedir.UntrustedDirError("%s; nothing more was changed" % exc.msg, **exc.details), path=path)
+    except OSError as exc:
+        module.fail_json(msg="cannot create %s: %s" % (path, exc.strerror or exc), path=path)
+    if failed:
+        module.fail_json(msg="; ".join(failed[n] for n in names if n in failed), path=path, created=missing,
+                         fresh=made, fresh_failed=failed)
+    module.exit_json(changed=True, path=path, created=missing, fresh=made)
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
             state=dict(type="str", choices=["present", "checked", "fresh"], default="present"),
+            fresh=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
     path = _safedir.root_module_path(module, "images_dir")
+    names = module.params["fresh"]
+    if names:
+        if module.params["state"] != "present":
+            module.fail_json(msg="fresh needs state=present (got state=%s)" % module.params["state"], path=path)
+        bad = [n for n in names if not n or "/" in n or n in (".", "..")]
+        if bad or len(set(names)) != len(names):
+            module.fail_json(msg="fresh takes distinct plain names of directories under %s, got %s; nothing was "
+                             "changed" % (path, ", ".join(repr(n) for n in (bad or names))), path=path)
+        _fresh_entries(module, path, names)
     if module.params["state"] == "fresh":
         _fresh(module, path)
     try:

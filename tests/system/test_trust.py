@@ -621,3 +621,67 @@ def test_images_dir_fresh_makes_an_empty_root_only_directory_and_never_follows_a
     (root / "pid-1" / "old.img").write_text("leftover")
     again = run_module("images_dir", {"path": str(root / "pid-1"), "state": "fresh"})
     assert again.status == "ok" and os.listdir(root / "pid-1") == []
+
+
+def test_images_dir_fresh_names_refuses_a_parent_another_user_controls_and_removes_nothing(run_module, base,
+                                                                                           attacker_home):
+    """fresh: [names] empties directories under PATH: under a PATH the attacker owns it touches nothing."""
+    target = victim(base, "precious")
+    as_attacker("ln", "-s", str(target), str(attacker_home / "pid-1"))
+    as_attacker("mkdir", str(attacker_home / "pid-2"))
+    as_attacker("touch", str(attacker_home / "pid-2" / "mine"))
+    res = run_module("images_dir", {"path": str(attacker_home), "fresh": ["pid-1", "pid-2"]})
+    assert res.failed and "nothing was changed" in res["msg"], res
+    assert os.path.islink(attacker_home / "pid-1") and target.read_text() == VICTIM_TEXT
+    assert os.listdir(attacker_home / "pid-2") == ["mine"]
+
+
+def test_images_dir_fresh_names_makes_each_afresh_in_one_run(run_module, base):
+    """One run empties the images directories of several processes: a leftover directory, a file and
+    a symlink (never followed) each become an empty 0700 directory; a name that cannot be made afresh
+    (a mount point) is named in fresh_failed and does not stop the others."""
+    root = base / "root"
+    elsewhere = base / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.img").write_text("x")
+    check = run_module("images_dir", {"path": str(root), "fresh": ["pid-1"]}, check=True)
+    assert check.status == "ok" and check["changed"] and check["fresh"] == ["pid-1"], check
+    assert not root.exists(), "check mode created the root"
+    root.mkdir(mode=0o700)
+    (root / "pid-1").mkdir()
+    (root / "pid-1" / "pages-1.img").write_text("old")
+    (root / "pid-2").write_text("a file")
+    os.symlink(str(elsewhere), str(root / "pid-3"))
+    (root / "other").mkdir()
+    res = run_module("images_dir", {"path": str(root), "fresh": ["pid-1", "pid-2", "pid-3", "pid-4"]})
+    assert res.status == "ok" and res["changed"] and res["fresh"] == ["pid-1", "pid-2", "pid-3", "pid-4"], res
+    for name in ("pid-1", "pid-2", "pid-3", "pid-4"):
+        st = os.lstat(root / name)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700, name
+        assert os.listdir(root / name) == [], name
+    assert os.listdir(elsewhere) == ["keep.img"] and (root / "other").is_dir()
+
+    (root / "pid-2" / "old.img").write_text("leftover")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ckpt-test", str(root / "pid-1")], check=True)
+    try:
+        res = run_module("images_dir", {"path": str(root), "fresh": ["pid-1", "pid-2"]})
+        assert res.failed and list(res["fresh_failed"]) == ["pid-1"] and res["fresh"] == ["pid-2"], res
+        assert "%s/pid-1 afresh" % root in res["msg"], res["msg"]
+        assert os.listdir(root / "pid-2") == []
+    finally:
+        subprocess.run(["umount", str(root / "pid-1")], check=True)
+
+
+@pytest.mark.parametrize("args,words", [
+    ({"fresh": ["../escape"]}, "plain names"),
+    ({"fresh": ["pid-1", "pid-1"]}, "distinct"),
+    ({"fresh": ["pid-1"], "state": "fresh"}, "fresh needs state=present"),
+])
+def test_images_dir_fresh_names_refuses_bad_names_and_changes_nothing(run_module, base, args, words):
+    root = base / "root"
+    root.mkdir(mode=0o700)
+    (root / "pid-1").mkdir()
+    (root / "pid-1" / "keep").write_text("x")
+    res = run_module("images_dir", dict(args, path=str(root)))
+    assert res.failed and words in res["msg"], res
+    assert os.listdir(root / "pid-1") == ["keep"] and sorted(os.listdir(base)) == ["root"]

@@ -97,13 +97,25 @@ def test_destination_binary_differs(fleet, clean_hosts, workload, playbook, tmp_
 
 def test_destination_restore_fails(fleet, clean_hosts, workload, playbook, tmp_path):
     """A failure injected into the destination's restore: the source resumes and
-    counts on, the destination is clean, the play fails with the cause."""
+    counts on, the destination is clean, the play fails with the cause. The host's
+    third process is not attempted (the second was dumped before the first one's
+    failure was known: it is rolled back too): it runs on untouched, its row says
+    why, and the directories made for it are gone on both hosts."""
     failing_restore(fleet)
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"},
                           hostvars={"node1": {"ckpt_migrate_destination_criu_path": "/srv/criu-fails-restore"}})
     w = workload("node1")
-    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile})
+    second = workload("node1", name="second")
+    other = workload("node1", name="other")
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": ",".join((w.pidfile, second.pidfile, other.pidfile))})
     assert run.rc != 0
+    assert run.rows(pid=second.pid)[0]["result"] == "rolled back"
+    left = run.rows(pid=other.pid)[0]
+    assert left["result"] == "not attempted" and left["ok"] is False and left["frozen_s"] is None, left
+    assert "rolled back" in left["cause"] and "ckpt_migrate_continue_on_failure" in left["cause"], left
+    assert other.running_on("node1") and other.wait_ticks(10) and other.continuity()[0]
+    assert "FROZEN: freeze, dump and send the checkpoint to the destination, PID %d" % other.pid not in run.output
+    assert migrate_root(fleet, "node1") == [".migrated"], "the images directories were not removed on node1"
     row = run.rows(pid=w.pid)[0]
     assert row["result"] == "rolled back" and row["source_resumed"] is True
     assert "destination's restore" in row["cause"], row["cause"]

@@ -218,6 +218,30 @@ def test_wrong_host_key_fails_before_the_freeze(fleet, clean_hosts, workload, pl
     assert _key_dirs(fleet, "node1") == []
 
 
+def test_no_readable_host_key_refuses_before_anything_is_made(fleet, clean_hosts, workload, playbook, tmp_path,
+                                                              source_without_standing_key):
+    """The destination's host key file holds no key: every process is refused with what was read, before
+    a key is made or authorized; the workload never stopped."""
+    pub = Path(fleet.host_dir("node2")) / "etc-ssh" / "ssh_host_ed25519_key.pub"
+    saved = pub.read_bytes()
+    before = _authorized(fleet, "node2")
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1")
+    try:
+        pub.write_text("not a key\n")
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1"})
+    finally:
+        pub.write_bytes(saved)
+    assert run.rc != 0
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "rolled back" and row["frozen_s"] is None, row
+    assert "no host key could be read from /etc/ssh/ssh_host_*_key.pub on node2 (none there is a public key)" \
+        in row["cause"] and "stage prepare" in row["cause"], row["cause"]
+    assert w.running_on("node1") and not w.running_on("node2") and w.wait_ticks(10)
+    assert _authorized(fleet, "node2") == before
+    assert _key_dirs(fleet, "node1") == []
+
+
 def test_two_sources_to_one_destination_at_once(fleet, clean_hosts, workload, playbook, tmp_path):
     """Two sources in one batch migrate to the same destination: each authorizes and removes its
     own block in the destination's authorized_keys (throttled), each writes into its own directory

@@ -220,3 +220,31 @@ def test_a_source_images_root_others_can_write_is_refused(fleet, clean_hosts, wo
     assert w.running_on("node1") and w.wait_ticks(5) and w.continuity()[0]
     assert not w.running_on("node2")
     assert os.listdir(fleet.host_path("node1", root)) == [], "something was made in a root others can write"
+
+
+def test_a_destination_images_root_others_can_write_is_refused(fleet, clean_hosts, workload, playbook, tmp_path):
+    """The destination's images root is writable by others: the run that makes the processes' images
+    directories there, once for the host, fails, and each process is refused with the reason before
+    anything is frozen; no rsync key is made or authorized, nothing is made under that root, and the
+    source's images root keeps nothing of the process."""
+    root = "/srv/shared-dest"
+    os.makedirs(fleet.host_path("node2", root))
+    os.chmod(fleet.host_path("node2", root), 0o777)
+    authorized = fleet.host_path("node2", "/root/.ssh/authorized_keys")
+    before = Path(authorized).read_text() if os.path.exists(authorized) else ""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    ws = [workload("node1", name="w%d" % i) for i in range(2)]
+    run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": ",".join(w.pidfile for w in ws),
+                                        "ckpt_migrate_destination_images_root": root,
+                                        "ckpt_migrate_continue_on_failure": "true", "ckpt_migrate_settle": "1"})
+    assert run.rc != 0
+    for w in ws:
+        row = run.rows(pid=w.pid)[0]
+        assert row["result"] == "rolled back" and row["frozen_s"] is None, row
+        assert root in row["cause"] and "stage prepare" in row["cause"], row["cause"]
+        assert w.running_on("node1") and w.wait_ticks(5) and w.continuity()[0]
+        assert not w.running_on("node2")
+    assert os.listdir(fleet.host_path("node2", root)) == [], "something was made in a root others can write"
+    assert os.listdir(fleet.host_path("node1", "/var/lib/ckpt/migrate")) == [".migrated"]
+    after = Path(authorized).read_text() if os.path.exists(authorized) else ""
+    assert after == before, "a key was authorized for a migration that was refused"

@@ -290,6 +290,11 @@ def test_known_hosts_name_the_dialled_address_and_port():
         "10.0.0.2 ssh-ed25519 AAAAC3Nza\n10.0.0.2 ecdsa-sha2-nistp256 AAAAE2\n")
     assert plan.known_hosts(keys[:1], "10.0.0.2", 2222) == "[10.0.0.2]:2222 ssh-ed25519 AAAAC3Nza\n"
     assert plan.known_hosts([], "10.0.0.2", "22") == ""
+    # The same keys as text (one command read them all); what is not a key line is left out.
+    text = "ssh-ed25519 AAAAC3Nza root@node2\ncat: /etc/ssh/x: denied\n\necdsa-sha2-nistp256 AAAAE2 x\n"
+    assert plan.known_hosts(text, "10.0.0.2", "22") == (
+        "10.0.0.2 ssh-ed25519 AAAAC3Nza\n10.0.0.2 ecdsa-sha2-nistp256 AAAAE2\n")
+    assert plan.known_hosts("", "10.0.0.2", "22") == ""
 
 
 def test_authorized_key_is_confined_to_the_source_and_the_command():
@@ -378,3 +383,25 @@ def test_lock_tables_are_found_by_the_dump_logs_run_id():
     assert plan.lock_tables(None) == []
     # A short name that any run id would begin is not taken.
     assert plan.lock_tables([lines[0], "table inet CRIU-ecdc"]) == []
+
+
+def test_dir_refusal_names_a_whole_failure_or_only_the_names_that_failed():
+    ok = {"changed": True, "fresh": ["pid-1", "pid-2"]}
+    assert plan.dir_refusal([ok, ok, {"skipped": True}], "pid-1") == ""
+    root = {"failed": True, "msg": "/var/lib/ckpt is writable by others; nothing was changed"}
+    assert plan.dir_refusal([ok, root, {"skipped": True}], "pid-1") == root["msg"]
+    some = {"failed": True, "msg": "cannot make .../pid-2 afresh: busy", "fresh": ["pid-1"],
+            "fresh_failed": {"pid-2": "cannot make .../pid-2 afresh: busy"}}
+    assert plan.dir_refusal([ok, ok, some], "pid-1") == ""
+    assert plan.dir_refusal([ok, ok, some], "pid-2") == "cannot make .../pid-2 afresh: busy"
+    assert plan.dir_refusal([ok, {"unreachable": True}], "pid-1") == "unreachable"
+    assert plan.dir_refusal(None, "pid-1") == ""
+
+
+def test_unattempted_rows_name_each_process_without_a_row_and_only_those():
+    procs = [{"pid": 1, "present": True, "selector": "a"}, {"pid": 2, "present": True, "selector": "b"},
+             {"pid": 3, "present": True, "refused": True}, {"pid": 4, "present": False}]
+    rows = plan.unattempted_rows(procs, [{"pid": 1, "result": "rolled back"}], "node1", "node2")
+    assert [(r["pid"], r["result"], r["ok"], r["selector"]) for r in rows] == [(2, "not attempted", False, "b")]
+    assert "rolled back" in rows[0]["cause"] and "ckpt_migrate_continue_on_failure" in rows[0]["cause"]
+    assert plan.unattempted_rows(procs, [{"pid": 1}, {"pid": 2}], "node1", "node2") == []

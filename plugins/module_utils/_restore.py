@@ -708,9 +708,27 @@ def _restore(params, check_mode, proc_root, prefault):
         t0 = time.monotonic()
     held = hold_trusted(images_dir)
     try:
-        return _restore_held(params, check_mode, proc_root, prefault, held, t0, waited, known)
+        out = _restore_held(params, check_mode, proc_root, prefault, held, t0, waited, known)
     finally:
         held.close()
+    if params.get("remove_images") and not check_mode:
+        out.update(remove_images(images_dir))
+        out["msg"] += ("; its images were removed" if out["images_removed"] else
+                       "; its images could not be removed: %s" % out["images_remove_error"])
+    return out
+
+
+def remove_images(images_dir):
+    """Remove the images of a verified restore: the checkpoint is used up. The
+    process runs, so a failure is returned (``images_remove_error``), not raised."""
+    try:
+        _safedir.remove_dir(images_dir)
+    except _safedir.UntrustedDirError as exc:
+        return {"images_removed": False, "images_remove_error": exc.msg}
+    except OSError as exc:
+        return {"images_removed": False,
+                "images_remove_error": "cannot remove %s: %s" % (images_dir, exc.strerror or exc)}
+    return {"images_removed": True}
 
 
 def hold_trusted(images_dir):

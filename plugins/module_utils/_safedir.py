@@ -183,19 +183,32 @@ def fresh_dir(path):
 def fresh_entry(held, name):
     """NAME in the HeldDir ``held`` removed if it exists (a directory, a file or
     a symlink: never followed) and made again, empty and 0700."""
+    remove_entry(held, name)
+    os.mkdir(name, 0o700, dir_fd=held.fd)
+
+
+def remove_entry(held, name):
+    """NAME in the HeldDir ``held`` removed if it exists: a directory with all
+    in it, a file or a symlink (never followed)."""
     if not name or "/" in name or name in (".", ".."):
         raise UntrustedDirError("%r is not a plain directory name" % name)
     try:
         st = os.lstat(name, dir_fd=held.fd)
     except FileNotFoundError:
-        st = None
-    if st is not None:
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(name, dir_fd=held.fd)
-        else:
-            held.check_path()
-            shutil.rmtree(os.path.join(held.path, name))   # fd-based: never follows a symlink
-    os.mkdir(name, 0o700, dir_fd=held.fd)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=held.fd)
+    else:
+        held.check_path()
+        shutil.rmtree(os.path.join(held.path, name))   # fd-based: never follows a symlink
+
+
+def remove_dir(path):
+    """PATH removed with all in it, through its parent held after the trust
+    rule (never through a symlink); a missing PATH is fine."""
+    parent, name = os.path.split(os.path.normpath(path))
+    with hold(parent) as held:
+        remove_entry(held, name)
 
 
 class HeldDir(object):

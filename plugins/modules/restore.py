@@ -185,6 +185,18 @@ options:
         restore fails.
       - When not set, 30 seconds plus one second per 16 MiB of images, so a restore never hangs.
     type: float
+  remove_images:
+    description:
+      - Once the process is restored and verified (or found already restored), remove O(images_dir)
+        with all in it, through its parent held after the same trust rule, never through a symlink:
+        the checkpoint is used up. The restore record goes with it, so a second run fails for want of
+        a checkpoint.
+      - The process runs either way, so a removal that fails does not fail the task;
+        RV(images_removed) is then false and RV(images_remove_error) says why.
+      - The C(migrate) role sets it (unless C(ckpt_migrate_keep_images)), so that the removal
+        happens on the destination during the restore's own run, not in a run of its own.
+    type: bool
+    default: false
 notes:
   - Must run as root on the managed node.
   - criu writes C(stats-restore) into its work directory; the module returns those
@@ -214,6 +226,16 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+images_removed:
+  description: Whether O(images_dir) was removed after the verified restore.
+  returned: success, with O(remove_images)
+  type: bool
+  sample: true
+images_remove_error:
+  description: Why O(images_dir) could not be removed (the restore itself succeeded).
+  returned: success, with O(remove_images), when the removal failed
+  type: str
+  sample: "cannot remove /var/lib/ckpt/app: Device or resource busy"
 service_address:
   description:
     - The service address put on this host before criu ran (O(service_address)), with the time it took
@@ -382,6 +404,7 @@ def main():
             timeout=dict(type="float"),
             criu_path=dict(type="path"),
             include_cmdline=dict(type="bool", default=False),
+            remove_images=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import time
 
 import pytest
@@ -381,3 +382,41 @@ def test_identity_helper_matches_module(run_module, workload):
     ident = identity(w.pid)
     res = run_module("process_state", {"identity": ident, "state": "running"}, check=True)
     assert res.status == "ok" and res["changed"] is False and res["before"] == "running", res
+
+
+def test_remove_images_after_the_verified_restore_only(run_module, workload, tmp_path, criu_bin):
+    """remove_images: check mode and a refused restore keep the images; a verified restore removes
+    them in the same run; a removal that fails (the directory is a mount point) leaves the process
+    running and the task ok, saying why."""
+    w, images = _checkpointed(run_module, workload, tmp_path, criu_bin)
+    assert wait_gone(w.pid)
+    snap = dir_snapshot(images)
+    check = _restore(run_module, images, check=True, remove_images=True)
+    assert check.status == "ok" and check["changed"] and "images_removed" not in check, check
+    assert dir_snapshot(images) == snap, "check mode touched the images"
+    refused = _restore(run_module, images, remove_images=True, criu_path=str(tmp_path / "no-such-criu"))
+    assert refused.status == "failed" and "images_removed" not in refused, refused
+    assert dir_snapshot(images) == snap, "a failed restore removed or changed the images"
+    n = len(w.read_ticks())
+    res = _restore(run_module, images, remove_images=True)
+    assert res.status == "ok" and res["changed"] and res["images_removed"] is True, res
+    assert "its images were removed" in res["msg"] and not os.path.lexists(images)
+    w.wait_ticks(5)
+    assert len(w.read_ticks()) > n and w.continuity()[0]
+    again = _restore(run_module, images, remove_images=True)
+    assert again.status == "failed" and "no complete checkpoint" in again["msg"], again
+    w.kill()
+    assert wait_gone(w.pid)
+
+    # The removal fails: the process runs on, the task is ok and says why.
+    w2, images2 = _checkpointed(run_module, workload, tmp_path / "second", criu_bin)
+    assert wait_gone(w2.pid)
+    subprocess.run(["mount", "--bind", str(images2), str(images2)], check=True)
+    try:
+        res = _restore(run_module, images2, remove_images=True)
+        assert res.status == "ok" and res["images_removed"] is False, res
+        assert "could not be removed" in res["msg"] and "busy" in res["images_remove_error"].lower(), res
+        assert w2.alive() and w2.wait_ticks(3)
+    finally:
+        subprocess.run(["umount", str(images2)], check=True)
+        w2.kill()

@@ -199,6 +199,25 @@ def destination_files(fds):
     return out
 
 
+def destination_stats(registered, fds):
+    """The files the processes reopen by path (:func:`destination_files`),
+    each as ``{"item": file, "stat": {"exists", "size"}}``, from one
+    ``stat --printf '%s\\t%n\\0' -- PATH...`` run on the destination
+    (``registered``: its command result; a path it could not stat is missing
+    from its output), or from a loop of ansible.builtin.stat over them."""
+    if isinstance(registered, dict) and "results" in registered:
+        return _results(registered)
+    if not isinstance(registered, dict) or "stdout" not in registered:
+        return []
+    sizes = {}
+    for entry in str(registered.get("stdout") or "").split("\0"):
+        size, sep, path = entry.partition("\t")
+        if sep and size.strip().isdigit():
+            sizes[path] = int(size)
+    return [{"item": f, "stat": {"exists": f.get("path") in sizes, "size": sizes.get(f.get("path"))}}
+            for f in destination_files(fds)]
+
+
 def space_paths(root):
     """The images root and its parents up to ``/``, nearest first: the free
     space is read on the first that exists."""
@@ -302,8 +321,8 @@ def processes(cands, present=None, rss=None, fds=None, sums=None, unit_infos=Non
     and ``allow_absent``. The registered results are the role's: ``fds``
     (fd_inspect per PID), ``sums`` (binary_checksum per PID), ``unit_infos``
     (unit_info per unit) and, with a ``destination``, ``dest_units``,
-    ``dest_sums`` (binary_checksum per ``sums`` result), ``dest_files`` (stat
-    per :func:`destination_files` entry), ``dest_taken``
+    ``dest_sums`` (binary_checksum per ``sums`` result), ``dest_files`` (one
+    stat run over the :func:`destination_files`, see :func:`destination_stats`), ``dest_taken``
     (:func:`taken_pids`) and ``net`` (:func:`net_problems`).
     """
     present = [_int(p) for p in present or []]
@@ -312,7 +331,7 @@ def processes(cands, present=None, rss=None, fds=None, sums=None, unit_infos=Non
     sum_by_pid = _by_pid(sums)
     dsum_by_pid = _by_pid(dest_sums, key=_item_pid)
     fd_whole, sum_whole, dsum_whole = (_run_failure(r) for r in (fds, sums, dest_sums))
-    files = _results(dest_files)
+    files = destination_stats(dest_files, fds)
     taken = _int_keys(dest_taken)
     problems = _int_keys(net)
     destination = "" if destination is None else str(destination)

@@ -26,7 +26,7 @@ description:
     removed.
   - With O(fresh), the directory is checked (and created) as with V(present), then each of the
     named directories directly under it is made afresh, in the directory held open, as with
-    V(fresh): one run for the images directories of many processes.
+    V(fresh), in one run for the images directories of many processes.
   - M(ckpt.criu.dump), M(ckpt.criu.restore) and M(ckpt.criu.page_server) apply the same rule
     themselves; the roles call this module first for their images roots.
 extends_documentation_fragment:

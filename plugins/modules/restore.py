@@ -188,7 +188,7 @@ options:
   remove_images:
     description:
       - Once the process is restored and verified (or found already restored), remove O(images_dir)
-        with all in it, through its parent held after the same trust rule, never through a symlink:
+        with all in it, through its parent held after the same trust rule, never through a symlink;
         the checkpoint is used up. The restore record goes with it, so a second run fails for want of
         a checkpoint.
       - The process runs either way, so a removal that fails does not fail the task;

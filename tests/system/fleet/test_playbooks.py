@@ -5,6 +5,7 @@ import os
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -441,3 +442,33 @@ def test_tree_pid_taken_on_the_destination_is_refused_before_the_freeze(fleet, c
         fleet.exec("node2", ["kill", "-9", str(child)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         fleet.exec("node1", ["kill", "-9", str(root), str(child)], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
+
+
+def test_files_reopened_by_path_are_looked_for_on_the_destination(fleet, clean_hosts, workload, playbook, tmp_path):
+    """The process's stdout is a file opened by path without O_APPEND (the restore reopens it there,
+    at its offset): missing on the destination, then of another size there, the process is refused
+    before anything is frozen, naming the file; with the file in place at its size, it migrates.
+    The destination looks for all such files in one run."""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    w = workload("node1", stdio="file")
+    path = w.pidfile + ".stdio"
+    size = os.path.getsize(fleet.host_path("node1", path))
+    dest = Path(fleet.host_path("node2", path))
+    if dest.exists():
+        dest.unlink()
+    extra = {"ckpt_migrate_pidfiles": w.pidfile, "ckpt_migrate_settle": "1"}
+    run = playbook("migrate.yml", inv, extra)
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "refused", row
+    assert "%s, open as fd 1 of PID %d, does not exist on node2" % (path, w.pid) in row["cause"], row["cause"]
+    dest.write_bytes(b"x" * (size + 5))
+    run = playbook("migrate.yml", inv, extra)
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "refused", row
+    assert "%s is %d bytes on node2, %d here" % (path, size + 5, size) in row["cause"], row["cause"]
+    assert w.running_on("node1") and w.state("node1") != "T" and w.wait_ticks(5)
+    os.truncate(str(dest), size)
+    run = playbook("migrate.yml", inv, extra)
+    assert run.rc == 0, run.output[-3000:]
+    assert run.rows(pid=w.pid)[0]["result"] == "migrated"
+    assert w.running_on("node2") and w.wait_ticks(10) and w.continuity()[0]

@@ -201,21 +201,28 @@ def destination_files(fds):
 
 def destination_stats(registered, fds):
     """The files the processes reopen by path (:func:`destination_files`),
-    each as ``{"item": file, "stat": {"exists", "size"}}``, from one
-    ``stat --printf '%s\\t%n\\0' -- PATH...`` run on the destination
-    (``registered``: its command result; a path it could not stat is missing
-    from its output), or from a loop of ansible.builtin.stat over them."""
+    each as ``{"item": file, "stat": {"exists", "size", "st_mode"}}``, from
+    one ``stat --printf '%f\\t%s\\t%n\\0' -- PATH...`` run on the
+    destination (``registered``: its command result: raw mode in hex, size,
+    path; a path it could not stat is missing from its output), or from a
+    loop of ansible.builtin.stat over them (no ``st_mode`` then)."""
     if isinstance(registered, dict) and "results" in registered:
         return _results(registered)
     if not isinstance(registered, dict) or "stdout" not in registered:
         return []
-    sizes = {}
+    seen = {}
     for entry in str(registered.get("stdout") or "").split("\0"):
-        size, sep, path = entry.partition("\t")
-        if sep and size.strip().isdigit():
-            sizes[path] = int(size)
-    return [{"item": f, "stat": {"exists": f.get("path") in sizes, "size": sizes.get(f.get("path"))}}
-            for f in destination_files(fds)]
+        fields = entry.split("\t", 2)
+        if len(fields) == 3 and fields[1].isdigit():
+            try:
+                seen[fields[2]] = (int(fields[0], 16), int(fields[1]))
+            except ValueError:
+                continue
+    out = []
+    for f in destination_files(fds):
+        mode, size = seen.get(f.get("path"), (None, None))
+        out.append({"item": f, "stat": {"exists": f.get("path") in seen, "size": size, "st_mode": mode}})
+    return out
 
 
 def space_paths(root):
@@ -280,6 +287,14 @@ def _unit_causes(unit, ui, du, destination):
     return []
 
 
+def _mode(st_mode):
+    """An st_mode as ls shows the type and 0NNN the permissions: 'file 0600'."""
+    st_mode = _int(st_mode)
+    kind = {0o100000: "file", 0o040000: "directory", 0o010000: "fifo", 0o020000: "character device",
+            0o060000: "block device", 0o140000: "socket", 0o120000: "symlink"}.get(st_mode & 0o170000, "?")
+    return "%s 0%03o" % (kind, st_mode & 0o7777)
+
+
 def _destination_causes(pid, fd, ds, files, taken, problems, destination):
     causes = []
     if pid in taken:
@@ -303,6 +318,10 @@ def _destination_causes(pid, fd, ds, files, taken, problems, destination):
         elif item.get("same_size") and stat.get("size") != item.get("size"):
             causes.append("%s is %s bytes on %s, %s here; opened without O_APPEND, the restore needs the same size"
                           % (item.get("path"), stat.get("size"), destination, item.get("size")))
+        elif None not in (stat.get("st_mode"), item.get("mode")) and _int(stat["st_mode"]) != _int(item["mode"]):
+            causes.append("%s has mode %s on %s, %s here; the restore reopens it only with the same mode (type "
+                          "and permissions): chmod it there" % (item.get("path"), _mode(stat["st_mode"]), destination,
+                                                               _mode(item["mode"])))
     for m in ds.get("mismatches") or []:
         causes.append("on %s: %s" % (destination, m.get("msg", "%s differs" % m.get("path"))))
     causes.extend(problems.get(pid, []))

@@ -557,6 +557,7 @@ def read_fds(pid, proc_root=PROC):
                 st = os.stat(os.path.join(fd_dir, name))
                 entry["size"] = st.st_size
                 entry["file_type"] = _file_type(st.st_mode)
+                entry["mode"] = st.st_mode
                 entry["rdev"] = st.st_rdev
             except OSError:
                 pass

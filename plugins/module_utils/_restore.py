@@ -238,7 +238,8 @@ def binary_problems(manifest):
 
 
 def stdio_file_problems(manifest):
-    """Regular files opened without O_APPEND must be here with the recorded size."""
+    """Regular files opened without O_APPEND must be here with the recorded size
+    and, when recorded, mode (criu compares the whole st_mode)."""
     problems = []
     for entry in manifest.get("stdio_files") or []:
         path, want = entry.get("path"), entry.get("size")
@@ -253,6 +254,10 @@ def stdio_file_problems(manifest):
             problems.append("%s was the file %s (opened without O_APPEND) of %d bytes; it is %d bytes now "
                             "and criu refuses a file of another size: put the file back as it was at "
                             "dump time" % (what, path, want, st.st_size))
+        elif entry.get("mode") is not None and st.st_mode != entry["mode"]:
+            problems.append("%s was the file %s (opened without O_APPEND) with mode 0%o; it has mode 0%o now "
+                            "and criu refuses a file of another mode: chmod it back as it was at dump time"
+                            % (what, path, entry["mode"], st.st_mode))
     return problems
 
 

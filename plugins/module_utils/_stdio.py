@@ -175,6 +175,9 @@ def _item(pid, entry, classification, verdict, reason, root, **extra):
             "lifted_by": None, "criu_option": None, "phase": None, "warning": None, "file": None,
             "peers": None}
     item.update(extra)
+    if item["file"] is not None and entry and entry.get("mode") is not None:
+        # criu reopens a file by path only if its st_mode is the same as at the dump.
+        item["file"] = dict(item["file"], mode=entry["mode"])
     if item["reason"] is None:
         item["reason"] = "%s is %s." % (_fd_name(pid, fd, root), classification.replace("_", " "))
     return item

@@ -254,7 +254,9 @@ fds:
       type: str
       sample: null
     file:
-      description: For files, C(path), C(size) and whether the restore needs the same size (C(same_size)).
+      description:
+        - For files, C(path), C(size) and whether the restore needs the same size (C(same_size)), and C(mode), the
+          file's C(st_mode) (type and permissions), which criu needs the same where it reopens the file.
       type: dict
       sample: {path: /var/log/app.log, size: 4096, same_size: false}
 stdio:
@@ -283,7 +285,9 @@ restore_options:
   elements: str
   sample: [--tcp-established]
 files_on_destination:
-  description: Files the restore reopens by path (C(path), C(size), C(same_size), C(pid), C(fd)).
+  description:
+    - Files the restore reopens by path (C(path), C(size), C(same_size), C(mode), C(pid), C(fd)). criu reopens each
+      only if it is there with the same C(st_mode) (C(mode), type and permissions) and, with C(same_size), the same size.
   returned: when O(pid) or O(pidfile) is given
   type: list
   elements: dict

@@ -150,6 +150,9 @@ def test_file_without_append_needs_file_on_destination(workload, run_module):
     assert item["classification"] == "file" and item["verdict"] == "needs_file_on_destination"
     assert r["restorable"] is True
     assert any(f["path"] == w.pidfile + ".stdio" and f["same_size"] for f in r["files_on_destination"])
+    mode = os.stat(w.pidfile + ".stdio").st_mode
+    assert all(f["mode"] == mode for f in r["files_on_destination"] if f["path"] == w.pidfile + ".stdio"), \
+        r["files_on_destination"]
 
 
 def test_pipe_to_outside_refused_and_inherit_fd_lifts(workload, run_module):

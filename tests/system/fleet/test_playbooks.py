@@ -446,9 +446,10 @@ def test_tree_pid_taken_on_the_destination_is_refused_before_the_freeze(fleet, c
 
 def test_files_reopened_by_path_are_looked_for_on_the_destination(fleet, clean_hosts, workload, playbook, tmp_path):
     """The process's stdout is a file opened by path without O_APPEND (the restore reopens it there,
-    at its offset): missing on the destination, then of another size there, the process is refused
-    before anything is frozen, naming the file; with the file in place at its size, it migrates.
-    The destination looks for all such files in one run."""
+    at its offset): missing on the destination, then of another size, then of another mode there
+    (criu checks both), the process is refused before anything is frozen, naming the file; with the
+    file in place at its size and mode, it migrates. The destination looks for all such files in one
+    run."""
     inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
     w = workload("node1", stdio="file")
     path = w.pidfile + ".stdio"
@@ -468,6 +469,14 @@ def test_files_reopened_by_path_are_looked_for_on_the_destination(fleet, clean_h
     assert "%s is %d bytes on node2, %d here" % (path, size + 5, size) in row["cause"], row["cause"]
     assert w.running_on("node1") and w.state("node1") != "T" and w.wait_ticks(5)
     os.truncate(str(dest), size)
+    mode = os.stat(fleet.host_path("node1", path)).st_mode
+    os.chmod(str(dest), (mode & 0o7777) ^ 0o044)
+    run = playbook("migrate.yml", inv, extra)
+    row = run.rows(pid=w.pid)[0]
+    assert row["result"] == "refused", row
+    assert "%s has mode file 0%03o on node2, file 0%03o here" % (path, (mode & 0o7777) ^ 0o044, mode & 0o7777) \
+        in row["cause"], row["cause"]
+    os.chmod(str(dest), mode & 0o7777)
     run = playbook("migrate.yml", inv, extra)
     assert run.rc == 0, run.output[-3000:]
     assert run.rows(pid=w.pid)[0]["result"] == "migrated"

@@ -395,17 +395,23 @@ def test_every_function_is_a_filter():
 
 def test_files_reopened_by_path_from_one_stat_run_on_the_destination():
     fd = dict(FD_OK, files_on_destination=[
-        {"path": "/srv/in.txt", "fd": 3, "pid": 8},
-        {"path": "/srv/log", "fd": 4, "pid": 5, "same_size": True, "size": 10},
-        {"path": "/srv/ok", "fd": 5, "pid": 5, "same_size": True, "size": 10},
-        {"path": "/srv/tab\tand space", "fd": 6, "pid": 5, "same_size": True, "size": 3}])
-    # stat printed size, tab, path, NUL for each it could stat; /srv/in.txt is missing from its output.
-    ran = {"rc": 1, "stdout": "12\t/srv/log\x0010\t/srv/ok\x003\t/srv/tab\tand space\x00",
+        {"path": "/srv/in.txt", "fd": 3, "pid": 8, "mode": 0o100644},
+        {"path": "/srv/log", "fd": 4, "pid": 5, "same_size": True, "size": 10, "mode": 0o100600},
+        {"path": "/srv/ok", "fd": 5, "pid": 5, "same_size": True, "size": 10, "mode": 0o100600},
+        {"path": "/srv/tab\tand space", "fd": 6, "pid": 5, "same_size": True, "size": 3, "mode": 0o100600},
+        {"path": "/srv/mode", "fd": 7, "pid": 5, "mode": 0o100600},
+        {"path": "/srv/nomode", "fd": 8, "pid": 5}])
+    # stat printed raw mode (hex), tab, size, tab, path, NUL for each it could stat; /srv/in.txt is
+    # missing from its output.
+    ran = {"rc": 1, "stdout": "8180\t12\t/srv/log\x008180\t10\t/srv/ok\x008180\t3\t/srv/tab\tand space\x00"
+                              "81a4\t0\t/srv/mode\x0041ed\t4096\t/srv/nomode\x00",
            "stderr": "stat: cannot statx '/srv/in.txt': No such file or directory"}
     (p,) = decide(fds=loop(fd), dest_files=ran, destination="node2")
     assert p["causes"] == [
         "/srv/in.txt, open as fd 3 of PID 8, does not exist on node2; the restore reopens it by path: create it "
         "there first",
-        "/srv/log is 12 bytes on node2, 10 here; opened without O_APPEND, the restore needs the same size"]
+        "/srv/log is 12 bytes on node2, 10 here; opened without O_APPEND, the restore needs the same size",
+        "/srv/mode has mode file 0644 on node2, file 0600 here; the restore reopens it only with the same mode "
+        "(type and permissions): chmod it there"]
     (p,) = decide(fds=loop(fd), dest_files={"skipped": True}, destination="node2")
     assert p["causes"] == []

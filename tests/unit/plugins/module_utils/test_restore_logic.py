@@ -245,6 +245,18 @@ def test_stdio_file_size(tmp_path, exe):
     assert "missing" in _restore.stdio_file_problems(manifest)[0]
 
 
+def test_stdio_file_mode(tmp_path, exe):
+    out = tmp_path / "out.log"
+    out.write_bytes(b"x" * 10)
+    os.chmod(str(out), 0o600)
+    _images, manifest = make_checkpoint(tmp_path, exe, stdio_files=[
+        {"pid": PID, "fd": 1, "path": str(out), "size": 10, "mode": 0o100600}])
+    assert _restore.stdio_file_problems(manifest) == []
+    os.chmod(str(out), 0o644)
+    (prob,) = _restore.stdio_file_problems(manifest)
+    assert str(out) in prob and "0100600" in prob and "0100644" in prob and "chmod" in prob
+
+
 # --------------------------------------------------------------------- PID
 
 def test_pid_free_zombie_and_live_holders(tmp_path, proc, exe):

@@ -320,8 +320,8 @@ def _destination_causes(pid, fd, ds, files, taken, problems, destination):
                           % (item.get("path"), stat.get("size"), destination, item.get("size")))
         elif None not in (stat.get("st_mode"), item.get("mode")) and _int(stat["st_mode"]) != _int(item["mode"]):
             causes.append("%s has mode %s on %s, %s here; the restore reopens it only with the same mode (type "
-                          "and permissions): chmod it there" % (item.get("path"), _mode(stat["st_mode"]), destination,
-                                                               _mode(item["mode"])))
+                          "and permissions): chmod it there"
+                          % (item.get("path"), _mode(stat["st_mode"]), destination, _mode(item["mode"])))
     for m in ds.get("mismatches") or []:
         causes.append("on %s: %s" % (destination, m.get("msg", "%s differs" % m.get("path"))))
     causes.extend(problems.get(pid, []))

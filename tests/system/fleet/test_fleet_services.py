@@ -324,8 +324,11 @@ def test_preflight_refuses_port_taken_on_destination(fleet, clean_hosts, started
                       "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
                       "s.bind(('127.0.0.1', %d)); s.listen(1); time.sleep(600)" % REDIS_PORT])
     started.append(squatter)
-    assert wait(lambda: fleet.exec("node2", ["ss", "-Htln", "sport = :%d" % REDIS_PORT], stdout=subprocess.PIPE,
-                                   text=True).stdout.strip(), timeout=20), "the squatter did not take its port"
+
+    def listening():
+        return fleet.exec("node2", ["ss", "-Htln", "sport = :%d" % REDIS_PORT], stdout=subprocess.PIPE,
+                          text=True).stdout.strip()
+    assert wait(listening, timeout=20), "the squatter did not take its port"
     assert_refused(playbook, fleet, tmp_path, w, "port tcp/%d is already in use on node2" % REDIS_PORT)
 
 

@@ -432,7 +432,8 @@ def _page_server_taken(lines, destination, port):
 def rollback_notes(destination, host, steps, service_address=None, logdir="", page_server_port=None, rolled=True):
     """What the rollback (or the cleanup after a commit) could not do, and
     where the destination's logs are kept, one sentence each, from the
-    registered results in ``steps``: ``kill``, ``clean``, ``page_server``,
+    registered results in ``steps``: ``kill``, ``clean`` (the destination's
+    images), ``clean_src`` (the source's), ``page_server``,
     ``job`` (the wait for the restore's end) with ``restore_job``,
     ``tls_dest``/``tls_src`` with ``tls_dest_dir``/``tls_src_dir``,
     ``pslog`` (the page server's log lines), ``logs`` and ``logdir_made``,
@@ -449,6 +450,8 @@ def rollback_notes(destination, host, steps, service_address=None, logdir="", pa
                      % destination)
     if rolled and _failed(step("clean")):
         notes.append("the images on %s could not be removed: %s" % (destination, step("clean").get("msg", "unreachable")))
+    if rolled and _failed(step("clean_src")):
+        notes.append("the images on %s could not be removed: %s" % (host, step("clean_src").get("msg", "?")))
     if rolled and _failed(step("page_server")):
         notes.append("the page server on %s could not be stopped: %s"
                      % (destination, step("page_server").get("msg", "unreachable")))

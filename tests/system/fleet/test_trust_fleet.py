@@ -248,3 +248,27 @@ def test_a_destination_images_root_others_can_write_is_refused(fleet, clean_host
     assert os.listdir(fleet.host_path("node1", "/var/lib/ckpt/migrate")) == [".migrated"]
     after = Path(authorized).read_text() if os.path.exists(authorized) else ""
     assert after == before, "a key was authorized for a migration that was refused"
+
+
+def test_an_images_directory_that_cannot_be_made_refuses_only_its_process(fleet, clean_hosts, workload, playbook,
+                                                                          tmp_path):
+    """One process's images directory on the source cannot be made afresh (something is mounted there):
+    that process alone is refused with the reason, before anything is frozen, and nothing is made for
+    it on the destination; the host's other process migrates."""
+    inv = write_inventory(fleet, tmp_path / "inv.ini", {"node1": "node2"})
+    stuck, other = workload("node1", name="stuck"), workload("node1", name="other")
+    busy = "/var/lib/ckpt/migrate/pid-%d" % stuck.pid
+    fleet.exec("node1", ["mkdir", "-p", busy])
+    assert fleet.exec("node1", ["mount", "-t", "tmpfs", "-o", "size=1m", "ckpt-test", busy]).returncode == 0
+    try:
+        run = playbook("migrate.yml", inv, {"ckpt_migrate_pidfiles": "%s,%s" % (stuck.pidfile, other.pidfile),
+                                            "ckpt_migrate_continue_on_failure": "true", "ckpt_migrate_settle": "1"})
+    finally:
+        fleet.exec("node1", ["umount", busy])
+    row = run.rows(pid=stuck.pid)[0]
+    assert row["result"] == "rolled back" and row["frozen_s"] is None, row
+    assert "cannot make %s afresh" % busy in row["cause"] and "stage prepare" in row["cause"], row["cause"]
+    assert stuck.running_on("node1") and stuck.wait_ticks(5) and stuck.continuity()[0]
+    assert not os.path.exists(fleet.host_path("node2", "/var/lib/ckpt/migrate/from-node1/pid-%d" % stuck.pid))
+    assert run.rows(pid=other.pid)[0]["result"] == "migrated", run.rows()
+    assert other.running_on("node2") and other.wait_ticks(5) and other.continuity()[0]

@@ -223,6 +223,7 @@ def test_rollback_row_of_a_clean_rollback():
 
 def test_rollback_row_names_every_step_that_failed():
     steps = _steps(kill={"failed": True, "msg": "EPERM"}, clean={"unreachable": True},
+                   clean_src={"failed": True, "msg": "Device or resource busy"},
                    page_server={"failed": True, "msg": "no such job"},
                    job={"finished": 0, "msg": "still there"}, restore_job={"ansible_job_id": "j1.2"},
                    tls_dest={"failed": True, "msg": "ro fs"},
@@ -234,6 +235,7 @@ def test_rollback_row_names_every_step_that_failed():
     assert row["causes"][1:] == [
         "the copy on node2 could not be killed: EPERM; check it by hand",
         "the images on node2 could not be removed: unreachable",
+        "the images on node1 could not be removed: Device or resource busy",
         "the page server on node2 could not be stopped: no such job",
         "the restore on node2 (async job j1.2) did not end after its images were removed: still there",
         "this migration's TLS credentials on node2 could not be removed (ro fs): remove /d/.tls-pid-4242 by hand",

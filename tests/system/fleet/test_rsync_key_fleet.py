@@ -74,6 +74,16 @@ def _run_on(fleet, host, argv, timeout=30):
     return fresh(fleet).exec(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=timeout)
 
 
+def _probe_on(fleet, host, argv, timeout=30):
+    """_run_on, tried again while rrsync's one-session lock is held by the role's own transfer."""
+    for _attempt in range(50):
+        p = _run_on(fleet, host, argv, timeout)
+        if "Another instance of rrsync" not in p.stderr:
+            return p
+        time.sleep(0.1)
+    return p
+
+
 def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, workload, playbook, tmp_path,
                                                           source_without_standing_key):
     """Issue 10, finding 5: no standing root trust from the source; the key of its migrations is authorized
@@ -103,20 +113,29 @@ def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, wo
     done = threading.Event()
 
     def probe():
-        """As soon as the key is authorized (it is taken away once the dump has sent everything), try it."""
+        """Once the key is authorized and the role has tried it (it is taken away once the dump has sent
+        everything), try it. rrsync lets one session at a time into its directory (a flock): the probes
+        wait for the role's own test login to end, and one that meets the lock held is tried again."""
         out = {}
         d = "%s/key-node2" % CONTROL_DIR
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            check = _run_on(fleet, "node1", ["sh", "-c", "test -S %s/cm && ! pgrep -f -- '%s/id .* true$'" % (d, d)])
+            if check.returncode == 0:
+                break
+            time.sleep(0.05)
         _run_on(fleet, "node1", ["sh", "-c", "mkdir -p /srv/probe && cp %s/id /srv/probe/id && echo x > /srv/probe/x"
                                  % d])
-        out["id"] = _run_on(fleet, "node1", PROBE_SSH.split() + ["root@" + dest, "id"])
-        out["pull"] = _run_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "root@%s:/" % dest, "/srv/pulled/"])
-        out["escape"] = _run_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "/srv/probe/x",
-                                                 "root@%s:/../x" % dest])
-        out["abs"] = _run_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "/srv/probe/x",
-                                              "root@%s:/root/.ssh/x" % dest])
-        out["forward"] = _run_on(fleet, "node1", PROBE_SSH.split() + ["-N", "-o", "ExitOnForwardFailure=yes",
-                                                                      "-R", "127.0.0.1:40999:127.0.0.1:22",
-                                                                      "root@" + dest], timeout=15)
+        out["id"] = _probe_on(fleet, "node1", PROBE_SSH.split() + ["root@" + dest, "id"])
+        out["pull"] = _probe_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "root@%s:/" % dest,
+                                                 "/srv/pulled/"])
+        out["escape"] = _probe_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "/srv/probe/x",
+                                                   "root@%s:/../x" % dest])
+        out["abs"] = _probe_on(fleet, "node1", ["rsync", "-a", "--rsh=" + PROBE_SSH, "/srv/probe/x",
+                                                "root@%s:/root/.ssh/x" % dest])
+        out["forward"] = _probe_on(fleet, "node1", PROBE_SSH.split() + ["-N", "-o", "ExitOnForwardFailure=yes",
+                                                                        "-R", "127.0.0.1:40999:127.0.0.1:22",
+                                                                        "root@" + dest], timeout=15)
         # The same key from another host: from= refuses it.
         Path(fleet.host_path("node3", "/srv/probe")).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(fleet.host_path("node1", "/srv/probe/id"), fleet.host_path("node3", "/srv/probe/id"))

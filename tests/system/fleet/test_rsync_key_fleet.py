@@ -76,11 +76,12 @@ def _run_on(fleet, host, argv, timeout=30):
 
 def _probe_on(fleet, host, argv, timeout=30):
     """_run_on, tried again while rrsync's one-session lock is held by the role's own transfer."""
+    p = _run_on(fleet, host, argv, timeout)
     for _attempt in range(50):
-        p = _run_on(fleet, host, argv, timeout)
         if "Another instance of rrsync" not in p.stderr:
-            return p
+            break
         time.sleep(0.1)
+        p = _run_on(fleet, host, argv, timeout)
     return p
 
 

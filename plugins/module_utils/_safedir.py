@@ -187,10 +187,15 @@ def fresh_entry(held, name):
     os.mkdir(name, 0o700, dir_fd=held.fd)
 
 
+def plain_name(name):
+    """Whether NAME is one path component: not empty, no "/", not "." or ".."."""
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
 def remove_entry(held, name):
     """NAME in the HeldDir ``held`` removed if it exists: a directory with all
     in it, a file or a symlink (never followed)."""
-    if not name or "/" in name or name in (".", ".."):
+    if not plain_name(name):
         raise UntrustedDirError("%r is not a plain directory name" % name)
     try:
         st = os.lstat(name, dir_fd=held.fd)

@@ -127,29 +127,30 @@ def _fresh(module, path):
     module.exit_json(changed=True, path=path, created=missing + 1)
 
 
-def _fresh_entries(module, path, names):
-    """PATH held (created when missing) and each of NAMES under it made afresh."""
+def _hold(module, path):
+    """PATH held after the trust rule, missing components created (0700); the module fails otherwise."""
     try:
-        missing = _safedir.check(path)
-    except _safedir.UntrustedDirError as exc:
-        fail(module, _safedir.UntrustedDirError("%s; nothing was changed" % exc.msg, **exc.details), path=path)
-    if module.check_mode:
-        module.exit_json(changed=True, path=path, created=missing, fresh=names)
-    made, failed = [], {}
-    try:
-        with _safedir.hold(path, create=True) as held:
-            for name in names:
-                try:
-                    _safedir.fresh_entry(held, name)
-                    made.append(name)
-                except _safedir.UntrustedDirError as exc:
-                    failed[name] = "cannot make %s/%s afresh: %s" % (path, name, exc.msg)
-                except OSError as exc:
-                    failed[name] = "cannot make %s/%s afresh: %s" % (path, name, exc.strerror or exc)
+        return _safedir.hold(path, create=True)
     except _safedir.UntrustedDirError as exc:
         fail(module, _safedir.UntrustedDirError("%s; nothing more was changed" % exc.msg, **exc.details), path=path)
     except OSError as exc:
         module.fail_json(msg="cannot create %s: %s" % (path, exc.strerror or exc), path=path)
+
+
+def _fresh_entries(module, path, names, missing):
+    """Each of NAMES under PATH (checked already: ``missing`` components) made afresh."""
+    if module.check_mode:
+        module.exit_json(changed=True, path=path, created=missing, fresh=names)
+    made, failed = [], {}
+    with _hold(module, path) as held:
+        for name in names:
+            try:
+                _safedir.fresh_entry(held, name)
+                made.append(name)
+            except _safedir.UntrustedDirError as exc:
+                failed[name] = "cannot make %s/%s afresh: %s" % (path, name, exc.msg)
+            except OSError as exc:
+                failed[name] = "cannot make %s/%s afresh: %s" % (path, name, exc.strerror or exc)
     if failed:
         module.fail_json(msg="; ".join(failed[n] for n in names if n in failed), path=path, created=missing,
                          fresh=made, fresh_failed=failed)
@@ -170,11 +171,10 @@ def main():
     if names:
         if module.params["state"] != "present":
             module.fail_json(msg="fresh needs state=present (got state=%s)" % module.params["state"], path=path)
-        bad = [n for n in names if not n or "/" in n or n in (".", "..")]
+        bad = [n for n in names if not _safedir.plain_name(n)]
         if bad or len(set(names)) != len(names):
             module.fail_json(msg="fresh takes distinct plain names of directories under %s, got %s; nothing was "
                              "changed" % (path, ", ".join(repr(n) for n in (bad or names))), path=path)
-        _fresh_entries(module, path, names)
     if module.params["state"] == "fresh":
         _fresh(module, path)
     try:
@@ -183,14 +183,10 @@ def main():
         fail(module, _safedir.UntrustedDirError("%s; nothing was changed" % exc.msg, **exc.details), path=path)
     if missing and module.params["state"] == "checked":
         module.fail_json(msg="images directory %s does not exist" % path, path=path)
+    if names:
+        _fresh_entries(module, path, names, missing)
     if missing and not module.check_mode:
-        try:
-            _safedir.hold(path, create=True).close()
-        except _safedir.UntrustedDirError as exc:
-            fail(module, _safedir.UntrustedDirError("%s; nothing more was changed" % exc.msg, **exc.details),
-                 path=path)
-        except OSError as exc:
-            module.fail_json(msg="cannot create %s: %s" % (path, exc.strerror or exc), path=path)
+        _hold(module, path).close()
     module.exit_json(changed=bool(missing), path=path, created=missing)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_testlib import REPO, WORKLOADS
-from fleet_testlib import FLEET_PY
+from fleet_testlib import FLEET_PY, wait
 from fleet_testlib import fleet_mod as fleetmod
 
 ANSIBLE = REPO / ".venv" / "bin" / "ansible"
@@ -237,13 +237,11 @@ def test_exec_runs_inside_the_host(fleet):
 def test_init_reaps_orphans_and_keeps_sshd_alive(fleet):
     h = "node3"
     _ssh(fleet, h, ["sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.1 &) ; done"])
-    deadline = time.time() + 10
-    while True:
+
+    def zombies():
         states = fleet.exec(h, ["ps", "-eo", "stat="], stdout=subprocess.PIPE, text=True).stdout.split()
-        if not [x for x in states if x.startswith("Z")] or time.time() > deadline:
-            break
-        time.sleep(0.1)
-    assert not [x for x in states if x.startswith("Z")], states
+        return [x for x in states if x.startswith("Z")]
+    assert wait(lambda: not zombies(), timeout=10), zombies()
     sshd = int(fleet.exec(h, ["cat", "/run/sshd.pid"], stdout=subprocess.PIPE, text=True).stdout)
     assert fleet.exec(h, ["kill", str(sshd)]).returncode == 0
     deadline = time.time() + 10

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_testlib import fresh, write_inventory
+from fleet_testlib import fresh, wait, write_inventory
 
 pytestmark = [pytest.mark.fleet, pytest.mark.criu]
 
@@ -119,12 +119,8 @@ def test_ephemeral_key_only_for_rsync_into_that_directory(fleet, clean_hosts, wo
         wait for the role's own test login to end, and one that meets the lock held is tried again."""
         out = {}
         d = "%s/key-node2" % CONTROL_DIR
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            check = _run_on(fleet, "node1", ["sh", "-c", "test -S %s/cm && ! pgrep -f -- '%s/id .* true$'" % (d, d)])
-            if check.returncode == 0:
-                break
-            time.sleep(0.05)
+        role_login_ended = ["sh", "-c", "test -S %s/cm && ! pgrep -f -- '%s/id .* true$'" % (d, d)]
+        wait(lambda: _run_on(fleet, "node1", role_login_ended).returncode == 0, timeout=60, step=0.05)
         _run_on(fleet, "node1", ["sh", "-c", "mkdir -p /srv/probe && cp %s/id /srv/probe/id && echo x > /srv/probe/x"
                                  % d])
         out["id"] = _probe_on(fleet, "node1", PROBE_SSH.split() + ["root@" + dest, "id"])

@@ -73,19 +73,34 @@ def _is_link(parent_fd, name):
         return False
 
 
-def _check_ancestor(st, shown):
-    if st.st_uid != 0:
-        raise UntrustedDirError("%s (above the images directory) is owned by uid %d, not root: that user could "
-                                "swap the images directory for one of their own; use a path whose every "
-                                "directory is owned by root" % (shown, st.st_uid))
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise UntrustedDirError("%s (above the images directory) is writable by %s (mode %04o) without the "
-                                "sticky bit: others could swap the images directory; use a path whose "
-                                "directories only root can write" % (
-                                    shown, _who(st.st_mode), stat.S_IMODE(st.st_mode)))
+def _owners(owner):
+    return "root" if owner == 0 else "root or uid %d (the user this runs as)" % owner
 
 
-def _check_final(st, shown):
+def _check_ancestor(st, shown, owner=0, what="images directory"):
+    if st.st_uid not in (0, owner):
+        raise UntrustedDirError("%s (above the %s) is owned by uid %d, not %s: that user could swap the %s "
+                                "for one of their own; use a path whose every directory is owned by %s"
+                                % (shown, what, st.st_uid, _owners(owner), what, _owners(owner)))
+    # Root's rule: no group may write above; a user's own directory (the controller's report under an
+    # execution environment's group-writable /runner, say): no other user.
+    if st.st_mode & (0o022 if owner == 0 else 0o002) and not st.st_mode & stat.S_ISVTX:
+        raise UntrustedDirError("%s (above the %s) is writable by %s (mode %04o) without the sticky bit: "
+                                "others could swap the %s; use a path whose directories only %s can write"
+                                % (shown, what, _who(st.st_mode), stat.S_IMODE(st.st_mode), what, _owners(owner)))
+
+
+def _check_final(st, shown, owner=0, what="images directory"):
+    if what != "images directory":
+        if st.st_uid != owner:
+            raise UntrustedDirError("%s %s is owned by uid %d, not uid %d (the user this runs as): someone else "
+                                    "made it and could read or replace what is written there; use a directory "
+                                    "of your own (it is created 0700)" % (what, shown, st.st_uid, owner))
+        if st.st_mode & 0o022:
+            raise UntrustedDirError("%s %s is writable by %s (mode %04o): others could replace what is written "
+                                    "there; make it writable only by you (chmod 0700) or use a fresh directory"
+                                    % (what, shown, _who(st.st_mode), stat.S_IMODE(st.st_mode)))
+        return
     if st.st_uid != 0:
         raise UntrustedDirError("images directory %s is owned by uid %d, not root; images are process memory "
                                 "restored as root, so the directory must be owned by root and writable only by "
@@ -101,7 +116,7 @@ def _who(mode):
     return " and ".join(w for w, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit)
 
 
-def _walk(path, create, mode=0o700):
+def _walk(path, create, mode=0o700, owner=0, what="images directory"):
     """(fd of the verified directory, 0), or (None, number of missing components) when
     PATH is incomplete and not ``create``; UntrustedDirError on a broken rule."""
     parts = _components(path)
@@ -109,7 +124,7 @@ def _walk(path, create, mode=0o700):
     try:
         for i, name in enumerate(parts):
             shown = "/" + "/".join(parts[:i + 1])
-            _check_ancestor(os.fstat(fd), "/" + "/".join(parts[:i]))
+            _check_ancestor(os.fstat(fd), "/" + "/".join(parts[:i]) or "/", owner, what)
             try:
                 nfd = _open_component(fd, name, shown)
             except OSError as exc:
@@ -125,7 +140,7 @@ def _walk(path, create, mode=0o700):
                 nfd = _open_component(fd, name, shown)
             os.close(fd)
             fd = nfd
-        _check_final(os.fstat(fd), "/" + "/".join(parts))
+        _check_final(os.fstat(fd), "/" + "/".join(parts), owner, what)
     except BaseException:
         os.close(fd)
         raise
@@ -144,11 +159,17 @@ def check(path):
     return missing
 
 
-def hold(path, create=False, mode=0o700):
+def hold(path, create=False, mode=0o700, owner=0, what="images directory"):
     """A HeldDir of PATH after checking the trust rule; missing components are created
     (0700) only with ``create``. UntrustedDirError when a rule is broken,
-    FileNotFoundError when PATH is missing and ``create`` is false."""
-    fd, missing = _walk(path, create, mode)
+    FileNotFoundError when PATH is missing and ``create`` is false.
+
+    ``owner`` other than root (a user's own directory, such as the controller's
+    report directory): the directory must be that user's, and each one above it
+    owned by root or that user and writable by no other user (a group may,
+    as an execution environment's /runner is); ``what`` names it in the
+    messages."""
+    fd, missing = _walk(path, create, mode, owner, what)
     if fd is None:
         raise FileNotFoundError(errno.ENOENT, "no such directory (%d components missing)" % missing, path)
     return HeldDir("/" + "/".join(_components(path)), fd)

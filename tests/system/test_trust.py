@@ -685,3 +685,113 @@ def test_images_dir_fresh_names_refuses_bad_names_and_changes_nothing(run_module
     res = run_module("images_dir", dict(args, path=str(root)))
     assert res.failed and words in res["msg"], res
     assert os.listdir(root / "pid-1") == ["keep"] and sorted(os.listdir(base)) == ["root"]
+
+
+# ------------------------------------------------ the fleet report, on the controller
+
+REPORT_PLAY = """
+- name: Write a fleet report
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write the report
+      ansible.builtin.import_role:
+        name: ckpt.criu.report
+      vars:
+        ckpt_report_action: preflight
+        ckpt_report_hosts: []
+        ckpt_report_dir: {dir}
+        ckpt_report_name: trust
+        ckpt_report_formats: {formats}
+        ckpt_report_set_stats: false
+"""
+
+
+def _report_play(ansible_env, tmp_path, directory, formats="json,md,html"):
+    play = tmp_path / "report.yml"
+    play.write_text(REPORT_PLAY.format(dir=directory, formats=formats))
+    env = dict(ansible_env)
+    env.pop("ANSIBLE_CALLBACKS_ENABLED", None)
+    return subprocess.run([str(VENV_BIN / "ansible-playbook"), str(play)], env=env, cwd=str(REPO),
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=300, check=False)
+
+
+def test_the_report_is_never_written_into_a_directory_another_user_made(ansible_env, base, tmp_path):
+    """The report directory's default is a fixed name in /var/tmp: another user who makes it first must
+    not get the reports (the file action made it 0700, but it stayed theirs), nor redirect them."""
+    shared = base / "shared"
+    shared.mkdir()
+    os.chmod(str(shared), 0o1777)   # as /var/tmp is
+    target = victim(base, "precious")
+    as_attacker("mkdir", "-m", "0777", str(shared / "ckpt-reports"))
+    as_attacker("ln", "-s", str(target), str(shared / "ckpt-reports" / "trust.json"))
+    p = _report_play(ansible_env, tmp_path, shared / "ckpt-reports")
+    assert p.returncode != 0, p.stdout[-3000:]
+    assert "report directory %s is owned by uid %d, not uid 0" % (shared / "ckpt-reports", attacker_ids()[0]) \
+        in p.stdout, p.stdout[-3000:]
+    assert sorted(os.listdir(shared / "ckpt-reports")) == ["trust.json"]
+    assert target.read_text() == VICTIM_TEXT
+
+
+def test_the_report_files_are_the_users_own_and_replace_a_planted_link(ansible_env, base, tmp_path):
+    """Written 0600 in a 0700 directory; a symlink under a report's name is replaced, never followed;
+    a second run replaces the files; an unknown format is refused before anything is written."""
+    reports = base / "reports"
+    reports.mkdir(mode=0o755)
+    target = victim(base, "precious")
+    os.symlink(str(target), str(reports / "trust.md"))
+    p = _report_play(ansible_env, tmp_path, reports)
+    assert p.returncode == 0, p.stdout[-3000:]
+    assert sorted(os.listdir(reports)) == ["trust.html", "trust.json", "trust.md"]
+    assert stat.S_IMODE(reports.stat().st_mode) == 0o700
+    for name in os.listdir(reports):
+        st = os.lstat(reports / name)
+        assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == os.geteuid(), name
+    assert target.read_text() == VICTIM_TEXT
+    assert json.loads((reports / "trust.json").read_text())["action"] == "preflight"
+    assert (reports / "trust.md").read_text().startswith("# ckpt.criu preflight report")
+    assert "<html" in (reports / "trust.html").read_text()
+    first = (reports / "trust.json").stat().st_ino
+    assert _report_play(ansible_env, tmp_path, reports).returncode == 0
+    assert (reports / "trust.json").stat().st_ino != first, "the second report did not replace the first"
+    bad = _report_play(ansible_env, tmp_path, base / "other", formats="json,pdf")
+    assert bad.returncode != 0 and "ckpt_report_formats may name json, md and html, got pdf" in bad.stdout, \
+        bad.stdout[-3000:]
+    assert not (base / "other").exists()
+
+
+HOLD_AS_USER = """
+import os, sys
+from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
+try:
+    _safedir.hold(sys.argv[1], create=True, owner=os.geteuid(), what="report directory").close()
+    print("held")
+except _safedir.UntrustedDirError as exc:
+    print("refused: " + exc.msg)
+"""
+
+
+def test_a_users_report_directory_may_sit_under_a_group_writable_parent_but_not_one_others_can_write(base,
+                                                                                                    attacker_home):
+    """The rule for a user's own directory (a controller not running as root, as in an execution
+    environment whose /runner is group-writable): a parent another user can write is refused. (The
+    system python: the test venv's lies under /root.)"""
+    def hold(path):
+        return as_attacker("env", "PYTHONPATH=%s" % (REPO / ".build" / "collections"), "/usr/bin/python3", "-c",
+                           HOLD_AS_USER, str(path)).strip()
+
+    group = attacker_home / "group"
+    group.mkdir()
+    os.chown(str(group), *attacker_ids())
+    os.chmod(str(group), 0o775)
+    assert hold(group / "reports") == "held"
+    assert stat.S_IMODE((group / "reports").stat().st_mode) == 0o700
+    open_ = base / "open"
+    open_.mkdir()
+    os.chmod(str(open_), 0o777)
+    assert hold(open_ / "reports") == ("refused: %s (above the report directory) is writable by its group and others "
+                                       "(mode 0777) without the sticky bit: others could swap the report directory; "
+                                       "use a path whose directories only root or uid %d (the user this runs as) "
+                                       "can write" % (open_, attacker_ids()[0]))
+    assert not (open_ / "reports").exists()

@@ -18,6 +18,9 @@ description:
     parent is created 0700 when missing); every file in it is 0600. A directory, file or symlink of that name from an earlier attempt is removed first,
     never followed.
   - Runs C(ssh-keygen).
+  - O(state=absent) takes it all away again in one run, once the migrations are done. It closes the key's SSH
+    master connection (its control socket C(cm) in O(path), when there is one, with C(ssh -O exit)), then
+    removes O(path) with all in it through its verified parent, never following a symlink.
 extends_documentation_fragment:
   - ckpt.criu.attributes
   - ckpt.criu.attributes.ONE_USE
@@ -27,17 +30,24 @@ options:
       - Absolute path of the key's directory.
     type: path
     required: true
+  state:
+    description:
+      - V(present) makes a fresh key (every run); V(absent) closes its SSH master and removes O(path).
+    type: str
+    choices: [present, absent]
+    default: present
+    version_added: 0.2.0
   comment:
     description:
       - The key's comment, which names the migration in the destination's C(authorized_keys).
+      - Required with O(state=present).
     type: str
-    required: true
   known_hosts:
     description:
       - The content of C(known_hosts) (the C(ckpt.criu.migrate_known_hosts) filter makes it from the
         destination's host keys).
+      - Required with O(state=present).
     type: str
-    required: true
 notes:
   - Must run as root on the managed node.
 seealso:
@@ -51,6 +61,11 @@ EXAMPLES = r"""
     comment: ckpt.criu migrate from node1
     known_hosts: "{{ hostkeys.results | ckpt.criu.migrate_known_hosts('10.0.0.2', 22) }}"
   register: key
+
+- name: Close the key's SSH connection and remove the key, once the migrations are done
+  ckpt.criu.migration_key:
+    path: /run/ckpt-criu-ssh/key-node2
+    state: absent
 """
 
 RETURN = r"""
@@ -61,8 +76,14 @@ path:
   sample: /run/ckpt-criu-ssh/key-node2
 public_key:
   description: The public key, one line (C(ssh-ed25519 ... comment)).
-  returned: success, not in check mode
+  returned: success with O(state=present), not in check mode
   type: str
+close:
+  description:
+    - How C(ssh -O exit) ended for the key's SSH master (C(rc), C(stderr)); C(rc) 255 is ssh saying that no
+      master runs any more. Empty when there was no control socket.
+  returned: O(state=absent), not in check mode
+  type: dict
 """
 
 import os
@@ -77,13 +98,17 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
-            comment=dict(type="str", required=True),
-            known_hosts=dict(type="str", required=True),
+            state=dict(type="str", choices=["present", "absent"], default="present"),
+            comment=dict(type="str"),
+            known_hosts=dict(type="str"),
         ),
+        required_if=[("state", "present", ("comment", "known_hosts"))],
         supports_check_mode=True,
     )
     p = module.params
     path = _safedir.root_module_path(module, "migration_key")
+    if p["state"] == "absent":
+        absent(module, path)
     if not p["known_hosts"].strip():
         module.fail_json(msg="known_hosts is empty: the source would accept no host key of the destination",
                          path=path)
@@ -114,6 +139,33 @@ def main():
         module.fail_json(msg="cannot make the migration's key in %s: %s"
                          % (path, getattr(exc, "strerror", None) or exc), path=path)
     module.exit_json(changed=True, path=path, public_key=public)
+
+
+def absent(module, path):
+    """Close the key's SSH master, if its socket is there, then remove PATH."""
+    if module.check_mode:
+        module.exit_json(changed=os.path.lexists(path), path=path)
+    close = {}
+    if os.path.lexists(os.path.join(path, "cm")):
+        argv = [module.get_bin_path("ssh", required=True), "-F", "none", "-o",
+                "ControlPath=%s" % os.path.join(path, "cm"), "-O", "exit", "ckpt-migration-key"]
+        try:
+            res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 universal_newlines=True, check=False, timeout=30)
+            close = {"rc": res.returncode, "stderr": res.stderr.strip()}
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            close = {"rc": -1, "stderr": "ssh -O exit could not run: %s" % exc}
+    existed = os.path.lexists(path)
+    try:
+        _safedir.remove_dir(path)
+    except FileNotFoundError:
+        pass   # not even its parent is there
+    except _safedir.UntrustedDirError as exc:
+        module.fail_json(msg="cannot remove the migration's key %s: %s" % (path, exc.msg), path=path, close=close)
+    except OSError as exc:
+        module.fail_json(msg="cannot remove the migration's key %s: %s" % (path, exc.strerror or exc),
+                         path=path, close=close)
+    module.exit_json(changed=existed or bool(close), path=path, close=close)
 
 
 if __name__ == "__main__":

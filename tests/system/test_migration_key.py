@@ -53,3 +53,40 @@ def test_bad_input_and_an_untrusted_parent_change_nothing(tmp_path, run_module):
                    check=True)
     assert r.status == "ok" and r["changed"] and "public_key" not in r, r
     assert not (tmp_path / "chk").exists()
+
+
+def test_absent_closes_no_master_and_removes_the_key_through_its_parent(tmp_path, run_module):
+    """state=absent in one run: ssh -O exit on the key's control socket (no master listens on this one:
+    ssh says so, rc 255, which counts as closed), then the directory goes; a second run has nothing to do;
+    a symlink planted at the key's path is removed, never followed."""
+    d = tmp_path / "ssh" / "key-node2"
+    assert run_module("migration_key", {"path": str(d), "comment": "c", "known_hosts": HOSTS}).status == "ok"
+    sock = __import__("socket").socket(__import__("socket").AF_UNIX)
+    sock.bind(str(d / "cm"))   # a socket no ssh master serves
+    sock.close()
+    check = run_module("migration_key", {"path": str(d), "state": "absent"}, check=True)
+    assert check.status == "ok" and check["changed"] and d.exists(), check
+    r = run_module("migration_key", {"path": str(d), "state": "absent"})
+    assert r.status == "ok" and r["changed"], r
+    assert r["close"]["rc"] == 255 and r["close"]["stderr"], r["close"]
+    assert not d.exists() and (tmp_path / "ssh").exists()
+    again = run_module("migration_key", {"path": str(d), "state": "absent"})
+    assert again.status == "ok" and not again["changed"] and again["close"] == {}, again
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("x")
+    os.symlink(str(victim), str(d))
+    r = run_module("migration_key", {"path": str(d), "state": "absent"})
+    assert r.status == "ok" and not os.path.lexists(d) and os.listdir(victim) == ["keep"], r
+
+
+def test_absent_under_an_untrusted_parent_removes_nothing(tmp_path, run_module):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "key-node2").mkdir()
+    os.chmod(shared, 0o777)
+    r = run_module("migration_key", {"path": str(shared / "key-node2"), "state": "absent"})
+    assert r.failed and "cannot remove the migration's key" in r["msg"] and "writable" in r["msg"], r
+    assert (shared / "key-node2").is_dir()
+    r = run_module("migration_key", {"path": str(tmp_path / "k")})
+    assert r.failed and "comment" in r["msg"] and "known_hosts" in r["msg"], r

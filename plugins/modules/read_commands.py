@@ -15,9 +15,9 @@ description:
     C(stdout_lines), C(cmd)).
   - For the roles' checks before a freeze (C(ps), C(df), C(stat) on one host), where one module run
     per command costs 0.3 to 0.7 s of wall time each.
-  - A non-zero exit status is not a failure: the caller decides what each status means. The module fails
+  - A non-zero exit status is not a failure; the caller decides what each status means. The module fails
     only when a command cannot be run at all (no such program), naming it.
-  - Only for commands that change nothing: the module runs them in check mode too and never reports a
+  - Only for commands that change nothing; the module runs them in check mode too and never reports a
     change.
 extends_documentation_fragment:
   - ckpt.criu.attributes

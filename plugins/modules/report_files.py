@@ -11,7 +11,7 @@ short_description: Write the fleet report's files on the controller
 version_added: 0.2.0
 description:
   - Writes each of O(files) in the directory O(path) B(on the controller), in the controller's own process (an
-    action plugin: no module runs on any host, whatever host the task is delegated to).
+    action plugin; no module runs on any host, whatever host the task is delegated to).
   - O(path) must be the controller user's own directory, writable by no one else, and every directory above it
     owned by root or that user and writable by no one else unless sticky (C(/tmp), C(/var/tmp)); no component may be a symlink.
     Missing directories are created 0700; O(path) is set to 0700.

@@ -772,8 +772,7 @@ except _safedir.UntrustedDirError as exc:
 """
 
 
-def test_a_users_report_directory_may_sit_under_a_group_writable_parent_but_not_one_others_can_write(base,
-                                                                                                    attacker_home):
+def test_a_users_report_directory_may_sit_under_a_group_writable_parent_only(base, attacker_home):
     """The rule for a user's own directory (a controller not running as root, as in an execution
     environment whose /runner is group-writable): a parent another user can write is refused. (The
     system python: the test venv's lies under /root.)"""

@@ -150,6 +150,17 @@ def free_port():
         s.close()
 
 
+def wait(pred, timeout=30, step=0.1):
+    """pred()'s first true value within timeout, else its last value."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    return pred()
+
+
 def wait_gone(pid, timeout=10.0):
     """Wait until /proc/PID no longer exists (PID 1 reaps orphans slowly)."""
     deadline = time.time() + timeout

@@ -4,9 +4,10 @@ from __future__ import annotations
 import glob
 import json
 import subprocess
-import time
 
 import pytest
+
+from ckpt_testlib import wait
 
 pytestmark = pytest.mark.criu
 
@@ -87,11 +88,8 @@ def test_probes_leave_nothing_behind(run_module, criu_bin):
     assert res["probes"]["inet_dump"]["ran"] and res["probes"]["lazy_pages"]["ran"]
     # Machine-wide: a probe of another criu_info run (a fleet host shares /tmp) may be under way
     # meanwhile. Its directory and process go within its 30 s bound; a leftover of this run stays.
-    deadline = time.time() + 45
+    wait(lambda: all(now <= then for now, then in zip(_probe_leftovers(), before)), timeout=45, step=0.5)
     after = _probe_leftovers()
-    while (after[0] - before[0] or after[1] - before[1]) and time.time() < deadline:
-        time.sleep(0.5)
-        after = _probe_leftovers()
     assert after[0] <= before[0], "probe directories left: %s" % (after[0] - before[0])
     assert after[1] <= before[1], "probe processes left: %s" % (after[1] - before[1])
 

@@ -8,11 +8,10 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from ckpt_testlib import WORKLOADS, wait_gone
+from ckpt_testlib import WORKLOADS, wait, wait_gone
 
 pytestmark = pytest.mark.criu
 
@@ -76,15 +75,6 @@ def detached(tmp_path):
         wait_gone(pid, 5)
 
 
-def _wait_for(pred, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
-
-
 def _sockets(pid):
     out = []
     for fd in os.listdir("/proc/%d/fd" % pid):
@@ -100,11 +90,11 @@ def test_accepted_unix_connection_from_an_unnamed_client_is_refused(detached, ru
     start, dummy = detached
     path = str(tmp_path / "srv.sock")
     pid = start(UNIX_SERVER, path)
-    assert _wait_for(lambda: os.path.exists(path))
+    assert wait(lambda: os.path.exists(path), timeout=10.0, step=0.02)
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # outside the tree, no address
     try:
         client.connect(path)
-        assert _wait_for(lambda: len(_sockets(pid)) == 2), "the server did not accept"
+        assert wait(lambda: len(_sockets(pid)) == 2, timeout=10.0, step=0.02), "the server did not accept"
         for ext in (False, True):
             r = run_module("fd_inspect", {"pid": pid, "ext_unix_sk": ext})
             assert r.status == "ok", r
@@ -131,7 +121,7 @@ def test_a_session_whose_leader_exited_says_so(detached, run_module, tmp_path):
     start, started = detached
     pidfile = tmp_path / "orphan.pid"
     leader = start(ORPHANED_SESSION, str(pidfile))
-    assert _wait_for(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"))
+    assert wait(lambda: pidfile.exists() and pidfile.read_text().endswith("\n"), timeout=10.0, step=0.02)
     child = int(pidfile.read_text())
     started.append(child)
     assert wait_gone(leader, 10), "the session leader did not exit"
@@ -147,7 +137,7 @@ def test_a_session_whose_leader_exited_says_so(detached, run_module, tmp_path):
 def test_tcp_established_reason_when_tcp_established_is_set(detached, run_module):
     start, dummy = detached
     pid = start(TCP_HOLDER)
-    assert _wait_for(lambda: len(_sockets(pid)) == 4)
+    assert wait(lambda: len(_sockets(pid)) == 4, timeout=10.0, step=0.02)
     r = run_module("fd_inspect", {"pid": pid, "tcp_established": True})
     assert r.status == "ok" and r["restorable"] is True, r
     est = [i for i in r["fds"] if i["classification"] == "tcp_established"]
@@ -164,7 +154,7 @@ def test_old_criu_on_a_new_kernel_refuses_tcp_once_per_process_naming_criu_42(de
     assert (major, minor) >= (6, 16), "this test needs kernel >= 6.16, where CRIU 4.1.1 cannot dump inet sockets"
     start, dummy = detached
     pid = start(TCP_HOLDER)
-    assert _wait_for(lambda: len(_sockets(pid)) == 4)
+    assert wait(lambda: len(_sockets(pid)) == 4, timeout=10.0, step=0.02)
     # A criu that says it is 4.1.1 (what Debian 12 and 13 shipped before 4.2).
     old = tmp_path / "criu-4.1.1"
     old.write_text("#!/bin/sh\necho 'Version: 4.1.1'\n")

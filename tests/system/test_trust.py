@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_testlib import REPO, VENV_BIN, find_criu, read_ticks, start_workload, still_ticking, wait_gone
+from ckpt_testlib import REPO, VENV_BIN, find_criu, read_ticks, start_workload, still_ticking, wait, wait_gone
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _identity, _page_server, _process_state
 
@@ -316,13 +316,11 @@ def _module_pid_from_lock(images):
 
 
 def _wait_for(what, fn, timeout=60.0, pause=0.005, seen=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(pause)
-    raise AssertionError("timed out waiting for %s%s" % (what, "; " + seen() if seen else ""))
+    """wait(), failing the test with what it waited for (and what ``seen`` says)."""
+    value = wait(fn, timeout=timeout, step=pause)
+    if not value:
+        raise AssertionError("timed out waiting for %s%s" % (what, "; " + seen() if seen else ""))
+    return value
 
 
 def _criu_child(pid):

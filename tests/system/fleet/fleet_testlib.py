@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import fleet as fleet_mod
-from ckpt_testlib import REPO, WORKLOADS, Ticker, read_ticks
+from ckpt_testlib import REPO, WORKLOADS, Ticker, read_ticks, wait
 
 Fleet = fleet_mod.Fleet
 FleetError = fleet_mod.FleetError
@@ -190,17 +190,6 @@ def show(fleet, host, unit, *props):
     """{prop: value} of `systemctl show UNIT -p PROPS` on host."""
     out = ssh(fleet, host, ["systemctl", "show", unit, "-p", ",".join(props)])
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def wait(pred, timeout=30, step=0.1):
-    """pred()'s first true value within timeout, else its last value."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    return pred()
 
 
 def install_ticker(fleet, hosts, unit, ticks, enable=False, start_on=None):

@@ -11,7 +11,7 @@ one or two each (stat, then copy), about 0.6 s apiece on a loaded controller.
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import os
 import secrets
 
@@ -32,11 +32,10 @@ def write_files(path, files):
     user's (created 0700 with missing parents), each file 0600 and replaced
     atomically: written under a random name in the held directory, then renamed
     over the old one (a symlink planted there is replaced, never followed).
-    Returns the paths written; raises UntrustedDirError or OSError."""
+    Raises UntrustedDirError or OSError."""
     for name in files:
         if not _safedir.plain_name(name) or name.startswith("."):
             raise _safedir.UntrustedDirError("%r is not a plain file name for a report file" % (name,))
-    written = []
     with _safedir.hold(path, create=True, owner=os.geteuid(), what="report directory") as held:
         os.chmod(held.fd, 0o700)
         for name, text in sorted(files.items()):
@@ -47,14 +46,9 @@ def write_files(path, files):
                     fh.write(text if text.endswith("\n") else text + "\n")
                 os.rename(tmp, name, src_dir_fd=held.fd, dst_dir_fd=held.fd)
             except BaseException:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp, dir_fd=held.fd)
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        raise
                 raise
-            written.append(os.path.join(held.path, name))
-    return written
 
 
 class ActionModule(ActionBase):

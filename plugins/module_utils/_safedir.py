@@ -40,6 +40,10 @@ NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | NOFOLLOW | os.O_CLOEXEC
 
 
+# What the trust rule guards unless told otherwise; its messages say why images need it.
+IMAGES_DIR = "images directory"
+
+
 class UntrustedDirError(CkptError):
     """An images directory (or a file in it) that breaks the trust rule; the message names the reason."""
 
@@ -77,7 +81,7 @@ def _owners(owner):
     return "root" if owner == 0 else "root or uid %d (the user this runs as)" % owner
 
 
-def _check_ancestor(st, shown, owner=0, what="images directory"):
+def _check_ancestor(st, shown, owner=0, what=IMAGES_DIR):
     if st.st_uid not in (0, owner):
         raise UntrustedDirError("%s (above the %s) is owned by uid %d, not %s: that user could swap the %s "
                                 "for one of their own; use a path whose every directory is owned by %s"
@@ -90,8 +94,8 @@ def _check_ancestor(st, shown, owner=0, what="images directory"):
                                 % (shown, what, _who(st.st_mode), stat.S_IMODE(st.st_mode), what, _owners(owner)))
 
 
-def _check_final(st, shown, owner=0, what="images directory"):
-    if what != "images directory":
+def _check_final(st, shown, owner=0, what=IMAGES_DIR):
+    if what != IMAGES_DIR:
         if st.st_uid != owner:
             raise UntrustedDirError("%s %s is owned by uid %d, not uid %d (the user this runs as): someone else "
                                     "made it and could read or replace what is written there; use a directory "
@@ -116,7 +120,7 @@ def _who(mode):
     return " and ".join(w for w, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit)
 
 
-def _walk(path, create, mode=0o700, owner=0, what="images directory"):
+def _walk(path, create, mode=0o700, owner=0, what=IMAGES_DIR):
     """(fd of the verified directory, 0), or (None, number of missing components) when
     PATH is incomplete and not ``create``; UntrustedDirError on a broken rule."""
     parts = _components(path)
@@ -159,7 +163,7 @@ def check(path):
     return missing
 
 
-def hold(path, create=False, mode=0o700, owner=0, what="images directory"):
+def hold(path, create=False, mode=0o700, owner=0, what=IMAGES_DIR):
     """A HeldDir of PATH after checking the trust rule; missing components are created
     (0700) only with ``create``. UntrustedDirError when a rule is broken,
     FileNotFoundError when PATH is missing and ``create`` is false.

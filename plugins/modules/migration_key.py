@@ -143,8 +143,9 @@ def main():
 
 def absent(module, path):
     """Close the key's SSH master, if its socket is there, then remove PATH."""
+    existed = os.path.lexists(path)
     if module.check_mode:
-        module.exit_json(changed=os.path.lexists(path), path=path)
+        module.exit_json(changed=existed, path=path)
     close = {}
     if os.path.lexists(os.path.join(path, "cm")):
         argv = [module.get_bin_path("ssh", required=True), "-F", "none", "-o",
@@ -155,7 +156,6 @@ def absent(module, path):
             close = {"rc": res.returncode, "stderr": res.stderr.strip()}
         except (OSError, subprocess.TimeoutExpired) as exc:
             close = {"rc": -1, "stderr": "ssh -O exit could not run: %s" % exc}
-    existed = os.path.lexists(path)
     try:
         _safedir.remove_dir(path)
     except FileNotFoundError:
@@ -165,7 +165,7 @@ def absent(module, path):
     except OSError as exc:
         module.fail_json(msg="cannot remove the migration's key %s: %s" % (path, exc.strerror or exc),
                          path=path, close=close)
-    module.exit_json(changed=existed or bool(close), path=path, close=close)
+    module.exit_json(changed=existed, path=path, close=close)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,16 @@ def fail(module, exc, shown=None, **extra):
     kw = dict(extra)
     kw.update(exc.to_fail_kwargs())
     module.fail_json(**(shown(kw) if shown is not None else kw))
+
+
+def run_job(module, job):
+    """Exit ``module`` with what ``job(params, warn)`` returns: failed when the
+    result says so (its ``msg`` then says why), mapped by :func:`fail` when
+    the job raises a CkptError."""
+    try:
+        result = job(module.params, module.warn)
+    except CkptError as exc:
+        fail(module, exc, changed=False)
+    if result.get("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)

@@ -274,122 +274,12 @@ cache:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _batch
-from ansible_collections.ckpt.criu.plugins.module_utils._checksum import (
-    DEFAULT_CACHE,
-    ChecksumError,
-    compare,
-    file_record,
-    load_expected,
-    process_files,
-    summarize_mismatches,
-)
-from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-from ansible_collections.ckpt.criu.plugins.module_utils._procfs import read_pidfile
-
-
-def check(p, pid=None, expected=None, warn=None):
-    """What the module returns for one process (``pid``) or for the files of
-    O(paths) or ``expected``, and the failure (a sentence, or None) that
-    O(fail_on_mismatch) makes of a mismatch."""
-    result = {"changed": False}
-    only_paths = None
-    if pid is not None:
-        recs = process_files(pid, exe_only=p["exe_only"])
-        result.update(pid=int(pid), exe=recs["exe"], files=recs["files"])
-        if p["exe_only"]:
-            only_paths = [recs["exe"]["path"]]
-        for rec in recs["files"]:
-            if rec.get("note") and warn:
-                warn(rec["note"])
-    else:
-        if p["paths"] is not None and not p["paths"]:
-            raise ChecksumError("paths is empty; list at least one file to check")
-        paths = p["paths"] or [rec["path"] for rec in expected]
-        if not paths:
-            raise ChecksumError("expected lists no files, so there is nothing to check; give a manifest or "
-                                "result that has binary records")
-        files, seen = [], set()
-        for path in paths:
-            rec = file_record(path)
-            if rec["path"] not in seen:
-                seen.add(rec["path"])
-                files.append(rec)
-        result["files"] = files
-        if p["paths"] is not None:
-            only_paths = list(p["paths"])
-    failure = None
-    if expected is not None:
-        matched, mismatches = compare(expected, result["files"], only_paths=only_paths)
-        result.update(matches=not mismatches, matched=matched, mismatches=mismatches)
-        if mismatches and p["fail_on_mismatch"]:
-            failure = summarize_mismatches(mismatches, len(matched) + len(mismatches))
-    return result, failure
-
-
-def run(module):
-    p = module.params
-    per_pid = None
-    if p["pids"] is not None:
-        def one(pid):
-            res, dummy = check(p, pid=pid, warn=lambda note: module.warn("PID %s: %s" % (pid, note)))
-            return res
-        per_pid = _batch.each(p["pids"], one)
-    elif p["expected_per_pid"] is not None:
-        entries = dict((_batch_key(e), e) for e in p["expected_per_pid"])
-
-        def one(key):
-            res, failure = check(p, expected=load_expected(entries[key]))
-            if failure:
-                res.update(failed=True, msg=failure)
-            return res
-        per_pid = _batch.each(list(entries), one)
-    if per_pid is not None:
-        for entry in per_pid:
-            entry.pop("changed", None)
-        return {"changed": False, "per_pid": per_pid, "cache": DEFAULT_CACHE.stats()}
-    expected = load_expected(p["expected"]) if p["expected"] is not None else None
-    pid = None
-    if p["pid"] is not None or p["pidfile"]:
-        pid = p["pid"] if p["pid"] is not None else read_pidfile(p["pidfile"])
-    result, failure = check(p, pid=pid, expected=expected, warn=module.warn)
-    result["cache"] = DEFAULT_CACHE.stats()
-    if failure:
-        result["msg"] = failure
-        module.fail_json(**result)
-    return result
-
-
-def _batch_key(entry):
-    """The C(item) of an O(expected_per_pid) entry (its PID)."""
-    if not isinstance(entry, dict) or "item" not in entry:
-        raise ChecksumError("each entry of expected_per_pid must be a result of this module with pids (an entry "
-                            "of its per_pid, with item and files); got %r" % (entry,))
-    return entry["item"]
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import run_job
+from ansible_collections.ckpt.criu.plugins.module_utils._host_checks import BINARY_CHECKSUM_ARGS, binary_checksum
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            pid=dict(type="int"),
-            pidfile=dict(type="path"),
-            paths=dict(type="list", elements="path"),
-            pids=dict(type="list", elements="int"),
-            expected_per_pid=dict(type="list", elements="dict"),
-            exe_only=dict(type="bool", default=False),
-            expected=dict(type="raw"),
-            fail_on_mismatch=dict(type="bool", default=True),
-        ),
-        mutually_exclusive=[("pid", "pidfile", "paths", "pids", "expected_per_pid"),
-                            ("expected", "pids"), ("expected", "expected_per_pid")],
-        required_one_of=[("pid", "pidfile", "paths", "expected", "pids", "expected_per_pid")],
-        supports_check_mode=True,
-    )
-    try:
-        result = run(module)
-    except CkptError as exc:
-        fail(module, exc, changed=False)
-    module.exit_json(**result)
+    run_job(AnsibleModule(supports_check_mode=True, **BINARY_CHECKSUM_ARGS), binary_checksum)
 
 
 if __name__ == "__main__":

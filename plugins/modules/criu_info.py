@@ -286,29 +286,12 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-from ansible_collections.ckpt.criu.plugins.module_utils._criu_info import DEFAULT_FEATURES, PROBES, gather
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import run_job
+from ansible_collections.ckpt.criu.plugins.module_utils._host_checks import CRIU_INFO_ARGS, criu_info
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            criu_path=dict(type="path"),
-            required=dict(type="bool", default=False),
-            features=dict(type="list", elements="str", default=list(DEFAULT_FEATURES)),
-            check=dict(type="bool", default=True),
-            probes=dict(type="list", elements="str", choices=list(PROBES), default=list(PROBES)),
-        ),
-        supports_check_mode=True,
-    )
-    try:
-        result, problems = gather(module.params)
-    except CkptError as exc:
-        fail(module, exc, changed=False)
-    if problems and module.params["required"]:
-        result["msg"] = problems[0]
-        module.fail_json(**result)
-    module.exit_json(**result)
+    run_job(AnsibleModule(supports_check_mode=True, **CRIU_INFO_ARGS), criu_info)
 
 
 if __name__ == "__main__":

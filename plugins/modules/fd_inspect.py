@@ -322,107 +322,12 @@ per_pid:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _batch, _procfs, _stdio
-from ansible_collections.ckpt.criu.plugins.module_utils._criu import CriuError, criu_version, find_criu, parse_size
-from ansible_collections.ckpt.criu.plugins.module_utils._identity import shown_result
-from ansible_collections.ckpt.criu.plugins.module_utils._procfs import ProcfsError
-from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
-
-LIFT_OPTIONS = ("shell_job", "tcp_established", "ext_unix_sk", "inherit_fd", "ghost_limit")
-
-
-def inspect(p, pid, version):
-    """What the module returns for one process, and the refusal (a sentence,
-    or None) that O(assert_stdio) turns into a failure."""
-    identity = _procfs.validate_target_pid(pid)
-    result = _stdio.classify(identity["pid"], tree=p["tree"], criu_version=version)
-    processes = []
-    for q in result["ctx"]["pids"]:
-        try:
-            processes.append(identity if q == identity["pid"] else _procfs.process_identity(q))
-        except ProcfsError:
-            continue
-    plan = _stdio.plan(result["items"], dict((k, p[k]) for k in LIFT_OPTIONS))
-    out = dict(changed=False, process=identity, processes=processes, criu_version=version,
-               fds=[_stdio.public_item(i) for i in result["items"]],
-               stdio=[_stdio.public_item(i) for i in result["stdio"]])
-    for key in ("criu_options", "dump_options", "restore_options", "files_on_destination", "blockers",
-                "restorable", "warnings"):
-        out[key] = plan[key]
-    refusal = None
-    if p["assert_stdio"] and plan["blockers"]:
-        refusal = "PID %d cannot be checkpointed and restored safely: %s" % (
-            identity["pid"], " ".join(plan["blockers"]))
-    return out, refusal
-
-
-def criu_version_of(p):
-    """The version of the criu the dump will use, None when there is none (an
-    error only when O(criu_path) names one that does not work)."""
-    try:
-        return criu_version(find_criu(p["criu_path"]))["version"]
-    except CriuError:
-        if p["criu_path"]:
-            raise
-    return None
-
-
-def run(module):
-    p = module.params
-    version = criu_version_of(p)
-    if p["pids"] is not None:
-        ext = set(p["ext_unix_sk_pids"] or [])
-
-        def one(pid):
-            q = dict(p, ext_unix_sk=p["ext_unix_sk"] or pid in ext)
-            out, refusal = inspect(q, pid, version)
-            out = shown_result(p, out)
-            if refusal:
-                out.update(failed=True, msg=refusal)
-            return out
-
-        per_pid = _batch.each(p["pids"], one)
-        for entry in per_pid:
-            for warning in entry.pop("warnings", None) or []:
-                module.warn("PID %s: %s" % (entry["item"], warning))
-        return dict(changed=False, criu_version=version, per_pid=per_pid)
-    pid = p["pid"] if p["pid"] is not None else _procfs.read_pidfile(p["pidfile"])
-    out, refusal = inspect(p, pid, version)
-    for warning in out.pop("warnings"):
-        module.warn(warning)
-    if refusal:
-        out["msg"] = refusal
-        module.fail_json(**shown_result(module.params, out))
-    return out
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import run_job
+from ansible_collections.ckpt.criu.plugins.module_utils._host_checks import FD_INSPECT_ARGS, fd_inspect
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            pid=dict(type="int"),
-            pidfile=dict(type="path"),
-            pids=dict(type="list", elements="int"),
-            ext_unix_sk_pids=dict(type="list", elements="int", default=[]),
-            tree=dict(type="bool", default=True),
-            assert_stdio=dict(type="bool", default=False),
-            shell_job=dict(type="bool", default=False),
-            tcp_established=dict(type="bool", default=False),
-            ext_unix_sk=dict(type="bool", default=False),
-            inherit_fd=dict(type="bool", default=False),
-            ghost_limit=dict(type="str"),
-            criu_path=dict(type="path"),
-            include_cmdline=dict(type="bool", default=False),
-        ),
-        mutually_exclusive=[("pid", "pidfile", "pids")],
-        required_one_of=[("pid", "pidfile", "pids")],
-        supports_check_mode=True,
-    )
-    try:
-        module.params["ghost_limit"] = parse_size(module.params["ghost_limit"], "ghost_limit")
-        result = run(module)
-    except CkptError as exc:
-        fail(module, exc, changed=False)
-    module.exit_json(**shown_result(module.params, result))
+    run_job(AnsibleModule(supports_check_mode=True, **FD_INSPECT_ARGS), fd_inspect)
 
 
 if __name__ == "__main__":

@@ -113,53 +113,12 @@ problems:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.ckpt.criu.plugins.module_utils import _batch, _netaddr
-from ansible_collections.ckpt.criu.plugins.module_utils._errors import CkptError, fail
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import run_job
+from ansible_collections.ckpt.criu.plugins.module_utils._host_checks import INET_SOCKETS_ARGS, inet_sockets
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            pid=dict(type="int"),
-            sockets=dict(type="list", elements="dict"),
-            pids=dict(type="list", elements="int"),
-            sockets_per_pid=dict(type="list", elements="dict"),
-            service_address=dict(type="str", default=""),
-            service_interface=dict(type="str", default=""),
-            destination=dict(type="str", default="this host"),
-        ),
-        mutually_exclusive=[("pid", "sockets", "pids", "sockets_per_pid")],
-        required_one_of=[("pid", "sockets", "pids", "sockets_per_pid")],
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        service = None
-        if p["service_address"]:
-            service = _netaddr.parse_service_address(p["service_address"], p["service_interface"])[0]
-        link_list = _netaddr.links()
-        addresses = _netaddr.host_addresses(link_list)
-
-        def on_source(pid):
-            sockets = _netaddr.tree_sockets(pid)
-            problems = _netaddr.source_problems(sockets, addresses, service, p["service_interface"], link_list)
-            return dict(sockets=sockets, problems=problems)
-
-        def on_destination(sockets):
-            return dict(problems=_netaddr.destination_problems(
-                sockets, addresses, _netaddr.listening(), service, p["destination"], p["service_interface"],
-                link_list))
-
-        if p["pids"] is not None:
-            module.exit_json(changed=False, addresses=addresses, per_pid=_batch.each(p["pids"], on_source))
-        if p["sockets_per_pid"] is not None:
-            entries = dict((e.get("item"), e.get("sockets") or []) for e in p["sockets_per_pid"])
-            module.exit_json(changed=False, addresses=addresses,
-                             per_pid=_batch.each(list(entries), lambda pid: on_destination(entries[pid])))
-        result = on_source(p["pid"]) if p["pid"] is not None else dict(on_destination(p["sockets"]), sockets=[])
-    except CkptError as exc:
-        fail(module, exc)
-    module.exit_json(changed=False, addresses=addresses, **result)
+    run_job(AnsibleModule(supports_check_mode=True, **INET_SOCKETS_ARGS), inet_sockets)
 
 
 if __name__ == "__main__":

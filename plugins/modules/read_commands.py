@@ -90,49 +90,14 @@ reads:
       stdout_lines: []
 """
 
-import os
-import subprocess
-
 from ansible.module_utils.basic import AnsibleModule
 
-
-def run(argv, timeout):
-    """The registered shape of one command, as ansible.builtin.command gives it."""
-    env = dict(os.environ, LC_ALL="C")
-    res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=env, check=False, timeout=timeout)
-    out = res.stdout.decode("utf-8", "replace").rstrip("\n")
-    err = res.stderr.decode("utf-8", "replace").rstrip("\n")
-    return {"cmd": argv, "rc": res.returncode, "stdout": out, "stderr": err,
-            "stdout_lines": out.splitlines(), "stderr_lines": err.splitlines()}
+from ansible_collections.ckpt.criu.plugins.module_utils._errors import run_job
+from ansible_collections.ckpt.criu.plugins.module_utils._host_checks import READ_COMMANDS_ARGS, read_commands
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            commands=dict(type="list", elements="raw", required=True),
-            timeout=dict(type="float", default=60.0),
-        ),
-        supports_check_mode=True,
-    )
-    results = []
-    for i, argv in enumerate(module.params["commands"]):
-        if not argv:
-            results.append({"cmd": [], "skipped": True, "rc": 0, "stdout": "", "stderr": "",
-                            "stdout_lines": [], "stderr_lines": []})
-            continue
-        if not isinstance(argv, list) or not all(isinstance(a, (str, int, float)) for a in argv):
-            module.fail_json(msg="commands[%d] must be a list of strings (the program first), got %r" % (i, argv),
-                             reads=results)
-        argv = [str(a) for a in argv]
-        try:
-            results.append(run(argv, module.params["timeout"]))
-        except subprocess.TimeoutExpired:
-            module.fail_json(msg="%s took longer than %s s and was killed" % (" ".join(argv), module.params["timeout"]),
-                             reads=results)
-        except OSError as exc:
-            module.fail_json(msg="cannot run %s: %s" % (argv[0], exc.strerror or exc), reads=results)
-    module.exit_json(changed=False, reads=results)
+    run_job(AnsibleModule(supports_check_mode=True, **READ_COMMANDS_ARGS), read_commands)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,16 @@ options:
     type: list
     elements: str
     default: []
+  subdirs:
+    description:
+      - Names of directories directly under O(path) (plain names, no C(/)) that are checked against the rule
+        and created (0700) when missing, after O(path) itself, and never emptied (say the records of the
+        migrations kept beside the images directories). One that breaks the rule fails the module before any
+        of O(fresh) is touched. Needs O(state=present).
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
 notes:
   - Must run as root on the managed node.
 seealso:
@@ -90,7 +100,7 @@ path:
   sample: /var/lib/ckpt/checkpoint
 created:
   description: How many missing path components were (or, in check mode, would be) created; with V(fresh),
-    the directory itself counts.
+    the directory itself counts; each of O(subdirs) that was missing counts.
   returned: success
   type: int
   sample: 1
@@ -157,24 +167,45 @@ def _fresh_entries(module, path, names, missing):
     module.exit_json(changed=True, path=path, created=missing, fresh=made)
 
 
+def _subdirs(module, path, names, missing):
+    """Each of NAMES under PATH checked against the rule and, unless in check mode, created; how many
+    components were missing (PATH's ``missing``, then one for each name missing under it)."""
+    created = missing
+    for name in names:
+        try:
+            created += _safedir.check(os.path.join(path, name)) - missing
+        except _safedir.UntrustedDirError as exc:
+            fail(module, _safedir.UntrustedDirError("%s; nothing was changed" % exc.msg, **exc.details), path=path)
+    for name in names if not module.check_mode else []:
+        _hold(module, os.path.join(path, name)).close()
+    return created
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             path=dict(type="path", required=True),
             state=dict(type="str", choices=["present", "checked", "fresh"], default="present"),
             fresh=dict(type="list", elements="str", default=[]),
+            subdirs=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
     path = _safedir.root_module_path(module, "images_dir")
     names = module.params["fresh"]
-    if names:
+    subdirs = module.params["subdirs"]
+    for option, given in (("fresh", names), ("subdirs", subdirs)):
+        if not given:
+            continue
         if module.params["state"] != "present":
-            module.fail_json(msg="fresh needs state=present (got state=%s)" % module.params["state"], path=path)
-        bad = [n for n in names if not _safedir.plain_name(n)]
-        if bad or len(set(names)) != len(names):
-            module.fail_json(msg="fresh takes distinct plain names of directories under %s, got %s; nothing was "
-                             "changed" % (path, ", ".join(repr(n) for n in (bad or names))), path=path)
+            module.fail_json(msg="%s needs state=present (got state=%s)" % (option, module.params["state"]), path=path)
+        bad = [n for n in given if not _safedir.plain_name(n)]
+        if bad or len(set(given)) != len(given):
+            module.fail_json(msg="%s takes distinct plain names of directories under %s, got %s; nothing was "
+                             "changed" % (option, path, ", ".join(repr(n) for n in (bad or given))), path=path)
+    if set(names) & set(subdirs):
+        module.fail_json(msg="%s cannot be both made afresh (fresh) and kept (subdirs); nothing was changed"
+                         % ", ".join(sorted(set(names) & set(subdirs))), path=path)
     if module.params["state"] == "fresh":
         _fresh(module, path)
     try:
@@ -183,6 +214,8 @@ def main():
         fail(module, _safedir.UntrustedDirError("%s; nothing was changed" % exc.msg, **exc.details), path=path)
     if missing and module.params["state"] == "checked":
         module.fail_json(msg="images directory %s does not exist" % path, path=path)
+    if subdirs:
+        missing = _subdirs(module, path, subdirs, missing)
     if names:
         _fresh_entries(module, path, names, missing)
     if missing and not module.check_mode:

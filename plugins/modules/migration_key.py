@@ -48,6 +48,14 @@ options:
         destination's host keys).
       - Required with O(state=present).
     type: str
+  route_to:
+    description:
+      - An address of the destination. With O(state=present) the module first reads C(ip -o route get) to
+        it, also in check mode, and returns it as RV(route): the address the destination sees this source
+        come from is its C(src), which the role writes into the key's C(from=) restriction there.
+      - A route that cannot be read is not a failure; RV(route) then says why.
+    type: str
+    version_added: 0.2.0
 notes:
   - Must run as root on the managed node.
 seealso:
@@ -60,7 +68,12 @@ EXAMPLES = r"""
     path: /run/ckpt-criu-ssh/key-node2
     comment: ckpt.criu migrate from node1
     known_hosts: "{{ hostkeys.results | ckpt.criu.migrate_known_hosts('10.0.0.2', 22) }}"
+    route_to: 10.0.0.2
   register: key
+
+- name: The address the destination sees this source come from
+  ansible.builtin.debug:
+    msg: "{{ key.route.stdout | regex_search('src (\\S+)', '\\1') | first }}"
 
 - name: Close the key's SSH connection and remove the key, once the migrations are done
   ckpt.criu.migration_key:
@@ -84,6 +97,17 @@ close:
       master runs any more. Empty when there was no control socket.
   returned: O(state=absent), not in check mode
   type: dict
+route:
+  description:
+    - C(ip -o route get) to O(route_to), in the shape M(ansible.builtin.command) registers (C(cmd), C(rc),
+      C(stdout), C(stderr)); C(rc) is not 0 when there is no route, or -1 when C(ip) could not run.
+  returned: O(state=present) with O(route_to), also in check mode
+  type: dict
+  sample:
+    cmd: [/usr/sbin/ip, -o, route, get, 10.213.0.12]
+    rc: 0
+    stdout: "10.213.0.12 dev eth0 src 10.213.0.11 uid 0"
+    stderr: ""
 """
 
 import os
@@ -101,6 +125,7 @@ def main():
             state=dict(type="str", choices=["present", "absent"], default="present"),
             comment=dict(type="str"),
             known_hosts=dict(type="str"),
+            route_to=dict(type="str"),
         ),
         required_if=[("state", "present", ("comment", "known_hosts"))],
         supports_check_mode=True,
@@ -112,10 +137,11 @@ def main():
     if not p["known_hosts"].strip():
         module.fail_json(msg="known_hosts is empty: the source would accept no host key of the destination",
                          path=path)
+    extra = {"route": route(module, p["route_to"])} if p["route_to"] else {}
     try:
         if module.check_mode:
             _safedir.check(os.path.dirname(path))
-            module.exit_json(changed=True, path=path)
+            module.exit_json(changed=True, path=path, **extra)
         keygen = module.get_bin_path("ssh-keygen", required=True)
         old = os.umask(0o077)
         try:
@@ -134,11 +160,25 @@ def main():
             os.umask(old)
     except _safedir.UntrustedDirError as exc:
         module.fail_json(msg="cannot make the migration's key in %s: %s; nothing was changed" % (path, exc.msg),
-                         path=path)
+                         path=path, **extra)
     except (OSError, subprocess.TimeoutExpired) as exc:
         module.fail_json(msg="cannot make the migration's key in %s: %s"
-                         % (path, getattr(exc, "strerror", None) or exc), path=path)
-    module.exit_json(changed=True, path=path, public_key=public)
+                         % (path, getattr(exc, "strerror", None) or exc), path=path, **extra)
+    module.exit_json(changed=True, path=path, public_key=public, **extra)
+
+
+def route(module, address):
+    """``ip -o route get ADDRESS`` as ansible.builtin.command registers it; never a failure."""
+    ip = module.get_bin_path("ip")
+    argv = [ip or "ip", "-o", "route", "get", address]
+    if not ip:
+        return {"cmd": argv, "rc": -1, "stdout": "", "stderr": "ip (iproute2) is not installed"}
+    try:
+        res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             universal_newlines=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"cmd": argv, "rc": -1, "stdout": "", "stderr": "ip route get could not run: %s" % exc}
+    return {"cmd": argv, "rc": res.returncode, "stdout": res.stdout.strip(), "stderr": res.stderr.strip()}
 
 
 def absent(module, path):

@@ -28,6 +28,23 @@ def test_makes_a_root_only_key_and_known_hosts_and_a_new_key_each_time(tmp_path,
     assert again.status == "ok" and again["public_key"].split()[1] != r["public_key"].split()[1]
 
 
+def test_route_to_reads_the_source_address_also_in_check_mode(tmp_path, run_module):
+    d = tmp_path / "ssh" / "key-node2"
+    args = {"path": str(d), "comment": "c", "known_hosts": HOSTS, "route_to": "127.0.0.1"}
+    check = run_module("migration_key", args, check=True)
+    assert check.status == "ok" and check["changed"] and not d.exists(), check
+    r = run_module("migration_key", args)
+    assert r.status == "ok" and r["public_key"], r
+    for res in (check, r):
+        assert res["route"]["rc"] == 0 and " src 127.0.0.1" in res["route"]["stdout"], res["route"]
+        assert res["route"]["cmd"][1:] == ["-o", "route", "get", "127.0.0.1"], res["route"]
+    # No route is not a failure: the route says why (the role refuses the processes with it).
+    r = run_module("migration_key", dict(args, route_to="not-an-address"))
+    assert r.status == "ok" and r["route"]["rc"] != 0 and r["route"]["stderr"], r["route"]
+    r = run_module("migration_key", {"path": str(d), "comment": "c", "known_hosts": HOSTS})
+    assert r.status == "ok" and "route" not in r, r
+
+
 def test_a_planted_link_is_removed_not_followed(tmp_path, run_module):
     parent = tmp_path / "ssh"
     parent.mkdir(mode=0o700)

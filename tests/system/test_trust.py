@@ -670,10 +670,51 @@ def test_images_dir_fresh_names_makes_each_afresh_in_one_run(run_module, base):
         subprocess.run(["umount", str(root / "pid-1")], check=True)
 
 
+def test_images_dir_subdirs_are_kept_and_made_before_the_fresh_ones(run_module, base):
+    """subdirs: [names] are created (0700) when missing and never emptied, in the same run that makes
+    the fresh ones; one that breaks the rule (a symlink, never followed) stops the run before any
+    fresh directory is touched."""
+    root = base / "root"
+    check = run_module("images_dir", {"path": str(root), "subdirs": [".migrated"], "fresh": ["pid-1"]}, check=True)
+    assert check.status == "ok" and check["changed"] and check["created"] == 2, check
+    assert not root.exists(), "check mode created the root"
+    res = run_module("images_dir", {"path": str(root), "subdirs": [".migrated"], "fresh": ["pid-1"]})
+    assert res.status == "ok" and res["changed"] and res["fresh"] == ["pid-1"], res
+    assert res["created"] == 2, res
+    for name in (".migrated", "pid-1"):
+        st = os.lstat(root / name)
+        assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700, name
+    (root / ".migrated" / "pid-9.json").write_text("{}")
+    (root / "pid-1" / "old.img").write_text("leftover")
+    res = run_module("images_dir", {"path": str(root), "subdirs": [".migrated"], "fresh": ["pid-1"]})
+    assert res.status == "ok" and res["created"] == 0, res
+    assert os.listdir(root / ".migrated") == ["pid-9.json"] and os.listdir(root / "pid-1") == []
+
+    elsewhere = base / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    os.symlink(str(elsewhere), str(root / ".kept"))
+    (root / "pid-1" / "old.img").write_text("leftover")
+    res = run_module("images_dir", {"path": str(root), "subdirs": [".kept"], "fresh": ["pid-1"]})
+    assert res.failed and "nothing was changed" in res["msg"] and "symlink" in res["msg"], res
+    assert os.listdir(root / "pid-1") == ["old.img"] and os.path.islink(root / ".kept")
+    assert os.listdir(elsewhere) == []
+
+
+def test_images_dir_subdirs_under_a_parent_another_user_controls_change_nothing(run_module, base, attacker_home):
+    as_attacker("mkdir", str(attacker_home / "pid-1"))
+    as_attacker("touch", str(attacker_home / "pid-1" / "mine"))
+    res = run_module("images_dir", {"path": str(attacker_home), "subdirs": [".migrated"], "fresh": ["pid-1"]})
+    assert res.failed and "nothing was changed" in res["msg"], res
+    assert sorted(os.listdir(attacker_home)) == ["pid-1"] and os.listdir(attacker_home / "pid-1") == ["mine"]
+
+
 @pytest.mark.parametrize("args,words", [
     ({"fresh": ["../escape"]}, "plain names"),
     ({"fresh": ["pid-1", "pid-1"]}, "distinct"),
     ({"fresh": ["pid-1"], "state": "fresh"}, "fresh needs state=present"),
+    ({"subdirs": ["a/b"]}, "subdirs takes distinct plain names"),
+    ({"subdirs": [".migrated"], "state": "checked"}, "subdirs needs state=present"),
+    ({"subdirs": ["pid-1"], "fresh": ["pid-1"]}, "pid-1 cannot be both made afresh (fresh) and kept (subdirs)"),
 ])
 def test_images_dir_fresh_names_refuses_bad_names_and_changes_nothing(run_module, base, args, words):
     root = base / "root"

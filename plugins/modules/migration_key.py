@@ -51,8 +51,8 @@ options:
   route_to:
     description:
       - An address of the destination. With O(state=present) the module first reads C(ip -o route get) to
-        it, also in check mode, and returns it as RV(route): the address the destination sees this source
-        come from is its C(src), which the role writes into the key's C(from=) restriction there.
+        it, also in check mode, and returns it as RV(route). Its C(src) is the address the destination sees
+        this source come from, which the role writes into the key's C(from=) restriction there.
       - A route that cannot be read is not a failure; RV(route) then says why.
     type: str
     version_added: 0.2.0

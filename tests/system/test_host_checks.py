@@ -26,12 +26,10 @@ def _differ(x, y, path=""):
     """Where two results differ, as (path, left, right)."""
     if isinstance(x, dict) and isinstance(y, dict):
         for k in sorted(set(x) | set(y)):
-            for d in _differ(x.get(k, "<missing>"), y.get(k, "<missing>"), "%s/%s" % (path, k)):
-                yield d
+            yield from _differ(x.get(k, "<missing>"), y.get(k, "<missing>"), "%s/%s" % (path, k))
     elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
         for i, (u, v) in enumerate(zip(x, y)):
-            for d in _differ(u, v, "%s[%d]" % (path, i)):
-                yield d
+            yield from _differ(u, v, "%s[%d]" % (path, i))
     elif x != y:
         yield (path, x, y)
 

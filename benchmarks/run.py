@@ -18,6 +18,7 @@ installed into .venv when missing).
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
 import importlib.util
 import json
@@ -60,10 +61,10 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 PROFILES = {
     "full": {"sizes": [64, 256, 1024], "repeats": {64: 5, 256: 5, 1024: 5},
              "scale_hosts": [1, 3, 6], "scale_procs": [1, 10], "scale_repeats": 2, "mscale_repeats": 5,
-             "checksum_mib": 256, "checksum_repeats": 5, "checksum_procs": 10},
+             "checksum_mib": 256, "checksum_repeats": 5, "checksum_procs": 10, "overhead_repeats": 5},
     "quick": {"sizes": [16, 256], "repeats": {16: 2, 256: 2},
               "scale_hosts": [1, 3], "scale_procs": [1, 10], "scale_repeats": 1, "mscale_repeats": 1,
-              "checksum_mib": 64, "checksum_repeats": 3, "checksum_procs": 5},
+              "checksum_mib": 64, "checksum_repeats": 3, "checksum_procs": 5, "overhead_repeats": 2},
 }
 # Downtime modes: (transfer, TLS). page_server: criu's page server in cleartext
 # in both pipelines (raw_pageserver.sh plain, the role with
@@ -948,6 +949,10 @@ def bench_migrate_scaling(fleet, prof, work):
                        "wall": round(pb["wall"], 3), "frozen": [r.get("frozen_s") for r in rows],
                        "raw_limit": [r.get("raw_limit_s") for r in rows]}
                 rec["tasks"] = task_seconds(pb)
+                ran = [t for t in pb["tasks"] if t["status"] != "skipped" and t["action"] in MIGRATE_MODULES]
+                rec["actions"] = dict(collections.Counter(t["action"] for t in ran))
+                rec["actions"]["async"] = len([t for t in ran if t.get("async")])
+                rec["small_tasks"] = len(pb["tasks"]) - len(ran)
                 if not ok:
                     rec["error"] = pb["output_tail"] or "%d of %d migrated" % (len(rows), len(wls))
             finally:
@@ -1147,6 +1152,129 @@ def bench_checksum(prof, work):
         shutil.rmtree(cdir, ignore_errors=True)
 
 
+# ------------------------------------------------- Ansible's own cost per task
+
+# The modules one migration runs (playbooks/migrate.yml with the role's defaults: rsync and the
+# ephemeral key), in the order they first run. Ansible builds each one's payload (AnsiballZ: the
+# module and the module_utils it imports, found by parsing them) once per playbook run, on the
+# controller, the first time a task uses it.
+MIGRATE_MODULES = ("ckpt.criu.host_checks", "ckpt.criu.images_dir", "ansible.builtin.command",
+                   "ckpt.criu.migration_key", "ansible.builtin.blockinfile", "ckpt.criu.restore",
+                   "ckpt.criu.dump", "ansible.builtin.async_status", "ckpt.criu.migration_commit")
+OVERHEAD_AGAIN = 3        # warm runs of each module after its first
+
+
+def overhead_playbook(path):
+    """A play on node1 that measures, task by task: a raw command (the connection and Ansible's
+    per-task floor, no Python), Python's start, a task that runs no module, and for each module of
+    a migration its first run (payload built) and warm runs. Each module gets arguments it refuses
+    (a missing required option, a job that is not there): the run then costs the module's transfer,
+    start and imports and changes nothing. Async: the restore module started with poll 0, as the
+    role starts it, and async_status on that job."""
+    tasks = [{"name": "raw true %d" % i, "ansible.builtin.raw": "true"} for i in range(5)]
+    tasks += [{"name": "raw python3 %d" % i, "ansible.builtin.raw": "%s -c pass" % HOST_PYTHON} for i in range(5)]
+    tasks += [{"name": "no module %d" % i, "ansible.builtin.set_fact": {"ckb_x": i}} for i in range(10)]
+    tasks += [{"name": "first ansible.builtin.ping", "ansible.builtin.ping": {}}]
+    tasks += [{"name": "again ansible.builtin.ping %d" % i, "ansible.builtin.ping": {}} for i in range(OVERHEAD_AGAIN)]
+    args = {"ansible.builtin.async_status": {"jid": "0.0"}}
+    for mod in MIGRATE_MODULES:
+        for i in range(OVERHEAD_AGAIN + 1):
+            tasks.append({"name": ("first %s" % mod) if i == 0 else ("again %s %d" % (mod, i)),
+                          mod: args.get(mod, {}), "ignore_errors": True})
+    for i in range(OVERHEAD_AGAIN):
+        tasks.append({"name": "async ckpt.criu.restore %d" % i, "ckpt.criu.restore": {}, "async": 60, "poll": 0,
+                      "register": "ckb_job"})
+        tasks.append({"name": "async_status of it %d" % i, "ansible.builtin.async_status": {
+            "jid": "{{ ckb_job.ansible_job_id }}"}, "ignore_errors": True})
+    with open(path, "w", encoding="ascii") as fh:
+        json.dump([{"hosts": "node1", "gather_facts": False, "tasks": tasks}], fh, indent=1)
+    return path
+
+
+def bench_overhead(fleet, prof, work):
+    """What Ansible itself costs per task on this machine (no criu, no workload), repeated, so that a
+    migration's wall time can be split into Ansible's share and the work. See overhead_playbook."""
+    inv = write_inventory(fleet, os.path.join(work, "inv-overhead.ini"), ["node1"])
+    pbook = overhead_playbook(os.path.join(work, "overhead.json"))
+    runs = []
+    for rep in range(1, prof["overhead_repeats"] + 1):
+        timing = os.path.join(work, "timing-overhead-%d.jsonl" % rep)
+        _unlink(timing)
+        argv = [os.path.join(VENV, "bin", "ansible-playbook"), "-i", inv, pbook]
+        t0 = time.time()
+        res = run(argv, cwd=REPO, env=ansible_env(timing), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        t1 = time.time()
+        with open(timing, encoding="utf-8") as fh:
+            tasks = [json.loads(line) for line in fh if line.strip()]
+        sec = {}
+        for t in tasks:
+            sec.setdefault(re.sub(r" \d+$", "", t["task"]), []).append(t["end"] - t["start"])
+        rec = {"rep": rep, "rc": res.returncode, "wall": round(t1 - t0, 3),
+               "start_end_s": round((tasks[0]["task_start"] - t0) + (t1 - tasks[-1]["end"]), 3) if tasks else None,
+               "tasks": {k: [round(v, 4) for v in vs] for k, vs in sec.items()}}
+        if res.returncode != 0:
+            rec["error"] = res.stdout[-2000:]
+        runs.append(rec)
+        log("overhead run %d: wall %.2f s, start and end %.2f s" % (rep, rec["wall"], rec["start_end_s"] or -1))
+    return {"runs": runs, "summary": summarize_overhead(runs)}
+
+
+def summarize_overhead(runs):
+    """Per run the median of each kind of task; then median [min-max] over the runs."""
+    ok = [r for r in runs if r["rc"] == 0]
+
+    def per_run(fn):
+        return med([fn(r["tasks"]) for r in ok])
+
+    def m(tasks, name):
+        return statistics.median(tasks[name]) if tasks.get(name) else None
+
+    rows = {"start_end": med([r["start_end_s"] for r in ok]),
+            "raw": per_run(lambda t: m(t, "raw true")),
+            "raw_python": per_run(lambda t: m(t, "raw python3")),
+            "no_module": per_run(lambda t: m(t, "no module")),
+            "ping": per_run(lambda t: m(t, "again ansible.builtin.ping")),
+            "async_launch": per_run(lambda t: m(t, "async ckpt.criu.restore")),
+            "async_status": per_run(lambda t: m(t, "async_status of it"))}
+    modules = {}
+    for mod in MIGRATE_MODULES:
+        warm = per_run(lambda t, mod=mod: m(t, "again %s" % mod))
+        build = per_run(lambda t, mod=mod: (m(t, "first %s" % mod) - m(t, "again %s" % mod))
+                        if m(t, "first %s" % mod) is not None and m(t, "again %s" % mod) is not None else None)
+        modules[mod] = {"warm": warm, "build": build}
+    rows["modules"] = modules
+    builds = [sum(m(r["tasks"], "first %s" % mod) - m(r["tasks"], "again %s" % mod) for mod in MIGRATE_MODULES)
+              for r in ok]
+    rows["builds_total"] = med(builds)
+    rows["failed_runs"] = len(runs) - len(ok)
+    return rows
+
+
+def overhead_model(ov, one_run):
+    """One migration's wall time split into Ansible's share, priced with the overhead part's unit costs,
+    and the rest. one_run: an mscale run of one process with its ``actions`` (task counts per action)."""
+    counts = one_run.get("actions") or {}
+    if not counts or not ov:
+        return None
+    mods = ov["modules"]
+    module_runs = sum(n for a, n in counts.items() if a in mods)
+    parts = {
+        "ansible-playbook's start and end": ov["start_end"]["median"],
+        "%d module runs, warm (payload sent, Python, imports)" % module_runs:
+            sum(n * mods[a]["warm"]["median"] for a, n in counts.items() if a in mods),
+        "%d payloads built on the controller (once per module and run)" % len([a for a in counts if a in mods]):
+            sum(mods[a]["build"]["median"] for a in counts if a in mods),
+        "%d tasks that run no module (includes, facts, asserts, skipped tasks)" % one_run["small_tasks"]:
+            one_run["small_tasks"] * ov["no_module"]["median"],
+    }
+    if counts.get("async"):
+        parts["%d async starts, above a warm run" % counts["async"]] = \
+            counts["async"] * (ov["async_launch"]["median"] - mods["ckpt.criu.restore"]["warm"]["median"])
+    share = sum(parts.values())
+    return {"parts": {k: round(v, 2) for k, v in parts.items()}, "ansible_s": round(share, 2),
+            "wall_s": one_run["wall"], "rest_s": round(one_run["wall"] - share, 2)}
+
+
 # --------------------------------------------------------------- output
 
 def fmt(m, digits=2):
@@ -1293,6 +1421,7 @@ def markdown(results, others):
         if ms_from is not results and os.path.exists(notes):
             with open(notes, encoding="utf-8") as fh:
                 lines += [fh.read().rstrip("\n"), ""]
+    lines += overhead_lines(results, others)
     sc = results.get("scaling")
     if sc:
         lines += ["## Fleet scaling: checkpoint wall time (seconds)", "",
@@ -1360,6 +1489,51 @@ def markdown(results, others):
                 res["label"], res["finished"], " | ".join(cells), ", ".join(pngs) or "-"))
         lines.append("")
     return "\n".join(lines)
+
+
+def overhead_lines(results, others):
+    """The overhead part's table, from this run or the newest of HEAD that measured it, and the split of
+    one migration measured in the same run."""
+    ov_from = results if results.get("overhead") else next(
+        (r for r in reversed(others) if r.get("overhead") and of_head(r)), None)
+    if not ov_from:
+        return []
+    ov = ov_from["overhead"]["summary"]
+    lines = ["## Ansible's own cost per task (seconds)", "",
+             "Run **%s** (%s), `--only overhead`: a play on one fleet host that runs no criu; median [min-max] "
+             "over %d playbook runs of each run's median per kind of task. Each module of a migration runs once "
+             "(its payload is built on the controller: ansible-core parses the module and every module_utils it "
+             "imports, once per playbook run and module) and %d times more (warm), with arguments it refuses, "
+             "which costs its transfer, Python's start and its imports and changes nothing."
+             % (ov_from["label"], ov_from.get("finished", "?"), ov["start_end"]["n"] if ov["start_end"] else 0,
+                OVERHEAD_AGAIN), "",
+             "| task | seconds |", "|---|---|",
+             "| `ansible-playbook`'s start and end (no task) | %s |" % fmt(ov["start_end"]),
+             "| a task that runs no module (`set_fact`) | %s |" % fmt(ov["no_module"], 3),
+             "| `raw: true` (SSH, Ansible's per-task work, no Python) | %s |" % fmt(ov["raw"], 3),
+             "| `raw: python3 -c pass` | %s |" % fmt(ov["raw_python"], 3),
+             "| `ansible.builtin.ping`, warm (AnsiballZ: payload, ansible-core's imports) | %s |" % fmt(ov["ping"], 3),
+             "| `ckpt.criu.restore` started with `async` and `poll: 0` | %s |" % fmt(ov["async_launch"], 3),
+             "| `async_status` of that job | %s |" % fmt(ov["async_status"], 3), "",
+             "| module of a migration | warm run | payload built (first run - warm run) |", "|---|---|---|"]
+    for mod, row in ov["modules"].items():
+        lines.append("| `%s` | %s | %s |" % (mod, fmt(row["warm"], 3), fmt(row["build"], 3)))
+    lines += ["| all %d payloads | | %s |" % (len(ov["modules"]), fmt(ov["builds_total"])), ""]
+    ms = results.get("mscale") if ov_from is results else None
+    models = [overhead_model(ov, r) for r in (ms or {}).get("runs", [])
+              if r.get("ok") and (r["pairs"], r["procs"]) == (1, 1)]
+    models = [m for m in models if m]
+    if models:
+        lines += ["One migration of the same run (one process, node1 -> node2) split with these unit costs, "
+                  "medians over its %d repeats: what is left after Ansible's share is criu, rsync, the checks "
+                  "inside the modules, the restore's settle check and the controller's templating." % len(models),
+                  "", "| part | seconds |", "|---|---:|"]
+        for name in models[0]["parts"]:
+            lines.append("| %s | %.2f |" % (name, statistics.median([m["parts"].get(name, 0.0) for m in models])))
+        lines += ["| **Ansible's share** | **%.2f** |" % statistics.median([m["ansible_s"] for m in models]),
+                  "| the rest | %.2f |" % statistics.median([m["rest_s"] for m in models]),
+                  "| one migration, wall | %.2f |" % statistics.median([m["wall_s"] for m in models]), ""]
+    return lines
 
 
 def rest_note(settings):
@@ -1481,6 +1655,12 @@ def print_summary(results):
             print("  %d pair(s) x %d proc(s), serial %d: wall %-22s frozen %-22s raw limit %s" % (
                 r["pairs"], r["procs"], r["serial"], fmt(r["wall"]), fmt(r["frozen"]), fmt(r["raw_limit"])))
         print("  derived: %s" % json.dumps(ms["summary"]["derived"]))
+    ov = results.get("overhead")
+    if ov:
+        o = ov["summary"]
+        print("\nAnsible per task (s): start+end %s, no module %s, raw %s, ping %s, async start %s, builds %s"
+              % (fmt(o["start_end"]), fmt(o["no_module"], 3), fmt(o["raw"], 3), fmt(o["ping"], 3),
+                 fmt(o["async_launch"], 3), fmt(o["builds_total"])))
     sc = results.get("scaling")
     if sc:
         print("\nScaling: checkpoint wall time (s)")
@@ -1516,7 +1696,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description="ckpt.criu benchmarks (see benchmarks/README.md)")
     ap.add_argument("--quick", action="store_true", help="fewer sizes and repeats: a smoke run")
     ap.add_argument("--label", default=None, help="name of this run: docs/benchmarks/results-LABEL.json")
-    ap.add_argument("--only", choices=["downtime", "mscale", "scaling", "checksum"], action="append",
+    ap.add_argument("--only", choices=["downtime", "mscale", "scaling", "checksum", "overhead"], action="append",
                     help="run only this part (repeatable)")
     ap.add_argument("--rev", default="HEAD",
                     help="git revision of the collection to benchmark (exported snapshot; default HEAD); "
@@ -1569,6 +1749,8 @@ def recompute(results):
         results["scaling"]["summary"] = summarize_scaling(results["scaling"]["runs"])
     if results.get("mscale"):
         results["mscale"]["summary"] = summarize_mscale(results["mscale"]["runs"])
+    if results.get("overhead"):
+        results["overhead"]["summary"] = summarize_overhead(results["overhead"]["runs"])
 
 
 def write_outputs(results, have_plots):
@@ -1602,7 +1784,7 @@ def main(argv=None):
         return 0
     if os.geteuid() != 0:
         sys.exit("run as root: the benchmarks start a test fleet (namespaces) and run criu")
-    parts = args.only or ["downtime", "mscale", "scaling", "checksum"]
+    parts = args.only or ["downtime", "mscale", "overhead", "scaling", "checksum"]
     prof = dict(PROFILES["quick" if args.quick else "full"])
     if args.sizes:
         prof["sizes"] = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -1628,7 +1810,7 @@ def main(argv=None):
     fleet = None
     old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
-        if "downtime" in parts or "scaling" in parts or "mscale" in parts:
+        if "downtime" in parts or "scaling" in parts or "mscale" in parts or "overhead" in parts:
             fleetmod = load_fleet_module()
             nhosts = max(prof["scale_hosts"]) if "scaling" in parts else 4 if "mscale" in parts else 2
             fleet = fleetmod.Fleet(state_dir=FLEET_STATE, name=FLEET_NAME, subnet=FLEET_SUBNET)
@@ -1638,6 +1820,8 @@ def main(argv=None):
             results["downtime"] = bench_downtime(fleet, prof, work)
         if "mscale" in parts:
             results["mscale"] = bench_migrate_scaling(fleet, prof, work)
+        if "overhead" in parts:
+            results["overhead"] = bench_overhead(fleet, prof, work)
         if "scaling" in parts:
             results["scaling"] = bench_scaling(fleet, prof, work)
         if "checksum" in parts:

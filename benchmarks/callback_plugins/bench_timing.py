@@ -68,6 +68,7 @@ class CallbackModule(CallbackBase):
                 v = data[k]
                 kept[k] = v[:300] if isinstance(v, str) else v
         self._emit({"host": host, "task": task.get_name(), "action": task.action, "status": status,
+                    "async": bool(getattr(task, "async_val", 0)),
                     "task_start": self._task_start.get(task._uuid), "start": start, "end": now,
                     "result": kept})
 

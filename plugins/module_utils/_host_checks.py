@@ -20,12 +20,10 @@ failure of the whole job raises :class:`CkptError`.
 
 from __future__ import annotations
 
-import os
-import subprocess
-
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _batch, _criu_info, _netaddr, _procfs, _stdio
+from ansible_collections.ckpt.criu.plugins.module_utils._commands import READ_COMMANDS_ARGS, read_commands
 from ansible_collections.ckpt.criu.plugins.module_utils._checksum import (
     DEFAULT_CACHE,
     ChecksumError,
@@ -59,49 +57,6 @@ def criu_info(params, warn):
     if problems and params["required"]:
         result.update(failed=True, msg=problems[0])
     return result
-
-
-# ---------------------------------------------------------------- read_commands
-
-READ_COMMANDS_ARGS = dict(
-    argument_spec=dict(
-        commands=dict(type="list", elements="raw", required=True),
-        timeout=dict(type="float", default=60.0),
-    ),
-)
-
-
-def run_command(argv, timeout):
-    """The registered shape of one command, as ansible.builtin.command gives it."""
-    env = dict(os.environ, LC_ALL="C")
-    res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         env=env, check=False, timeout=timeout)
-    out = res.stdout.decode("utf-8", "replace").rstrip("\n")
-    err = res.stderr.decode("utf-8", "replace").rstrip("\n")
-    return {"cmd": argv, "rc": res.returncode, "stdout": out, "stderr": err,
-            "stdout_lines": out.splitlines(), "stderr_lines": err.splitlines()}
-
-
-def read_commands(params, warn):
-    """ckpt.criu.read_commands: each command's status and output; a command that cannot run fails."""
-    results = []
-    for i, argv in enumerate(params["commands"]):
-        if not argv:
-            results.append({"cmd": [], "skipped": True, "rc": 0, "stdout": "", "stderr": "",
-                            "stdout_lines": [], "stderr_lines": []})
-            continue
-        if not isinstance(argv, list) or not all(isinstance(a, (str, int, float)) for a in argv):
-            raise CkptError("commands[%d] must be a list of strings (the program first), got %r" % (i, argv),
-                            reads=results)
-        argv = [str(a) for a in argv]
-        try:
-            results.append(run_command(argv, params["timeout"]))
-        except subprocess.TimeoutExpired:
-            raise CkptError("%s took longer than %s s and was killed" % (" ".join(argv), params["timeout"]),
-                            reads=results)
-        except OSError as exc:
-            raise CkptError("cannot run %s: %s" % (argv[0], exc.strerror or exc), reads=results)
-    return dict(changed=False, reads=results)
 
 
 # ---------------------------------------------------------------- fd_inspect
@@ -350,15 +305,16 @@ JOBS = (
 )
 
 
-def validated(args, given, option, module_name):
+def validated(args, given, module_name):
     """``given`` checked against a module's arguments, defaults filled in, as
-    AnsibleModule would; CkptError naming the option when it is not valid."""
+    AnsibleModule would; CkptError naming the module when it is not valid
+    (the caller puts the option's name before it)."""
     if not isinstance(given, dict):
-        raise CkptError("%s must be a dictionary of the options of ckpt.criu.%s, got %r" % (option, module_name, given))
+        raise CkptError("not a dictionary of the options of ckpt.criu.%s: %r" % (module_name, given))
     rules = dict((k, v) for k, v in args.items() if k != "argument_spec")
     res = ArgumentSpecValidator(args["argument_spec"], **rules).validate(given)
     if res.error_messages:
-        raise CkptError("%s (the options of ckpt.criu.%s): %s" % (option, module_name, "; ".join(res.error_messages)))
+        raise CkptError("not valid options of ckpt.criu.%s: %s" % (module_name, "; ".join(res.error_messages)))
     return res.validated_parameters
 
 
@@ -366,14 +322,13 @@ def run_jobs(params, warn):
     """ckpt.criu.host_checks: each job given in ``params`` (by option name)
     run in turn, its result under its option; one that fails does not stop
     the others. ``failed`` names the jobs that failed; ``msg`` says what."""
-    out = {"changed": False}
-    failed = []
+    out = {"changed": False, "failed_jobs": []}
     ran = 0
     for option, module_name, args, job in JOBS:
         if params.get(option) is None:
             continue
         try:
-            res = job(validated(args, params[option], option, module_name),
+            res = job(validated(args, params[option], module_name),
                       lambda msg, option=option: warn("%s: %s" % (option, msg)))
         except CkptError as exc:
             res = dict(exc.to_fail_kwargs(), failed=True)
@@ -381,7 +336,7 @@ def run_jobs(params, warn):
         out[option] = res
         ran += 1
         if res.get("failed"):
-            failed.append("%s: %s" % (option, res.get("msg", "failed")))
-    out["failed_jobs"] = [f.split(":", 1)[0] for f in failed]
-    out["msg"] = "; ".join(failed) if failed else "ran %d check%s" % (ran, "" if ran == 1 else "s")
+            out["failed_jobs"].append(option)
+    out["msg"] = "; ".join("%s: %s" % (option, out[option].get("msg", "failed")) for option in out["failed_jobs"]) \
+        or "ran %d check%s" % (ran, "" if ran == 1 else "s")
     return out

@@ -116,6 +116,7 @@ import subprocess
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _safedir
+from ansible_collections.ckpt.criu.plugins.module_utils._commands import run_command
 
 
 def main():
@@ -174,11 +175,9 @@ def route(module, address):
     if not ip:
         return {"cmd": argv, "rc": -1, "stdout": "", "stderr": "ip (iproute2) is not installed"}
     try:
-        res = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             universal_newlines=True, check=False, timeout=30)
+        return run_command(argv, 30)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return {"cmd": argv, "rc": -1, "stdout": "", "stderr": "ip route get could not run: %s" % exc}
-    return {"cmd": argv, "rc": res.returncode, "stdout": res.stdout.strip(), "stderr": res.stderr.strip()}
 
 
 def absent(module, path):

@@ -93,7 +93,7 @@ reads:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.ckpt.criu.plugins.module_utils._errors import run_job
-from ansible_collections.ckpt.criu.plugins.module_utils._host_checks import READ_COMMANDS_ARGS, read_commands
+from ansible_collections.ckpt.criu.plugins.module_utils._commands import READ_COMMANDS_ARGS, read_commands
 
 
 def main():

@@ -84,9 +84,10 @@ def test_a_check_that_fails_is_named_and_the_others_still_run(run_module, worklo
     assert r["failed_jobs"] == ["criu", "reads", "fds", "checksums", "sockets"], r
     assert r["reads"]["failed"] and "cannot run /nonexistent/prog" in r["reads"]["msg"], r["reads"]
     assert len(r["reads"]["reads"]) == 1 and r["reads"]["reads"][0]["rc"] == 0, r["reads"]
-    assert "fds (the options of ckpt.criu.fd_inspect)" in r["fds"]["msg"] and "no_such_option" in r["fds"]["msg"]
+    assert "not valid options of ckpt.criu.fd_inspect" in r["fds"]["msg"] and "no_such_option" in r["fds"]["msg"]
     assert "mutually exclusive" in r["checksums"]["msg"] and "pid" in r["checksums"]["msg"], r["checksums"]
-    assert "sockets (the options of ckpt.criu.inet_sockets)" in r["sockets"]["msg"], r["sockets"]
+    assert "not valid options of ckpt.criu.inet_sockets" in r["sockets"]["msg"], r["sockets"]
+    assert "; sockets: not valid options of ckpt.criu.inet_sockets" in r["msg"], r["msg"]
     assert "no_such_probe" in r["criu"]["msg"], r["criu"]
     assert r["msg"].startswith("criu: ") and "; reads: cannot run /nonexistent/prog" in r["msg"], r["msg"]
 

@@ -1260,15 +1260,15 @@ def overhead_model(ov, one_run):
     module_runs = sum(n for a, n in counts.items() if a in mods)
     parts = {
         "ansible-playbook's start and end": ov["start_end"]["median"],
-        "%d module runs, warm (payload sent, Python, imports)" % module_runs:
+        "module runs, warm (payload sent, Python, imports): %d" % module_runs:
             sum(n * mods[a]["warm"]["median"] for a, n in counts.items() if a in mods),
-        "%d payloads built on the controller (once per module and run)" % len([a for a in counts if a in mods]):
+        "payloads built on the controller, once per module and run: %d" % len([a for a in counts if a in mods]):
             sum(mods[a]["build"]["median"] for a in counts if a in mods),
-        "%d tasks that run no module (includes, facts, asserts, skipped tasks)" % one_run["small_tasks"]:
+        "tasks that run no module (includes, facts, asserts, skipped tasks): %d" % one_run["small_tasks"]:
             one_run["small_tasks"] * ov["no_module"]["median"],
     }
     if counts.get("async"):
-        parts["%d async starts, above a warm run" % counts["async"]] = \
+        parts["async starts, above a warm run: %d" % counts["async"]] = \
             counts["async"] * (ov["async_launch"]["median"] - mods["ckpt.criu.restore"]["warm"]["median"])
     share = sum(parts.values())
     return {"parts": {k: round(v, 2) for k, v in parts.items()}, "ansible_s": round(share, 2),

@@ -1519,7 +1519,7 @@ def overhead_lines(results, others):
     for mod, row in ov["modules"].items():
         lines.append("| `%s` | %s | %s |" % (mod, fmt(row["warm"], 3), fmt(row["build"], 3)))
     lines += ["| all %d payloads | | %s |" % (len(ov["modules"]), fmt(ov["builds_total"])), ""]
-    ms = results.get("mscale") if ov_from is results else None
+    ms = ov_from.get("mscale")
     models = [overhead_model(ov, r) for r in (ms or {}).get("runs", [])
               if r.get("ok") and (r["pairs"], r["procs"]) == (1, 1)]
     models = [m for m in models if m]

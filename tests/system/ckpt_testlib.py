@@ -150,15 +150,22 @@ def free_port():
         s.close()
 
 
-def wait(pred, timeout=30, step=0.1):
-    """pred()'s first true value within timeout, else its last value."""
+def wait(pred, timeout=30, step=0.1, ignore=()):
+    """pred()'s first true value within timeout, else its last value; an
+    exception of a class in ``ignore`` (say OSError, for a port that does not
+    listen yet) counts as a false value."""
+    def look():
+        try:
+            return pred()
+        except ignore:
+            return False
     deadline = time.time() + timeout
     while time.time() < deadline:
-        value = pred()
+        value = look()
         if value:
             return value
         time.sleep(step)
-    return pred()
+    return look()
 
 
 def wait_gone(pid, timeout=10.0):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_testlib import WORKLOADS, Resp, continuity, free_port, read_ticks, thread_ticks, wait_gone
+from ckpt_testlib import WORKLOADS, Resp, continuity, free_port, read_ticks, thread_ticks, wait, wait_gone
 
 from ansible_collections.ckpt.criu.plugins.module_utils import _procfs
 
@@ -56,16 +56,8 @@ def _alive(pid):
         return False
 
 
-def _wait_for(pred, timeout=20.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if pred():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+def _wait_for(pred, what):
+    assert wait(pred, 20, 0.05, ignore=(OSError,)), "timed out after 20 s waiting for %s" % what
 
 
 @pytest.fixture

@@ -1198,22 +1198,17 @@ def bench_overhead(fleet, prof, work):
     pbook = overhead_playbook(os.path.join(work, "overhead.json"))
     runs = []
     for rep in range(1, prof["overhead_repeats"] + 1):
-        timing = os.path.join(work, "timing-overhead-%d.jsonl" % rep)
-        _unlink(timing)
-        argv = [os.path.join(VENV, "bin", "ansible-playbook"), "-i", inv, pbook]
-        t0 = time.time()
-        res = run(argv, cwd=REPO, env=ansible_env(timing), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        t1 = time.time()
-        with open(timing, encoding="utf-8") as fh:
-            tasks = [json.loads(line) for line in fh if line.strip()]
+        pb = playbook(pbook, inv, {}, work, "overhead-%d" % rep)    # an absolute path: not one of the collection's
+        tasks = pb["tasks"]
         sec = {}
         for t in tasks:
             sec.setdefault(re.sub(r" \d+$", "", t["task"]), []).append(t["end"] - t["start"])
-        rec = {"rep": rep, "rc": res.returncode, "wall": round(t1 - t0, 3),
-               "start_end_s": round((tasks[0]["task_start"] - t0) + (t1 - tasks[-1]["end"]), 3) if tasks else None,
+        rec = {"rep": rep, "rc": pb["rc"], "wall": round(pb["wall"], 3),
+               "start_end_s": round((tasks[0]["task_start"] - pb["start"]) + (pb["end"] - tasks[-1]["end"]), 3)
+               if tasks else None,
                "tasks": {k: [round(v, 4) for v in vs] for k, vs in sec.items()}}
-        if res.returncode != 0:
-            rec["error"] = res.stdout[-2000:]
+        if pb["rc"] != 0:
+            rec["error"] = pb["output_tail"]
         runs.append(rec)
         log("overhead run %d: wall %.2f s, start and end %.2f s" % (rep, rec["wall"], rec["start_end_s"] or -1))
     return {"runs": runs, "summary": summarize_overhead(runs)}
@@ -1229,6 +1224,10 @@ def summarize_overhead(runs):
     def m(tasks, name):
         return statistics.median(tasks[name]) if tasks.get(name) else None
 
+    def build(tasks, mod):
+        first, again = m(tasks, "first %s" % mod), m(tasks, "again %s" % mod)
+        return None if first is None or again is None else first - again
+
     rows = {"start_end": med([r["start_end_s"] for r in ok]),
             "raw": per_run(lambda t: m(t, "raw true")),
             "raw_python": per_run(lambda t: m(t, "raw python3")),
@@ -1238,14 +1237,11 @@ def summarize_overhead(runs):
             "async_status": per_run(lambda t: m(t, "async_status of it"))}
     modules = {}
     for mod in MIGRATE_MODULES:
-        warm = per_run(lambda t, mod=mod: m(t, "again %s" % mod))
-        build = per_run(lambda t, mod=mod: (m(t, "first %s" % mod) - m(t, "again %s" % mod))
-                        if m(t, "first %s" % mod) is not None and m(t, "again %s" % mod) is not None else None)
-        modules[mod] = {"warm": warm, "build": build}
+        modules[mod] = {"warm": per_run(lambda t, mod=mod: m(t, "again %s" % mod)),
+                        "build": per_run(lambda t, mod=mod: build(t, mod))}
     rows["modules"] = modules
-    builds = [sum(m(r["tasks"], "first %s" % mod) - m(r["tasks"], "again %s" % mod) for mod in MIGRATE_MODULES)
-              for r in ok]
-    rows["builds_total"] = med(builds)
+    builds = [[build(r["tasks"], mod) for mod in MIGRATE_MODULES] for r in ok]
+    rows["builds_total"] = med([sum(b) for b in builds if None not in b])
     rows["failed_runs"] = len(runs) - len(ok)
     return rows
 
@@ -1257,13 +1253,13 @@ def overhead_model(ov, one_run):
     if not counts or not ov:
         return None
     mods = ov["modules"]
-    module_runs = sum(n for a, n in counts.items() if a in mods)
+    used = dict((a, n) for a, n in counts.items() if a in mods)
     parts = {
         "ansible-playbook's start and end": ov["start_end"]["median"],
-        "module runs, warm (payload sent, Python, imports): %d" % module_runs:
-            sum(n * mods[a]["warm"]["median"] for a, n in counts.items() if a in mods),
-        "payloads built on the controller, once per module and run: %d" % len([a for a in counts if a in mods]):
-            sum(mods[a]["build"]["median"] for a in counts if a in mods),
+        "module runs, warm (payload sent, Python, imports): %d" % sum(used.values()):
+            sum(n * mods[a]["warm"]["median"] for a, n in used.items()),
+        "payloads built on the controller, once per module and run: %d" % len(used):
+            sum(mods[a]["build"]["median"] for a in used),
         "tasks that run no module (includes, facts, asserts, skipped tasks): %d" % one_run["small_tasks"]:
             one_run["small_tasks"] * ov["no_module"]["median"],
     }
